@@ -1,0 +1,262 @@
+//! The versioned JSON model artifact and prediction.
+//!
+//! The artifact carries everything needed to predict (feature set,
+//! coefficients, intercept) and everything needed to trust the prediction
+//! (lineage: data, cleaning, split, metrics, trainer and commit).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::features::{FEATURE_NAMES, FEATURE_SET, FeatureSpec, N_FEATURES, features};
+use crate::trip::Trip;
+
+/// The artifact layout version this build reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A fitted linear fare model with its lineage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelArtifact {
+    pub schema_version: u32,
+    /// Human-meaningful identity of this model, reported by the service.
+    pub model_version: String,
+    pub feature_set: String,
+    pub features: Vec<FeatureSpec>,
+    pub coefficients: Vec<f64>,
+    pub intercept: f64,
+    pub lineage: Lineage,
+}
+
+/// Where a model came from and how good it was on held-out data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lineage {
+    pub data_file: String,
+    pub data_sha256: String,
+    pub rows_read: u64,
+    pub rows_used: u64,
+    pub rows_train: u64,
+    pub rows_test: u64,
+    /// Rows dropped during cleaning, by reason.
+    pub rows_dropped: BTreeMap<String, u64>,
+    pub split_seed: u64,
+    pub test_fraction: f64,
+    /// Held-out metrics of this model.
+    pub metrics: Scores,
+    /// Held-out metrics of predicting the training mean fare.
+    pub baseline: Scores,
+    pub trainer_version: String,
+    pub git_commit: Option<String>,
+    /// RFC 3339 UTC timestamp.
+    pub created_at: String,
+}
+
+/// Regression quality on a set of rows.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Scores {
+    pub rmse: f64,
+    pub mae: f64,
+    pub r2: f64,
+}
+
+impl Scores {
+    /// Scores predictions against truth. Empty input gives NaNs.
+    pub fn compute(truth: &[f64], predicted: &[f64]) -> Scores {
+        let n = truth.len().min(predicted.len()) as f64;
+        let mean = truth.iter().sum::<f64>() / n;
+        let (mut sse, mut sae, mut sst) = (0.0, 0.0, 0.0);
+        for (y, p) in truth.iter().zip(predicted) {
+            let e = y - p;
+            sse += e * e;
+            sae += e.abs();
+            sst += (y - mean) * (y - mean);
+        }
+        Scores { rmse: (sse / n).sqrt(), mae: sae / n, r2: 1.0 - sse / sst }
+    }
+}
+
+/// Why an artifact cannot be used.
+#[derive(Debug, Error)]
+pub enum ArtifactError {
+    #[error("model artifact is not valid JSON for schema version {SCHEMA_VERSION}: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("model artifact has schema version {found}, this build reads version {SCHEMA_VERSION}")]
+    SchemaVersion { found: u64 },
+    #[error("model artifact uses feature set {found:?}, this build computes {FEATURE_SET:?}")]
+    FeatureSet { found: String },
+    #[error("model artifact features {found:?} differ from this build's {expected:?}")]
+    FeatureNames { found: Vec<String>, expected: Vec<String> },
+    #[error("model artifact has {found} coefficients for {N_FEATURES} features")]
+    CoefficientCount { found: usize },
+    #[error("model artifact has a non-finite coefficient or intercept")]
+    NonFinite,
+    #[error("model artifact has an empty model_version")]
+    EmptyVersion,
+}
+
+impl ModelArtifact {
+    /// Parses and validates an artifact. The schema version is read first so
+    /// an artifact from another version gets that error, not a field error.
+    pub fn from_json(text: &str) -> Result<ModelArtifact, ArtifactError> {
+        #[derive(Deserialize)]
+        struct Header {
+            schema_version: u64,
+        }
+        let header: Header = serde_json::from_str(text)?;
+        if header.schema_version != u64::from(SCHEMA_VERSION) {
+            return Err(ArtifactError::SchemaVersion { found: header.schema_version });
+        }
+        let artifact: ModelArtifact = serde_json::from_str(text)?;
+        artifact.validate()?;
+        Ok(artifact)
+    }
+
+    /// Serialises as pretty JSON (the artifact is meant to be read by people).
+    pub fn to_json(&self) -> Result<String, ArtifactError> {
+        Ok(serde_json::to_string_pretty(self)?)
+    }
+
+    /// Checks that this artifact can be used by this build's `predict`.
+    pub fn validate(&self) -> Result<(), ArtifactError> {
+        if self.schema_version != SCHEMA_VERSION {
+            return Err(ArtifactError::SchemaVersion { found: self.schema_version.into() });
+        }
+        if self.feature_set != FEATURE_SET {
+            return Err(ArtifactError::FeatureSet { found: self.feature_set.clone() });
+        }
+        let names: Vec<&str> = self.features.iter().map(|f| f.name.as_str()).collect();
+        if names != FEATURE_NAMES {
+            return Err(ArtifactError::FeatureNames {
+                found: names.iter().map(|s| (*s).to_owned()).collect(),
+                expected: FEATURE_NAMES.iter().map(|s| (*s).to_owned()).collect(),
+            });
+        }
+        if self.coefficients.len() != N_FEATURES {
+            return Err(ArtifactError::CoefficientCount { found: self.coefficients.len() });
+        }
+        if !self.intercept.is_finite() || self.coefficients.iter().any(|c| !c.is_finite()) {
+            return Err(ArtifactError::NonFinite);
+        }
+        if self.model_version.trim().is_empty() {
+            return Err(ArtifactError::EmptyVersion);
+        }
+        Ok(())
+    }
+
+    /// The raw linear response for one trip (may be negative).
+    pub fn linear_response(&self, trip: &Trip) -> f64 {
+        features(trip)
+            .iter()
+            .zip(&self.coefficients)
+            .fold(self.intercept, |acc, (x, c)| acc + x * c)
+    }
+
+    /// The predicted fare in USD: the linear response, floored at zero since
+    /// no fare is negative. Trainer metrics use this same function.
+    pub fn predict(&self, trip: &Trip) -> f64 {
+        self.linear_response(trip).max(0.0)
+    }
+
+    /// Predicts a batch, in order.
+    pub fn predict_batch(&self, trips: &[Trip]) -> Vec<f64> {
+        trips.iter().map(|t| self.predict(t)).collect()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::features::feature_specs;
+
+    /// A small, valid artifact for tests.
+    pub(crate) fn sample() -> ModelArtifact {
+        ModelArtifact {
+            schema_version: SCHEMA_VERSION,
+            model_version: "test-1".into(),
+            feature_set: FEATURE_SET.into(),
+            features: feature_specs(),
+            coefficients: vec![2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5],
+            intercept: 3.0,
+            lineage: Lineage {
+                data_file: "trips.csv".into(),
+                data_sha256: "00".into(),
+                rows_read: 10,
+                rows_used: 9,
+                rows_train: 7,
+                rows_test: 2,
+                rows_dropped: BTreeMap::from([("zero_coordinates".into(), 1)]),
+                split_seed: 42,
+                test_fraction: 0.2,
+                metrics: Scores { rmse: 1.0, mae: 1.0, r2: 0.5 },
+                baseline: Scores { rmse: 2.0, mae: 2.0, r2: 0.0 },
+                trainer_version: "0.1.0".into(),
+                git_commit: None,
+                created_at: "2026-01-01T00:00:00Z".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let a = sample();
+        let back = ModelArtifact::from_json(&a.to_json().unwrap()).unwrap();
+        assert_eq!(a, back);
+    }
+
+    #[test]
+    fn predicts_the_linear_formula() {
+        let a = sample();
+        let t = Trip::from_values([40.7, -74.0, 40.7, -74.0, 2.0]).unwrap();
+        assert_eq!(a.predict(&t), 3.0 + 0.5 * 2.0);
+        let far = Trip::from_values([40.7, -74.0, 40.8, -74.0, 0.0]).unwrap();
+        let expected = 3.0 + 2.0 * features(&far)[0];
+        assert_eq!(a.predict(&far), expected);
+        assert_eq!(a.predict_batch(&[t, far]), vec![4.0, expected]);
+    }
+
+    #[test]
+    fn floors_negative_fares_at_zero() {
+        let mut a = sample();
+        a.intercept = -100.0;
+        let t = Trip::from_values([40.7, -74.0, 40.7, -74.0, 2.0]).unwrap();
+        assert_eq!(a.linear_response(&t), -99.0);
+        assert_eq!(a.predict(&t), 0.0);
+    }
+
+    #[test]
+    fn refuses_broken_artifacts() {
+        let good = sample().to_json().unwrap();
+        let cases: Vec<(String, &str)> = vec![
+            ("{".into(), "not valid JSON"),
+            ("[]".into(), "not valid JSON"),
+            (good.replace("\"schema_version\": 1", "\"schema_version\": 99"), "schema version 99"),
+            (good.replace(FEATURE_SET, "other-v9"), "feature set"),
+            (good.replace("\"haversine_km\"", "\"distance\""), "features"),
+            (
+                good.replace("\"model_version\": \"test-1\"", "\"model_version\": \" \""),
+                "empty model_version",
+            ),
+            (good.replace("\"intercept\": 3.0", "\"intercept\": \"x\""), "not valid JSON"),
+        ];
+        for (text, want) in cases {
+            let err = ModelArtifact::from_json(&text).expect_err(want).to_string();
+            assert!(err.contains(want), "{err:?} should mention {want:?}");
+        }
+        let mut short = sample();
+        short.coefficients.pop();
+        assert!(matches!(short.validate(), Err(ArtifactError::CoefficientCount { found: 9 })));
+        let mut nan = sample();
+        nan.coefficients[0] = f64::NAN;
+        assert!(matches!(nan.validate(), Err(ArtifactError::NonFinite)));
+    }
+
+    #[test]
+    fn scores_of_perfect_and_mean_predictions() {
+        let y = [1.0, 2.0, 3.0, 4.0];
+        let s = Scores::compute(&y, &y);
+        assert_eq!((s.rmse, s.mae, s.r2), (0.0, 0.0, 1.0));
+        let m = Scores::compute(&y, &[2.5; 4]);
+        assert_eq!(m.r2, 0.0);
+        assert_eq!(m.mae, 1.0);
+    }
+}

@@ -1,0 +1,109 @@
+//! Feature engineering: the one place a trip becomes a feature vector.
+//!
+//! The trainer and the service both call [`features`]; the artifact records
+//! [`FEATURE_SET`] and the feature names, and an artifact trained on another
+//! feature set is refused at load time rather than silently mispredicting.
+
+use serde::{Deserialize, Serialize};
+
+use crate::geo::{EWR, JFK, LGA, Point, haversine_km, manhattan_km};
+use crate::trip::Trip;
+
+/// Identifies the feature definitions below; bump it whenever any changes.
+pub const FEATURE_SET: &str = "nyc-distance-v1";
+
+/// How many features [`features`] returns.
+pub const N_FEATURES: usize = 10;
+
+/// Feature names, in vector order.
+pub const FEATURE_NAMES: [&str; N_FEATURES] = [
+    "haversine_km",
+    "sqrt_haversine_km",
+    "manhattan_km",
+    "pickup_jfk_km",
+    "dropoff_jfk_km",
+    "pickup_lga_km",
+    "dropoff_lga_km",
+    "pickup_ewr_km",
+    "dropoff_ewr_km",
+    "passenger_count",
+];
+
+const DESCRIPTIONS: [&str; N_FEATURES] = [
+    "great-circle (haversine) distance between pickup and drop-off, km",
+    "square root of haversine_km: fares rise fastest over the first kilometres",
+    "L1 distance on a flat projection at NYC latitude (111.2 km/deg lat, 84.2 km/deg lon)",
+    "haversine distance from pickup to JFK airport (40.6413, -73.7781), km",
+    "haversine distance from drop-off to JFK airport, km",
+    "haversine distance from pickup to LaGuardia airport (40.7769, -73.8740), km",
+    "haversine distance from drop-off to LaGuardia airport, km",
+    "haversine distance from pickup to Newark airport (40.6895, -74.1745), km",
+    "haversine distance from drop-off to Newark airport, km",
+    "passenger_count as given",
+];
+
+/// A feature's name and how it is computed, as written into the artifact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureSpec {
+    pub name: String,
+    pub description: String,
+}
+
+/// The specs of this build's feature set.
+pub fn feature_specs() -> Vec<FeatureSpec> {
+    FEATURE_NAMES
+        .iter()
+        .zip(DESCRIPTIONS)
+        .map(|(name, description)| FeatureSpec {
+            name: (*name).to_owned(),
+            description: description.to_owned(),
+        })
+        .collect()
+}
+
+/// The feature vector of one trip.
+pub fn features(trip: &Trip) -> [f64; N_FEATURES] {
+    let (p, d) = (trip.pickup(), trip.dropoff());
+    let dist = haversine_km(p, d);
+    let to = |a: Point, b: Point| haversine_km(a, b);
+    [
+        dist,
+        dist.sqrt(),
+        manhattan_km(p, d),
+        to(p, JFK),
+        to(d, JFK),
+        to(p, LGA),
+        to(d, LGA),
+        to(p, EWR),
+        to(d, EWR),
+        f64::from(trip.passenger_count),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_specs_agree() {
+        let specs = feature_specs();
+        assert_eq!(specs.len(), N_FEATURES);
+        for (s, n) in specs.iter().zip(FEATURE_NAMES) {
+            assert_eq!(s.name, n);
+            assert!(!s.description.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_jfk_trip() {
+        let t = Trip::from_values([JFK.lat, JFK.lon, 40.7580, -73.9855, 2.0]).unwrap();
+        let f = features(&t);
+        assert!((f[0] - 21.8).abs() < 0.5, "{f:?}");
+        assert_eq!(f[1], f[0].sqrt());
+        assert!(f[2] > f[0], "L1 exceeds the straight line");
+        assert_eq!(f[3], 0.0);
+        assert_eq!(f[4], f[0]);
+        assert_eq!(f[9], 2.0);
+        assert!(f.iter().all(|v| v.is_finite()));
+    }
+}

@@ -1,0 +1,18 @@
+//! The contract between the trainer and the service.
+//!
+//! Everything both sides must agree on lives here and only here: the trip
+//! schema and its validation rules ([`trip`]), the feature engineering
+//! ([`features`]), the versioned JSON artifact ([`artifact`]) and
+//! [`predict`](artifact::ModelArtifact::predict).
+//!
+//! Architecture invariant: this crate does no IO and links no BLAS/LAPACK;
+//! its only dependency beyond `thiserror` is serde.
+
+pub mod artifact;
+pub mod features;
+pub mod geo;
+pub mod trip;
+
+pub use artifact::{ArtifactError, Lineage, ModelArtifact, SCHEMA_VERSION, Scores};
+pub use features::{FEATURE_NAMES, FEATURE_SET, FeatureSpec, N_FEATURES, feature_specs, features};
+pub use trip::{Field, Trip, Violation, ViolationKind};

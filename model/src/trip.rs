@@ -1,0 +1,230 @@
+//! The trip schema shared by the API and the trainer, and the rules every
+//! trip must satisfy before a fare is predicted for it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::geo::{Point, SERVICE_AREA};
+
+/// The five request fields, in the order the original API documents them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Field {
+    PickupLatitude,
+    PickupLongitude,
+    DropoffLatitude,
+    DropoffLongitude,
+    PassengerCount,
+}
+
+impl Field {
+    pub const ALL: [Field; 5] = [
+        Field::PickupLatitude,
+        Field::PickupLongitude,
+        Field::DropoffLatitude,
+        Field::DropoffLongitude,
+        Field::PassengerCount,
+    ];
+
+    /// The JSON (and CSV column) name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Field::PickupLatitude => "pickup_latitude",
+            Field::PickupLongitude => "pickup_longitude",
+            Field::DropoffLatitude => "dropoff_latitude",
+            Field::DropoffLongitude => "dropoff_longitude",
+            Field::PassengerCount => "passenger_count",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Field> {
+        Field::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// Inclusive bounds a value of this field must lie in.
+    pub const fn bounds(self) -> (f64, f64) {
+        match self {
+            Field::PickupLatitude | Field::DropoffLatitude => (-90.0, 90.0),
+            Field::PickupLongitude | Field::DropoffLongitude => (-180.0, 180.0),
+            Field::PassengerCount => (0.0, MAX_PASSENGERS as f64),
+        }
+    }
+
+    /// Checks one value of this field against the schema.
+    pub fn check(self, value: f64) -> Result<(), Violation> {
+        if !value.is_finite() {
+            return Err(Violation::new(self, ViolationKind::NotFinite));
+        }
+        if self == Field::PassengerCount && value.fract() != 0.0 {
+            return Err(Violation::new(self, ViolationKind::NotInteger));
+        }
+        let (lo, hi) = self.bounds();
+        if !(lo..=hi).contains(&value) {
+            return Err(Violation::new(self, ViolationKind::OutOfRange));
+        }
+        Ok(())
+    }
+}
+
+/// The largest passenger count the API accepts.
+pub const MAX_PASSENGERS: u8 = 9;
+
+/// Why a value was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViolationKind {
+    NotFinite,
+    NotInteger,
+    OutOfRange,
+}
+
+impl ViolationKind {
+    /// A stable, FastAPI-style error type string.
+    pub const fn code(self) -> &'static str {
+        match self {
+            ViolationKind::NotFinite => "value_error.number.not_finite",
+            ViolationKind::NotInteger => "value_error.number.not_integer",
+            ViolationKind::OutOfRange => "value_error.number.out_of_range",
+        }
+    }
+}
+
+/// One refused value: which field, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Violation {
+    pub field: Field,
+    pub kind: ViolationKind,
+}
+
+impl Violation {
+    pub const fn new(field: Field, kind: ViolationKind) -> Self {
+        Violation { field, kind }
+    }
+
+    /// A human-readable message naming the accepted range.
+    pub fn message(&self) -> String {
+        let (lo, hi) = self.field.bounds();
+        match self.kind {
+            ViolationKind::NotFinite => "value must be a finite number".to_owned(),
+            ViolationKind::NotInteger => "value must be a whole number".to_owned(),
+            ViolationKind::OutOfRange => format!("value must be between {lo} and {hi}"),
+        }
+    }
+}
+
+/// A validated trip: every value finite and within [`Field::bounds`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Trip {
+    pub pickup_latitude: f64,
+    pub pickup_longitude: f64,
+    pub dropoff_latitude: f64,
+    pub dropoff_longitude: f64,
+    pub passenger_count: u8,
+}
+
+impl Trip {
+    /// Builds a trip from values in [`Field::ALL`] order, returning every
+    /// violation rather than just the first, so a caller can report them all.
+    pub fn from_values(values: [f64; 5]) -> Result<Trip, Vec<Violation>> {
+        let violations: Vec<Violation> =
+            Field::ALL.iter().zip(values).filter_map(|(f, v)| f.check(v).err()).collect();
+        if !violations.is_empty() {
+            return Err(violations);
+        }
+        let [pickup_latitude, pickup_longitude, dropoff_latitude, dropoff_longitude, passengers] =
+            values;
+        Ok(Trip {
+            pickup_latitude,
+            pickup_longitude,
+            dropoff_latitude,
+            dropoff_longitude,
+            // Checked above: a whole number in 0..=MAX_PASSENGERS.
+            passenger_count: passengers as u8,
+        })
+    }
+
+    /// Checks an already-typed trip (for instance one deserialised directly).
+    pub fn validate(&self) -> Result<(), Vec<Violation>> {
+        Trip::from_values(self.values()).map(|_| ())
+    }
+
+    /// The values in [`Field::ALL`] order.
+    pub fn values(&self) -> [f64; 5] {
+        [
+            self.pickup_latitude,
+            self.pickup_longitude,
+            self.dropoff_latitude,
+            self.dropoff_longitude,
+            f64::from(self.passenger_count),
+        ]
+    }
+
+    pub fn pickup(&self) -> Point {
+        Point { lat: self.pickup_latitude, lon: self.pickup_longitude }
+    }
+
+    pub fn dropoff(&self) -> Point {
+        Point { lat: self.dropoff_latitude, lon: self.dropoff_longitude }
+    }
+
+    /// Whether both ends lie in the area the model was trained on; outside
+    /// it a prediction is an extrapolation and callers may flag it.
+    pub fn in_service_area(&self) -> bool {
+        SERVICE_AREA.contains(self.pickup()) && SERVICE_AREA.contains(self.dropoff())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(values: [f64; 5], expected: &[(Field, ViolationKind)]) {
+        match Trip::from_values(values) {
+            Ok(_) => assert!(expected.is_empty(), "{values:?} accepted, expected {expected:?}"),
+            Err(v) => {
+                let got: Vec<_> = v.iter().map(|v| (v.field, v.kind)).collect();
+                assert_eq!(got, expected, "{values:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn validation_table() {
+        use Field::*;
+        use ViolationKind::*;
+        check([40.7, -73.9, 40.8, -73.95, 1.0], &[]);
+        check([70.15, -40.22, 70.83, -1.0, 2.0], &[]);
+        check([90.0, 180.0, -90.0, -180.0, 0.0], &[]);
+        check([40.7, -73.9, 40.8, -73.95, 9.0], &[]);
+        check([90.1, -73.9, 40.8, -73.95, 1.0], &[(PickupLatitude, OutOfRange)]);
+        check(
+            [40.0, -180.5, 40.8, 181.0, 1.0],
+            &[(PickupLongitude, OutOfRange), (DropoffLongitude, OutOfRange)],
+        );
+        check(
+            [f64::NAN, -73.9, 40.8, f64::INFINITY, 1.0],
+            &[(PickupLatitude, NotFinite), (DropoffLongitude, NotFinite)],
+        );
+        check([40.7, -73.9, 40.8, -73.95, -1.0], &[(PassengerCount, OutOfRange)]);
+        check([40.7, -73.9, 40.8, -73.95, 1.5], &[(PassengerCount, NotInteger)]);
+        check([40.7, -73.9, 40.8, -73.95, 10.0], &[(PassengerCount, OutOfRange)]);
+    }
+
+    #[test]
+    fn field_names_round_trip() {
+        for f in Field::ALL {
+            assert_eq!(Field::from_name(f.name()), Some(f));
+        }
+        assert_eq!(Field::from_name("fare_amount"), None);
+    }
+
+    #[test]
+    fn documented_request_is_valid_but_outside_the_service_area() {
+        let t = Trip::from_values([70.15, -40.22, 70.83, -1.0, 2.0]).unwrap();
+        assert!(!t.in_service_area());
+        assert!(t.validate().is_ok());
+    }
+
+    #[test]
+    fn messages_name_the_range() {
+        let v = Violation::new(Field::PickupLongitude, ViolationKind::OutOfRange);
+        assert_eq!(v.message(), "value must be between -180 and 180");
+    }
+}

@@ -1,0 +1,40 @@
+//! Debian packages the stages need, installed on first use so a fresh
+//! machine needs nothing but Rust and Docker.
+
+use anyhow::{Result, bail};
+
+use crate::process::{cmd, output, run};
+
+/// What each capability needs from Debian.
+pub const TRAINER: &[&str] = &["libopenblas-dev", "pkg-config"];
+
+/// Makes sure the given Debian packages are installed, installing the
+/// missing ones with apt-get when running as root, else naming them.
+pub fn ensure(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> =
+        packages.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let root = output(cmd("id", ["-u"])).map(|u| u == "0").unwrap_or(false);
+    if !root {
+        bail!(
+            "missing Debian packages: {}; install them with `sudo apt-get install -y {}`",
+            missing.join(" "),
+            missing.join(" ")
+        );
+    }
+    eprintln!("installing Debian packages: {}", missing.join(" "));
+    let mut update = cmd("apt-get", ["update", "-q"]);
+    update.env("DEBIAN_FRONTEND", "noninteractive");
+    run(update)?;
+    let mut install = cmd("apt-get", ["install", "-y", "-q", "--no-install-recommends"]);
+    install.args(&missing).env("DEBIAN_FRONTEND", "noninteractive");
+    run(install)
+}
+
+fn installed(package: &str) -> bool {
+    output(cmd("dpkg-query", ["-W", "-f=${Status}", package]))
+        .map(|s| s.contains("install ok installed"))
+        .unwrap_or(false)
+}

@@ -1,0 +1,88 @@
+//! `cargo xtask <stage>`: every pipeline stage, the local stack and the
+//! benchmarks, runnable the same way on a laptop, in CI and in `.ci/run`.
+
+mod bench_serve;
+mod bench_train;
+mod deps;
+mod images;
+mod integration;
+mod paths;
+mod process;
+mod smoke;
+mod stack;
+mod stages;
+mod train;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Pipeline stages, images, the local stack and benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Stage lint: rustfmt --check and clippy -D warnings on every target.
+    Lint,
+    /// Stage smoke: the service answers with no model and with a stub model.
+    Smoke,
+    /// Stage unit: every crate's unit and in-process tests.
+    Unit,
+    /// Stage train: train on the reference data (or a generated sample) and
+    /// apply the quality gate; the artifact and metrics land in artifacts/.
+    Train(train::TrainArgs),
+    /// Stage build & push: build the images and push the service image,
+    /// tagged with the commit sha, to the local registry.
+    Build(images::BuildArgs),
+    /// Stage integration: run the pushed image as a container on port 32000
+    /// and test it over real HTTP.
+    Integration(integration::IntegrationArgs),
+    /// The main job: install what is missing, train, build, push, and start
+    /// the registry and the nginx + blue/green stack with one color live.
+    Up(stack::UpArgs),
+    /// Stop everything `up` started; leaves no container behind.
+    Down,
+    /// Every test stage in pipeline order: what `.ci/run` runs.
+    Ci,
+    /// Benchmarks that compare this project with the original stack.
+    Bench {
+        #[command(subcommand)]
+        which: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// The trainer against pandas + scikit-learn.
+    Train(bench_train::BenchTrainArgs),
+    /// The service against FastAPI + uvicorn, with wrk.
+    Serve(bench_serve::BenchServeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Lint => stages::lint(),
+        Command::Smoke => smoke::run(),
+        Command::Unit => stages::unit(),
+        Command::Train(args) => train::run(&args).map(|_| ()),
+        Command::Build(args) => images::build(&args).map(|_| ()),
+        Command::Integration(args) => integration::run(&args),
+        Command::Up(args) => stack::up(&args),
+        Command::Down => stack::down(),
+        Command::Ci => stages::ci(),
+        Command::Bench { which: Bench::Train(args) } => bench_train::run(&args),
+        Command::Bench { which: Bench::Serve(args) } => bench_serve::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
