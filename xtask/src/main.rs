@@ -8,6 +8,7 @@ mod images;
 mod integration;
 mod paths;
 mod process;
+mod python;
 mod smoke;
 mod stack;
 mod stages;

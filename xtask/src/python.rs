@@ -1,0 +1,30 @@
+//! Virtualenvs for the original (Python) stack the benchmarks compare with,
+//! installed from PyPI on first use and cached under `target/`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use crate::paths;
+use crate::process::{cmd, run};
+
+/// Returns the interpreter of a virtualenv named `name` that has
+/// `packages` installed, creating or completing it as needed.
+pub fn venv(name: &str, packages: &[&str]) -> Result<PathBuf> {
+    let dir = paths::root().join("target").join("venv").join(name);
+    let python = dir.join("bin").join("python");
+    let stamp = dir.join(".installed");
+    let wanted = packages.join("\n");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
+        return Ok(python);
+    }
+    if !python.exists() {
+        run(cmd("python3", ["-m", "venv".as_ref(), dir.as_os_str()]))
+            .context("creating a virtualenv needs python3 with the venv module")?;
+    }
+    let mut pip = cmd(python.to_string_lossy().as_ref(), ["-m", "pip", "install", "-q"]);
+    pip.args(packages);
+    run(pip)?;
+    std::fs::write(&stamp, wanted)?;
+    Ok(python)
+}
