@@ -19,7 +19,9 @@ pub fn venv(name: &str, packages: &[&str]) -> Result<PathBuf> {
         return Ok(python);
     }
     if !python.exists() {
-        run(cmd("python3", ["-m", "venv".as_ref(), dir.as_os_str()]))
+        let mut create = cmd("python3", ["-m", "venv"]);
+        create.arg(&dir);
+        run(create)
             .context("creating a virtualenv needs python3 with the venv module")?;
     }
     let mut pip = cmd(python.to_string_lossy().as_ref(), ["-m", "pip", "install", "-q"]);
