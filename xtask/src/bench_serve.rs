@@ -1,10 +1,500 @@
-//! TODO: being written.
+//! `cargo xtask bench serve`: this service against the original stack
+//! (FastAPI + uvicorn, one worker, a scikit-learn LinearRegression with the
+//! same coefficients and features) and against a hello-world axum server
+//! (the ceiling), one after the other in the same run, with wrk on
+//! loopback. Prints requests/s, p50 and p99 per scenario with the ratios,
+//! then idle RSS and the time from spawn to ready.
 
-use anyhow::{Result, bail};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
 
-#[derive(clap::Args, Debug, Default)]
-pub struct BenchServeArgs {}
+use anyhow::{Context, Result, bail, ensure};
+use model::ModelArtifact;
 
-pub fn run(_args: &BenchServeArgs) -> Result<()> {
-    bail!("`bench_serve` is not implemented yet")
+use crate::http::Request;
+use crate::local_server::{LocalServer, free_port};
+use crate::process::{self, cmd, output};
+use crate::{deps, paths, python, smoke};
+
+#[derive(clap::Args, Debug)]
+pub struct BenchServeArgs {
+    /// Seconds of load per scenario.
+    #[arg(long, default_value_t = 5)]
+    pub duration_secs: u32,
+    /// wrk threads.
+    #[arg(long, default_value_t = 2)]
+    pub threads: u32,
+    /// Connection counts to measure each scenario at.
+    #[arg(long, value_delimiter = ',', default_value = "32,128")]
+    pub connections: Vec<u32>,
+    /// Model artifact [default: artifacts/model.json if present, else a stub].
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+}
+
+impl Default for BenchServeArgs {
+    fn default() -> Self {
+        BenchServeArgs { duration_secs: 5, threads: 2, connections: vec![32, 128], model: None }
+    }
+}
+
+/// What wrk measured for one server in one scenario.
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    /// Non-2xx answers plus socket errors.
+    errors: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Server {
+    Service,
+    Original,
+    Hello,
+}
+
+impl Server {
+    const ALL: [Server; 3] = [Server::Service, Server::Original, Server::Hello];
+
+    fn name(self) -> &'static str {
+        match self {
+            Server::Service => "service (axum)",
+            Server::Original => "original (FastAPI)",
+            Server::Hello => "hello-world axum",
+        }
+    }
+}
+
+struct Scenario {
+    name: &'static str,
+    path: &'static str,
+    /// POST body; GET when None.
+    body: Option<String>,
+}
+
+struct ServerRun {
+    server: Server,
+    rss_kib: u64,
+    ready: Duration,
+    results: Vec<Measured>,
+}
+
+pub fn run(args: &BenchServeArgs) -> Result<()> {
+    ensure!(args.duration_secs > 0 && args.threads > 0, "duration and threads must be positive");
+    ensure!(args.connections.iter().all(|c| *c >= args.threads), "connections must be ≥ threads");
+    deps::ensure(&["wrk"])?;
+    let work = paths::root().join("target").join("bench-serve");
+    std::fs::create_dir_all(&work)?;
+    let (model_path, artifact) = model(args, &work)?;
+    println!("model: {} ({})", artifact.model_version, model_path.display());
+
+    let mut build = cmd(
+        "cargo",
+        [
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "service",
+            "--bin",
+            "service",
+            "--example",
+            "hello",
+        ],
+    );
+    build.current_dir(paths::root());
+    process::run(build)?;
+    let python = python::venv("bench-serve", &["fastapi", "uvicorn", "scikit-learn", "numpy"])?;
+    let app = work.join("original_app.py");
+    std::fs::write(&app, ORIGINAL_APP)?;
+
+    let scenarios = scenarios();
+    let mut runs = Vec::new();
+    for server in Server::ALL {
+        println!("measuring {} …", server.name());
+        let mut process = start(server, &python, &work, &model_path)?;
+        let ready = process.wait_for("/ready", 200, Duration::from_secs(60))?;
+        std::thread::sleep(Duration::from_millis(300));
+        let rss_kib = process.rss_kib()?;
+        if server == Server::Original {
+            check_same_predictions(&process, &artifact)?;
+        }
+        // Warm up (JIT-free on both sides, but caches, allocators, pools).
+        wrk(&process, &scenarios[1], args.threads, args.connections[0], 1, &work)?;
+        let mut results = Vec::new();
+        for scenario in &scenarios {
+            for &connections in &args.connections {
+                let m =
+                    wrk(&process, scenario, args.threads, connections, args.duration_secs, &work)?;
+                println!(
+                    "  {:<16} c={connections:<4} {:>10.0} req/s  p50 {:>8}  p99 {:>8}{}",
+                    scenario.name,
+                    m.rps,
+                    ms(m.p50_ms),
+                    ms(m.p99_ms),
+                    if m.errors > 0 { format!("  ({} errors)", m.errors) } else { String::new() }
+                );
+                results.push(m);
+            }
+        }
+        runs.push(ServerRun { server, rss_kib, ready, results });
+        drop(process);
+    }
+    print!("{}", table(args, &scenarios, &runs));
+    Ok(())
+}
+
+/// The artifact to serve: the trained one when present, else the stub.
+fn model(args: &BenchServeArgs, work: &Path) -> Result<(PathBuf, ModelArtifact)> {
+    let trained = paths::artifacts().join("model.json");
+    let path = match &args.model {
+        Some(p) => p.clone(),
+        None if trained.is_file() => trained,
+        None => {
+            let stub = work.join("stub-model.json");
+            smoke::write_stub(&stub)?;
+            stub
+        }
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let artifact = ModelArtifact::from_json(&text)
+        .with_context(|| format!("{} is not a usable model artifact", path.display()))?;
+    Ok((path, artifact))
+}
+
+fn scenarios() -> Vec<Scenario> {
+    let row = |i: usize| {
+        let f = i as f64;
+        format!(
+            r#"{{"pickup_latitude":{:.6},"pickup_longitude":{:.6},"dropoff_latitude":{:.6},"dropoff_longitude":{:.6},"passenger_count":{}}}"#,
+            40.70 + (f * 0.0037) % 0.1,
+            -74.00 + (f * 0.0051) % 0.1,
+            40.75 - (f * 0.0029) % 0.1,
+            -73.95 - (f * 0.0043) % 0.1,
+            1 + i % 5
+        )
+    };
+    let batch =
+        |n: usize| format!(r#"{{"data":[{}]}}"#, (0..n).map(row).collect::<Vec<_>>().join(","));
+    vec![
+        Scenario { name: "GET /", path: "/", body: None },
+        Scenario { name: "predict 1 row", path: "/api/predict/", body: Some(batch(1)) },
+        Scenario { name: "predict 100 rows", path: "/api/predict/", body: Some(batch(100)) },
+    ]
+}
+
+fn start(server: Server, python: &Path, work: &Path, model: &Path) -> Result<LocalServer> {
+    let port = free_port()?;
+    let release = paths::root().join("target").join("release");
+    let command = match server {
+        Server::Service => {
+            let mut c = Command::new(release.join("service"));
+            c.args(["--host", "127.0.0.1", "--port", &port.to_string(), "--model"])
+                .arg(model)
+                .env("RUST_LOG", "warn");
+            c
+        }
+        Server::Hello => {
+            let mut c = Command::new(release.join("examples").join("hello"));
+            c.arg(port.to_string());
+            c
+        }
+        Server::Original => {
+            let mut c = Command::new(python);
+            c.args(["-m", "uvicorn", "original_app:app", "--host", "127.0.0.1"])
+                .args(["--port", &port.to_string(), "--log-level", "warning", "--no-access-log"])
+                .current_dir(work)
+                .env("MODEL_PATH", model);
+            c
+        }
+    };
+    let name = match server {
+        Server::Service => "bench-service",
+        Server::Original => "bench-original",
+        Server::Hello => "bench-hello",
+    };
+    LocalServer::spawn(name, command, port)
+}
+
+/// The original stack must compute the same fares, or the comparison is
+/// meaningless.
+fn check_same_predictions(original: &LocalServer, artifact: &ModelArtifact) -> Result<()> {
+    let body = scenarios().remove(2).body.unwrap_or_default();
+    let answer =
+        Request::post_json("/api/predict/", body.as_bytes()).send(&original.authority())?;
+    ensure!(answer.status == 200, "original answered {}: {}", answer.status, answer.text());
+    let theirs: Vec<f64> = serde_json::from_value(answer.json()?["predictions"].clone())?;
+    let request: serde_json::Value = serde_json::from_str(&body)?;
+    let rows = request["data"].as_array().context("bench body has no data")?;
+    ensure!(theirs.len() == rows.len(), "original returned {} predictions", theirs.len());
+    for (row, their) in rows.iter().zip(&theirs) {
+        let values = model::Field::ALL.map(|f| row[f.name()].as_f64().unwrap_or(f64::NAN));
+        let trip = model::Trip::from_values(values)
+            .map_err(|v| anyhow::anyhow!("bench row is invalid: {v:?}"))?;
+        let ours = artifact.predict(&trip);
+        ensure!(
+            (ours - their).abs() <= 1e-9 * ours.abs().max(1.0),
+            "original predicts {their}, the model crate {ours} for {row}"
+        );
+    }
+    println!("  original stack predicts the same fares as the model crate (100 rows, ≤1e-9)");
+    Ok(())
+}
+
+fn wrk(
+    server: &LocalServer,
+    scenario: &Scenario,
+    threads: u32,
+    connections: u32,
+    seconds: u32,
+    work: &Path,
+) -> Result<Measured> {
+    let mut c = cmd(
+        "wrk",
+        [
+            format!("-t{threads}"),
+            format!("-c{connections}"),
+            format!("-d{seconds}s"),
+            "--latency".to_owned(),
+            "--timeout".to_owned(),
+            "10s".to_owned(),
+        ],
+    );
+    if let Some(body) = &scenario.body {
+        let script = work.join(format!("post-{}.lua", body.len()));
+        std::fs::write(
+            &script,
+            format!(
+                "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = [==[{body}]==]\n"
+            ),
+        )?;
+        c.arg("-s").arg(&script);
+    }
+    c.arg(format!("http://{}{}", server.authority(), scenario.path));
+    let text = output(c)?;
+    parse_wrk(&text).with_context(|| format!("cannot read wrk's output:\n{text}"))
+}
+
+fn parse_wrk(text: &str) -> Result<Measured> {
+    let mut rps = None;
+    let (mut p50, mut p99) = (None, None);
+    let mut errors = 0;
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(v) = line.strip_prefix("Requests/sec:") {
+            rps = v.trim().parse().ok();
+        } else if let Some(v) = line.strip_prefix("50%") {
+            p50 = Some(duration_ms(v.trim())?);
+        } else if let Some(v) = line.strip_prefix("99%") {
+            p99 = Some(duration_ms(v.trim())?);
+        } else if let Some(v) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            errors += v.trim().parse::<u64>().unwrap_or(0);
+        } else if let Some(v) = line.strip_prefix("Socket errors:") {
+            // "connect 0, read 0, write 0, timeout 0"
+            errors += v
+                .split(',')
+                .filter_map(|part| part.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    match (rps, p50, p99) {
+        (Some(rps), Some(p50_ms), Some(p99_ms)) => Ok(Measured { rps, p50_ms, p99_ms, errors }),
+        _ => bail!("no Requests/sec or latency distribution"),
+    }
+}
+
+/// wrk's durations: `812.00us`, `1.23ms`, `2.01s`, `1.50m`.
+fn duration_ms(text: &str) -> Result<f64> {
+    let split = text.find(|c: char| c.is_ascii_alphabetic()).context("no unit")?;
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().with_context(|| format!("bad duration {text:?}"))?;
+    let factor = match unit {
+        "us" => 1e-3,
+        "ms" => 1.0,
+        "s" => 1e3,
+        "m" => 60e3,
+        _ => bail!("unknown unit in {text:?}"),
+    };
+    Ok(value * factor)
+}
+
+fn ms(v: f64) -> String {
+    if v < 1.0 { format!("{:.0}µs", v * 1e3) } else { format!("{v:.2}ms") }
+}
+
+fn table(args: &BenchServeArgs, scenarios: &[Scenario], runs: &[ServerRun]) -> String {
+    let find = |s: Server| runs.iter().find(|r| r.server == s);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nbench serve: wrk -t{} -d{}s --latency on 127.0.0.1, {} cores shared by wrk and the server",
+        args.threads,
+        args.duration_secs,
+        std::thread::available_parallelism().map(usize::from).unwrap_or(0)
+    );
+    let _ = writeln!(
+        out,
+        "\n| scenario | conns | server | req/s | p50 | p99 | req/s vs original | req/s vs hello-world |"
+    );
+    let _ = writeln!(out, "|---|---:|---|---:|---:|---:|---:|---:|");
+    let mut i = 0;
+    for scenario in scenarios {
+        for &connections in &args.connections {
+            let base = |s: Server| find(s).map(|r| r.results[i].rps);
+            for run in runs {
+                let m = run.results[i];
+                let ratio = |b: Option<f64>| match b {
+                    Some(b) if b > 0.0 => format!("{:.2}×", m.rps / b),
+                    _ => "–".to_owned(),
+                };
+                let errors =
+                    if m.errors > 0 { format!(" ({} errors)", m.errors) } else { String::new() };
+                let _ = writeln!(
+                    out,
+                    "| {} | {connections} | {} | {:.0}{errors} | {} | {} | {} | {} |",
+                    scenario.name,
+                    run.server.name(),
+                    m.rps,
+                    ms(m.p50_ms),
+                    ms(m.p99_ms),
+                    ratio(base(Server::Original)),
+                    ratio(base(Server::Hello)),
+                );
+            }
+            i += 1;
+        }
+    }
+    let _ = writeln!(out, "\n| server | idle RSS | spawn → /ready 200 |");
+    let _ = writeln!(out, "|---|---:|---:|");
+    for run in runs {
+        let _ = writeln!(
+            out,
+            "| {} | {:.1} MiB | {:.1} ms |",
+            run.server.name(),
+            run.rss_kib as f64 / 1024.0,
+            run.ready.as_secs_f64() * 1e3
+        );
+    }
+    out
+}
+
+/// The original stack, as the project had it: FastAPI, pydantic rows, a
+/// scikit-learn LinearRegression; loaded here with the artifact's
+/// coefficients, and the model crate's features computed in numpy.
+const ORIGINAL_APP: &str = r#"
+"""The original FastAPI service, for `cargo xtask bench serve` (generated)."""
+import json, os
+from typing import List
+
+import numpy as np
+from fastapi import FastAPI, HTTPException
+from pydantic import BaseModel
+from sklearn.linear_model import LinearRegression
+
+R = 6371.0088
+JFK, LGA, EWR = (40.6413, -73.7781), (40.7769, -73.8740), (40.6895, -74.1745)
+
+with open(os.environ["MODEL_PATH"]) as f:
+    ARTIFACT = json.load(f)
+MODEL = LinearRegression()
+MODEL.coef_ = np.array(ARTIFACT["coefficients"], dtype=float)
+MODEL.intercept_ = float(ARTIFACT["intercept"])
+MODEL.n_features_in_ = len(ARTIFACT["coefficients"])
+
+
+def haversine(lat1, lon1, lat2, lon2):
+    la1, la2 = np.radians(lat1), np.radians(lat2)
+    dlat = la2 - la1
+    dlon = np.radians(lon2 - lon1)
+    h = np.sin(dlat / 2) ** 2 + np.cos(la1) * np.cos(la2) * np.sin(dlon / 2) ** 2
+    return 2 * R * np.arcsin(np.minimum(np.sqrt(h), 1.0))
+
+
+def features(x):
+    plat, plon, dlat, dlon, pc = x.T
+    d = haversine(plat, plon, dlat, dlon)
+    cols = [d, np.sqrt(d), np.abs(plat - dlat) * 111.2 + np.abs(plon - dlon) * 84.2]
+    for a in (JFK, LGA, EWR):
+        cols += [haversine(plat, plon, *a), haversine(dlat, dlon, *a)]
+    cols.append(pc)
+    # Order as FEATURE_NAMES: dist, sqrt, manhattan, p/d JFK, p/d LGA, p/d EWR, passengers.
+    return np.column_stack(cols)
+
+
+class Trip(BaseModel):
+    pickup_latitude: float
+    pickup_longitude: float
+    dropoff_latitude: float
+    dropoff_longitude: float
+    passenger_count: int
+
+
+class Batch(BaseModel):
+    data: List[Trip]
+
+
+app = FastAPI()
+
+
+@app.get("/")
+def root():
+    return {"status": "ok", "model_loaded": True, "model_version": ARTIFACT["model_version"]}
+
+
+@app.get("/ready")
+def ready():
+    return {"status": "ready"}
+
+
+@app.post("/api/predict/")
+def predict(batch: Batch):
+    if not batch.data:
+        raise HTTPException(status_code=422, detail="empty batch")
+    x = np.array([[t.pickup_latitude, t.pickup_longitude, t.dropoff_latitude,
+                   t.dropoff_longitude, t.passenger_count] for t in batch.data], dtype=float)
+    y = np.maximum(MODEL.predict(features(x)), 0.0)
+    return {"predictions": y.tolist(), "model_version": ARTIFACT["model_version"]}
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WRK: &str = "Running 5s test @ http://127.0.0.1:1/
+  2 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   412.35us  300.12us   9.87ms   91.00%
+  Latency Distribution
+     50%  350.00us
+     75%  500.00us
+     90%  700.00us
+     99%    1.52ms
+  123456 requests in 5.00s, 20.00MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 4
+Requests/sec:  24691.20
+Transfer/sec:      4.00MB
+";
+
+    #[test]
+    fn reads_wrk_output() {
+        let m = parse_wrk(WRK).unwrap();
+        assert_eq!(m.rps, 24691.2);
+        assert!((m.p50_ms - 0.35).abs() < 1e-12);
+        assert_eq!(m.p99_ms, 1.52);
+        assert_eq!(m.errors, 7);
+        assert!(parse_wrk("garbage").is_err());
+    }
+
+    #[test]
+    fn reads_wrk_durations() {
+        assert_eq!(duration_ms("2.00s").unwrap(), 2000.0);
+        assert_eq!(duration_ms("1.50m").unwrap(), 90_000.0);
+        assert!(duration_ms("3.0xs").is_err());
+    }
 }

@@ -1,10 +1,305 @@
-//! TODO: being written.
+//! `cargo xtask bench train`: the trainer against the original stack
+//! (pandas + scikit-learn LinearRegression, with the same cleaning and the
+//! same features computed in numpy), side by side in one run, on the
+//! reference data and on synthetic trips. Each command is timed from spawn
+//! to exit (the best of `--repeat` runs; Python's imports count, as they do
+//! for a user) and its peak RSS read from GNU time. Both report their
+//! held-out R² and RMSE, to show that they fit the same model. A last table
+//! trains on 1M and 10M synthetic rows to show that the trainer's peak
+//! memory does not grow with the row count.
 
-use anyhow::{Result, bail};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
 
-#[derive(clap::Args, Debug, Default)]
-pub struct BenchTrainArgs {}
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
 
-pub fn run(_args: &BenchTrainArgs) -> Result<()> {
-    bail!("`bench_train` is not implemented yet")
+use crate::{deps, paths, python, train};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchTrainArgs {
+    /// Synthetic rows for the side-by-side comparison.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub rows: u64,
+    /// Runs per measurement; the fastest wall time and the largest peak RSS
+    /// are reported.
+    #[arg(long, default_value_t = 3)]
+    pub repeat: u32,
+    /// Skip the 1M/10M-row memory scaling table (it writes a 1 GB file).
+    #[arg(long)]
+    pub no_scaling: bool,
+}
+
+impl Default for BenchTrainArgs {
+    fn default() -> Self {
+        BenchTrainArgs { rows: 2_000_000, repeat: 3, no_scaling: false }
+    }
+}
+
+/// The original stack, written out for the run: the same cleaning rules
+/// and features as the trainer (model crate), pandas to read, scikit-learn
+/// to split, fit and score. Prints one JSON line.
+const REFERENCE_SCRIPT: &str = r#"
+import json, sys, time
+started = time.perf_counter()
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LinearRegression
+from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+from sklearn.model_selection import train_test_split
+imported = time.perf_counter() - started
+
+path, seed, test_fraction = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+lean = sys.argv[4] == "usecols"
+cols = ["pickup_latitude", "pickup_longitude", "dropoff_latitude", "dropoff_longitude",
+        "passenger_count", "fare_amount"]
+df = pd.read_csv(path, on_bad_lines="skip", usecols=cols if lean else None)
+read = len(df)
+for c in cols:
+    df[c] = pd.to_numeric(df[c], errors="coerce")
+df = df.dropna(subset=cols)
+plat, plon, dlat, dlon, pc, fare = (df[c].to_numpy(dtype=float) for c in cols)
+
+R = 6371.0088
+def hav(la1, lo1, la2, lo2):
+    la1, la2 = np.radians(la1), np.radians(la2)
+    dla, dlo = la2 - la1, np.radians(lo2 - lo1)
+    h = np.sin(dla / 2) ** 2 + np.cos(la1) * np.cos(la2) * np.sin(dlo / 2) ** 2
+    return 2 * R * np.arcsin(np.minimum(np.sqrt(h), 1.0))
+
+keep = (plat != 0) & (plon != 0) & (dlat != 0) & (dlon != 0)
+keep &= (pc >= 1) & (pc <= 6) & (pc == np.floor(pc))
+keep &= (plat >= 40.40) & (plat <= 41.10) & (dlat >= 40.40) & (dlat <= 41.10)
+keep &= (plon >= -74.50) & (plon <= -72.80) & (dlon >= -74.50) & (dlon <= -72.80)
+keep &= (fare >= 2.5) & (fare <= 100)
+dist = hav(plat, plon, dlat, dlon)
+keep &= dist >= 0.05
+plat, plon, dlat, dlon, pc, fare, dist = (a[keep] for a in (plat, plon, dlat, dlon, pc, fare, dist))
+
+airports = [(40.6413, -73.7781), (40.7769, -73.8740), (40.6895, -74.1745)]
+columns = [dist, np.sqrt(dist), np.abs(plat - dlat) * 111.2 + np.abs(plon - dlon) * 84.2]
+for lat, lon in airports:
+    columns += [hav(plat, plon, lat, lon), hav(dlat, dlon, lat, lon)]
+columns.append(pc)
+X = np.column_stack(columns)
+
+X_train, X_test, y_train, y_test = train_test_split(
+    X, fare, test_size=test_fraction, random_state=seed)
+model = LinearRegression().fit(X_train, y_train)
+predicted = np.maximum(model.predict(X_test), 0.0)
+print(json.dumps({
+    "r2": r2_score(y_test, predicted),
+    "rmse": mean_squared_error(y_test, predicted) ** 0.5,
+    "mae": mean_absolute_error(y_test, predicted),
+    "read": read, "used": int(len(fare)), "import_seconds": imported,
+}))
+"#;
+
+/// One command's cost and the quality it reported.
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    seconds: f64,
+    peak_mib: f64,
+    r2: f64,
+    rmse: f64,
+}
+
+/// Runs `command` under GNU time `repeat` times; returns the fastest wall
+/// time, the largest peak RSS and the path of the last run's stdout.
+fn measure(
+    program: &Path,
+    args: &[String],
+    repeat: u32,
+    scratch: &Path,
+) -> Result<(f64, f64, String)> {
+    let rss_file = scratch.join("rss.txt");
+    let (mut best, mut peak_kib, mut stdout) = (f64::INFINITY, 0u64, String::new());
+    for _ in 0..repeat.max(1) {
+        let mut c = Command::new("/usr/bin/time");
+        c.args(["-f", "%M", "-o"])
+            .arg(&rss_file)
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            // Older OpenBLAS builds need these on some CPUs; they slow a
+            // current numpy, so the comparison runs without them.
+            .env_remove("OPENBLAS_CORETYPE")
+            .env_remove("OPENBLAS_L2_SIZE")
+            .env("RUST_LOG", "warn");
+        let started = Instant::now();
+        let out = c.output().with_context(|| format!("cannot run {}", program.display()))?;
+        let seconds = started.elapsed().as_secs_f64();
+        if !out.status.success() {
+            bail!(
+                "{} {} failed ({}): {}",
+                program.display(),
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let rss = std::fs::read_to_string(&rss_file)
+            .with_context(|| format!("reading {}", rss_file.display()))?;
+        let kib: u64 = rss
+            .lines()
+            .last()
+            .and_then(|l| l.trim().parse().ok())
+            .with_context(|| format!("GNU time wrote no peak RSS: {rss:?}"))?;
+        best = best.min(seconds);
+        peak_kib = peak_kib.max(kib);
+        stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    }
+    Ok((best, peak_kib as f64 / 1024.0, stdout))
+}
+
+fn run_trainer(trainer: &Path, csv: &Path, repeat: u32, scratch: &Path) -> Result<Measured> {
+    let metrics = scratch.join("metrics.json");
+    let args: Vec<String> = vec![
+        "train".into(),
+        "--csv".into(),
+        csv.display().to_string(),
+        "--output".into(),
+        scratch.join("model.json").display().to_string(),
+        "--metrics".into(),
+        metrics.display().to_string(),
+    ];
+    let (seconds, peak_mib, _) = measure(trainer, &args, repeat, scratch)?;
+    let parsed: Value = serde_json::from_str(&std::fs::read_to_string(&metrics)?)
+        .with_context(|| format!("parsing {}", metrics.display()))?;
+    let get = |k: &str| parsed["model"][k].as_f64().unwrap_or(f64::NAN);
+    Ok(Measured { seconds, peak_mib, r2: get("r2"), rmse: get("rmse") })
+}
+
+/// How the original stack reads the CSV.
+#[derive(Debug, Clone, Copy)]
+enum Reading {
+    /// `pd.read_csv(path)`: every column, as a plain pandas script does.
+    AllColumns,
+    /// `pd.read_csv(path, usecols=…)`: only the six columns used, the
+    /// strongest fair version of the original.
+    UsedColumns,
+}
+
+fn run_python(
+    python: &Path,
+    script: &Path,
+    csv: &Path,
+    reading: Reading,
+    repeat: u32,
+    scratch: &Path,
+) -> Result<Measured> {
+    let mode = match reading {
+        Reading::AllColumns => "all",
+        Reading::UsedColumns => "usecols",
+    };
+    let args = vec![
+        script.display().to_string(),
+        csv.display().to_string(),
+        "42".into(),
+        "0.2".into(),
+        mode.into(),
+    ];
+    let (seconds, peak_mib, stdout) = measure(python, &args, repeat, scratch)?;
+    let line = stdout.lines().last().unwrap_or_default();
+    let parsed: Value = serde_json::from_str(line)
+        .with_context(|| format!("the reference script printed {stdout:?}"))?;
+    let get = |k: &str| parsed[k].as_f64().unwrap_or(f64::NAN);
+    Ok(Measured { seconds, peak_mib, r2: get("r2"), rmse: get("rmse") })
+}
+
+fn count_rows(csv: &Path) -> Result<u64> {
+    let bytes = std::fs::read(csv).with_context(|| format!("reading {}", csv.display()))?;
+    Ok(bytes.iter().filter(|&&b| b == b'\n').count().saturating_sub(1) as u64)
+}
+
+pub fn run(args: &BenchTrainArgs) -> Result<()> {
+    deps::ensure(deps::BENCH_TRAIN)?;
+    let trainer = train::build_trainer()?;
+    let python = python::venv("bench-train", &["pandas", "scikit-learn"])?;
+    let scratch = paths::target().join("bench-train");
+    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+    let script = scratch.join("original_stack.py");
+    std::fs::write(&script, REFERENCE_SCRIPT)?;
+
+    let mut datasets: Vec<(String, PathBuf)> = Vec::new();
+    match paths::reference_csv() {
+        Some(reference) => datasets.push(("reference uber.csv".into(), reference)),
+        None => eprintln!("bench: no ../shared/data/uber.csv; comparing on synthetic data only"),
+    }
+    let synthetic = scratch.join(format!("synth-{}.csv", args.rows));
+    train::ensure_synthetic(&trainer, &synthetic, args.rows, 1)?;
+    datasets.push(("synthetic".into(), synthetic));
+
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "{:<19} {:>9} {:<16} | {:>8} {:>8} {:>7} | {:>8} {:>8} {:>7} | {:>15} | {:>13}",
+        "data",
+        "rows",
+        "original reads",
+        "rust s",
+        "orig s",
+        "faster",
+        "rust MiB",
+        "orig MiB",
+        "lighter",
+        "R² rust/orig",
+        "RMSE rust/orig"
+    );
+    for (name, csv) in &datasets {
+        eprintln!("bench: {name} ({})", csv.display());
+        let rows = count_rows(csv)?;
+        let rust = run_trainer(&trainer, csv, args.repeat, &scratch)?;
+        for (label, reading) in
+            [("all columns", Reading::AllColumns), ("used columns", Reading::UsedColumns)]
+        {
+            let py = run_python(&python, &script, csv, reading, args.repeat, &scratch)?;
+            let _ = writeln!(
+                table,
+                "{:<19} {:>9} {:<16} | {:>8.3} {:>8.3} {:>6.1}× | {:>8.1} {:>8.1} {:>6.1}× | \
+                 {:>7.4}/{:<7.4} | {:>6.3}/{:<6.3}",
+                name,
+                rows,
+                label,
+                rust.seconds,
+                py.seconds,
+                py.seconds / rust.seconds,
+                rust.peak_mib,
+                py.peak_mib,
+                py.peak_mib / rust.peak_mib,
+                rust.r2,
+                py.r2,
+                rust.rmse,
+                py.rmse
+            );
+        }
+    }
+
+    if !args.no_scaling {
+        let _ = writeln!(table, "\ntrainer peak memory against row count (synthetic)");
+        let _ = writeln!(
+            table,
+            "{:>12} | {:>9} | {:>9} | {:>9}",
+            "rows", "seconds", "peak MiB", "rows/s"
+        );
+        for rows in [1_000_000u64, 10_000_000] {
+            let csv = scratch.join(format!("synth-{rows}.csv"));
+            train::ensure_synthetic(&trainer, &csv, rows, 1)?;
+            eprintln!("bench: trainer on {rows} rows");
+            let m = run_trainer(&trainer, &csv, 1, &scratch)?;
+            let _ = writeln!(
+                table,
+                "{:>12} | {:>9.3} | {:>9.1} | {:>9.2e}",
+                rows,
+                m.seconds,
+                m.peak_mib,
+                rows as f64 / m.seconds
+            );
+        }
+    }
+    println!("\n{table}");
+    Ok(())
 }

@@ -7,12 +7,22 @@ use crate::process::{cmd, output, run};
 
 /// What each capability needs from Debian.
 pub const TRAINER: &[&str] = &["libopenblas-dev", "pkg-config"];
+/// The local image registry on 127.0.0.1:5000.
+pub const REGISTRY: &[&str] = &["docker-registry"];
+/// The nginx image's root file system, bootstrapped from Debian's packages.
+pub const NGINX_ROOTFS: &[&str] = &["debootstrap"];
+/// Compose, when neither `docker compose` nor `docker-compose` is present.
+pub const COMPOSE: &[&str] = &["docker-compose"];
+/// Everything the local stack (`cargo xtask up`) needs beyond Docker.
+pub const STACK: &[&str] = &["docker-registry", "debootstrap"];
+
+/// `cargo xtask bench train`: GNU time, for the peak RSS of each run.
+pub const BENCH_TRAIN: &[&str] = &["time"];
 
 /// Makes sure the given Debian packages are installed, installing the
 /// missing ones with apt-get when running as root, else naming them.
 pub fn ensure(packages: &[&str]) -> Result<()> {
-    let missing: Vec<&str> =
-        packages.iter().copied().filter(|p| !installed(p)).collect();
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
         return Ok(());
     }

@@ -3,12 +3,19 @@
 
 mod bench_serve;
 mod bench_train;
+mod compose;
 mod deps;
+mod docker;
+mod http;
 mod images;
 mod integration;
+mod local_server;
+mod nginx_image;
 mod paths;
 mod process;
 mod python;
+mod registry;
+mod revision;
 mod smoke;
 mod stack;
 mod stages;

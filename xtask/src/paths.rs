@@ -22,3 +22,10 @@ pub fn reference_csv() -> Option<PathBuf> {
     let p = root().join("../shared/data/uber.csv");
     p.is_file().then_some(p)
 }
+
+/// Scratch space of the stages (image build contexts, the registry's
+/// storage, the stack's runtime files): under the workspace's `target/`,
+/// which git ignores and `cargo clean` wipes.
+pub fn target() -> PathBuf {
+    root().join("target")
+}

@@ -41,16 +41,9 @@ pub fn run(mut c: Command) -> Result<()> {
 /// quoting its stderr.
 pub fn output(mut c: Command) -> Result<String> {
     let what = describe(&c);
-    let out = c
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot start `{what}`"))?;
+    let out = c.stdin(Stdio::null()).output().with_context(|| format!("cannot start `{what}`"))?;
     if !out.status.success() {
-        bail!(
-            "`{what}` failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("`{what}` failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }

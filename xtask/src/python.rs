@@ -21,8 +21,7 @@ pub fn venv(name: &str, packages: &[&str]) -> Result<PathBuf> {
     if !python.exists() {
         let mut create = cmd("python3", ["-m", "venv"]);
         create.arg(&dir);
-        run(create)
-            .context("creating a virtualenv needs python3 with the venv module")?;
+        run(create).context("creating a virtualenv needs python3 with the venv module")?;
     }
     let mut pip = cmd(python.to_string_lossy().as_ref(), ["-m", "pip", "install", "-q"]);
     pip.args(packages);

@@ -1,7 +1,166 @@
-//! TODO: being written.
+//! Stage smoke: the real service binary, on a real loopback socket, answers
+//! with no model (alive, not ready, predict refused with 503) and with the
+//! stub model (ready, the documented request predicted). The stub is the
+//! one mock the original pipeline prescribes: made-up coefficients, clearly
+//! named, never deployed.
 
-use anyhow::{Result, bail};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use model::{FEATURE_SET, Lineage, ModelArtifact, N_FEATURES, SCHEMA_VERSION, Scores};
+
+use crate::http::Request;
+use crate::local_server::{LocalServer, free_port};
+use crate::paths;
+use crate::process::{self, cmd};
+
+/// The `model_version` of the stub artifact.
+pub const STUB_VERSION: &str = "smoke-stub-not-for-production";
+
+/// The request the API contract documents.
+pub const DOCUMENTED_REQUEST: &str = r#"{"data":[{"pickup_latitude":70.15,"pickup_longitude":-40.22,"dropoff_latitude":70.83,"dropoff_longitude":-1.0,"passenger_count":2}]}"#;
+
+const STARTUP: Duration = Duration::from_secs(10);
 
 pub fn run() -> Result<()> {
-    bail!("`smoke` is not implemented yet")
+    let binary = build_service()?;
+    no_model(&binary).context("smoke: the service without a model")?;
+    let stub = paths::root().join("target").join("smoke").join("stub-model.json");
+    write_stub(&stub)?;
+    stub_model(&binary, &stub).context("smoke: the service with the stub model")?;
+    println!("smoke: ok");
+    Ok(())
+}
+
+/// Builds the service (debug profile, shared with the unit stage) and
+/// returns the binary's path.
+pub fn build_service() -> Result<PathBuf> {
+    let mut c = cmd("cargo", ["build", "--quiet", "-p", "service"]);
+    c.current_dir(paths::root());
+    process::run(c)?;
+    let binary = paths::root().join("target").join("debug").join("service");
+    ensure!(binary.is_file(), "cargo built no {}", binary.display());
+    Ok(binary)
+}
+
+/// A stub artifact: the real schema, made-up coefficients.
+pub fn stub_artifact() -> ModelArtifact {
+    let mut coefficients = vec![0.0; N_FEATURES];
+    coefficients[0] = 2.0; // USD per haversine km
+    ModelArtifact {
+        schema_version: SCHEMA_VERSION,
+        model_version: STUB_VERSION.to_owned(),
+        feature_set: FEATURE_SET.to_owned(),
+        features: model::feature_specs(),
+        coefficients,
+        intercept: 2.5,
+        lineage: Lineage {
+            data_file: "none (stub for the smoke stage)".to_owned(),
+            data_sha256: String::new(),
+            rows_read: 0,
+            rows_used: 0,
+            rows_train: 0,
+            rows_test: 0,
+            rows_dropped: BTreeMap::new(),
+            split_seed: 0,
+            test_fraction: 0.0,
+            metrics: Scores { rmse: 0.0, mae: 0.0, r2: 0.0 },
+            baseline: Scores { rmse: 0.0, mae: 0.0, r2: 0.0 },
+            trainer_version: "stub".to_owned(),
+            git_commit: None,
+            created_at: "1970-01-01T00:00:00Z".to_owned(),
+        },
+    }
+}
+
+pub fn write_stub(path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, stub_artifact().to_json()?)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn start(binary: &Path, name: &str, model: Option<&Path>) -> Result<LocalServer> {
+    let port = free_port()?;
+    let mut c = Command::new(binary);
+    c.args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .env_remove("MODEL_PATH")
+        .env_remove("PORT")
+        .env_remove("HOST");
+    if let Some(model) = model {
+        c.arg("--model").arg(model);
+    }
+    let mut server = LocalServer::spawn(name, c, port)?;
+    let took = server.wait_for("/", 200, STARTUP)?;
+    println!("smoke: {name}: answering / {took:.1?} after start on port {port}");
+    Ok(server)
+}
+
+fn no_model(binary: &Path) -> Result<()> {
+    let server = start(binary, "smoke-no-model", None)?;
+    let at = server.authority();
+    let live = Request::get("/").send(&at)?;
+    ensure!(live.status == 200, "GET / answered {}", live.status);
+    let body = live.json()?;
+    ensure!(body["status"] == "ok", "GET / status is {}", body["status"]);
+    ensure!(body["model_loaded"] == false, "GET / says a model is loaded: {body}");
+    check_status(&at, Request::get("/ready"), 503)?;
+    check_status(&at, Request::post_json("/api/predict/", DOCUMENTED_REQUEST.as_bytes()), 503)?;
+    check_healthcheck(binary, server.port, false)?;
+    println!("smoke: no model: / 200 (model_loaded=false), /ready 503, predict 503, healthcheck 1");
+    Ok(())
+}
+
+fn stub_model(binary: &Path, stub: &Path) -> Result<()> {
+    let server = start(binary, "smoke-stub-model", Some(stub))?;
+    let at = server.authority();
+    check_status(&at, Request::get("/ready"), 200)?;
+    let live = Request::get("/").send(&at)?.json()?;
+    ensure!(live["model_version"] == STUB_VERSION, "GET / reports model {}", live["model_version"]);
+    let predicted = Request::post_json("/api/predict/", DOCUMENTED_REQUEST.as_bytes()).send(&at)?;
+    ensure!(predicted.status == 200, "predict answered {}: {}", predicted.status, predicted.text());
+    let body = predicted.json()?;
+    let fares = body["predictions"].as_array().context("no predictions array")?;
+    let [fare] = fares.as_slice() else {
+        bail!("expected one prediction, got {body}");
+    };
+    let fare = fare
+        .as_f64()
+        .filter(|f| f.is_finite() && *f >= 0.0)
+        .with_context(|| format!("prediction is not a fare: {body}"))?;
+    ensure!(body["model_version"] == STUB_VERSION, "answered by {}", body["model_version"]);
+    check_healthcheck(binary, server.port, true)?;
+    println!(
+        "smoke: stub model: /ready 200, documented request 200 with one prediction ({:.2}), healthcheck 0",
+        fare
+    );
+    Ok(())
+}
+
+fn check_status(at: &str, request: Request<'_>, want: u16) -> Result<()> {
+    let answer = request.send(at)?;
+    ensure!(
+        answer.status == want,
+        "{} {} answered {}, expected {want}: {}",
+        request.method,
+        request.path,
+        answer.status,
+        answer.text()
+    );
+    Ok(())
+}
+
+fn check_healthcheck(binary: &Path, port: u16, ready: bool) -> Result<()> {
+    let status = Command::new(binary)
+        .args(["healthcheck", "--port", &port.to_string()])
+        .env_remove("PORT")
+        .output()
+        .context("cannot run service healthcheck")?
+        .status;
+    ensure!(status.success() == ready, "`service healthcheck` exited {status} (ready: {ready})");
+    Ok(())
 }

@@ -1,14 +1,307 @@
-//! TODO: being written.
+//! `cargo xtask up` and `down`: the local production stack.
+//!
+//! `up` takes a fresh machine (Rust and Docker) to a serving stack: it
+//! installs the Debian packages it needs, trains the model, builds and
+//! pushes the images, starts the registry (left running for the
+//! deployment controller) and the compose stack with one color live, and
+//! waits until a prediction answers 200 through nginx. Running it again
+//! converges on the same state. `down` removes every container of the
+//! compose project (including those the controller created) and stops the
+//! registry `up` started.
 
-use anyhow::{Result, bail};
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::compose::{self, Tool};
+use crate::docker::{self, docker};
+use crate::http::Request;
+use crate::images::{self, BuildArgs, Built};
+use crate::integration::DOCUMENTED_REQUEST;
+use crate::process::{output, run};
+use crate::{deps, paths, registry, train};
 
 #[derive(clap::Args, Debug, Default)]
-pub struct UpArgs {}
+pub struct UpArgs {
+    /// Reuse the model artifact already in artifacts/ instead of training.
+    #[arg(long)]
+    pub no_train: bool,
+    /// How long to wait for the live color and nginx to become healthy and
+    /// for the first prediction through nginx, in seconds.
+    #[arg(long, default_value_t = 120, env = "TAXI_UP_TIMEOUT")]
+    pub timeout: u64,
+    #[command(flatten)]
+    pub build: BuildArgs,
+}
 
-pub fn up(_args: &UpArgs) -> Result<()> {
-    bail!("`stack` is not implemented yet")
+/// The host ports of the stack: nginx's front and the two slots.
+const PORTS: [(u16, &str); 3] = [(8080, "nginx"), (5001, "app_blue"), (5002, "app_green")];
+/// nginx's published port.
+const FRONT: &str = "127.0.0.1:8080";
+
+/// The two colors, as compose service names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Color {
+    Blue,
+    Green,
+}
+
+impl Color {
+    pub fn service(self) -> &'static str {
+        match self {
+            Color::Blue => "app_blue",
+            Color::Green => "app_green",
+        }
+    }
+
+    /// The color an upstream.conf sends traffic to: the one whose service
+    /// name its `server` line names.
+    pub fn live_in(upstream_conf: &str) -> Option<Color> {
+        let servers: Vec<&str> = upstream_conf
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or("").trim())
+            .filter_map(|l| l.strip_prefix("server "))
+            .collect();
+        let names = |c: Color| servers.iter().any(|s| s.trim_start().starts_with(c.service()));
+        match (names(Color::Blue), names(Color::Green)) {
+            (true, false) => Some(Color::Blue),
+            (false, true) => Some(Color::Green),
+            _ => None,
+        }
+    }
+}
+
+/// The runtime directory bind-mounted into nginx as /etc/nginx/upstream.
+pub fn upstream_dir() -> PathBuf {
+    paths::target().join("stack/upstream")
+}
+
+pub fn up(args: &UpArgs) -> Result<()> {
+    let started = Instant::now();
+    deps::ensure(deps::STACK)?;
+    docker::ensure_running()?;
+    let tool = Tool::ensure()?;
+    check_ports()?;
+
+    let mut build = args.build.clone();
+    if args.no_train {
+        images::load_model(&build.model.clone().unwrap_or_else(images::default_model))?;
+    } else {
+        let trained = train::run(&train::TrainArgs::default())?;
+        println!(
+            "model trained on {}: held-out R² {:.3}, RMSE {:.2} USD",
+            trained.data.display(),
+            trained.r2,
+            trained.rmse
+        );
+        build.model = Some(trained.model);
+    }
+    // Started (and kept) before the build, so the build's push finds it
+    // running and leaves it for the deployment controller.
+    registry::ensure_running()?.keep();
+    let built = images::build(&build)?;
+
+    let live = prepare_upstream()?;
+    let timeout = Duration::from_secs(args.timeout);
+    compose_up(tool, &built, live.service())?;
+    docker::wait_healthy(&container_of(tool, live.service())?, timeout)?;
+    compose_up(tool, &built, "nginx")?;
+    let nginx = container_of(tool, "nginx")?;
+    docker::wait_healthy(&nginx, timeout)?;
+    // nginx resolves the live color's address when it loads its
+    // configuration: reload it in case that container was just recreated.
+    run(docker(["exec", &nginx, "nginx", "-t", "-q"]))?;
+    run(docker(["exec", &nginx, "nginx", "-s", "reload"]))?;
+    wait_for_prediction(timeout)?;
+
+    println!();
+    println!(
+        "The stack is up ({:.0} s), {} live:",
+        started.elapsed().as_secs_f64(),
+        live.service()
+    );
+    println!("  front (nginx)   http://localhost:8080/");
+    println!("  app_blue        http://127.0.0.1:5001/");
+    println!(
+        "  app_green       http://127.0.0.1:5002/   (started by the controller for a rollout)"
+    );
+    println!("  registry        http://{}/v2/", registry::ADDR);
+    println!("  image           {}", built.service);
+    println!("Try:");
+    println!(
+        "  curl -X POST localhost:8080/api/predict/ -H 'Content-Type: application/json' -d '{}'",
+        DOCUMENTED_REQUEST
+    );
+    println!("Stop everything with `cargo xtask down`.");
+    Ok(())
+}
+
+/// Fails, naming the port, when a port of the stack is taken by anything
+/// but this stack's own containers.
+fn check_ports() -> Result<()> {
+    let ours = output(docker([
+        "ps",
+        "--filter",
+        &format!("label=com.docker.compose.project={}", compose::PROJECT),
+        "--format",
+        "{{.Ports}}",
+    ]))?;
+    for (port, what) in PORTS {
+        if ours.contains(&format!(":{port}->")) {
+            continue;
+        }
+        if TcpListener::bind(("0.0.0.0", port)).is_err() {
+            bail!(
+                "port {port} (the stack's {what}) is taken by another program; stop it, or find it \
+                 with `ss -ltnp 'sport = :{port}'`"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Creates the runtime upstream directory from nginx/upstream.conf unless
+/// it already exists (the controller may have switched colors since);
+/// returns the live color it names.
+fn prepare_upstream() -> Result<Color> {
+    let dir = upstream_dir();
+    let live_file = dir.join("upstream.conf");
+    if !live_file.exists() {
+        fs::create_dir_all(&dir)?;
+        fs::copy(paths::root().join("nginx/upstream.conf"), &live_file)
+            .context("cannot copy nginx/upstream.conf")?;
+    }
+    let text = fs::read_to_string(&live_file)?;
+    Color::live_in(&text).with_context(|| {
+        format!("{} names neither app_blue nor app_green alone", live_file.display())
+    })
+}
+
+fn compose_env(c: &mut std::process::Command, built: &Built) {
+    c.env("APP_BLUE_IMAGE", &built.service)
+        .env("APP_GREEN_IMAGE", &built.service)
+        .env("APP_BLUE_VERSION", &built.tag)
+        .env("APP_GREEN_VERSION", &built.tag)
+        .env("NGINX_IMAGE", &built.nginx)
+        .env("UPSTREAM_DIR", upstream_dir());
+}
+
+fn compose_up(tool: Tool, built: &Built, service: &str) -> Result<()> {
+    let mut c = tool.command(["up", "-d", "--no-deps", service]);
+    compose_env(&mut c, built);
+    run(c)
+}
+
+fn container_of(tool: Tool, service: &str) -> Result<String> {
+    let id = output(tool.command(["ps", "-q", service]))?;
+    id.lines()
+        .next()
+        .map(str::to_owned)
+        .with_context(|| format!("compose started no {service} container"))
+}
+
+fn wait_for_prediction(timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = Request::post_json("/api/predict/", DOCUMENTED_REQUEST.as_bytes())
+            .timeout(Duration::from_secs(5))
+            .send(FRONT);
+        match last {
+            Ok(r) if r.status == 200 => return Ok(()),
+            _ if Instant::now() < deadline => sleep(Duration::from_millis(500)),
+            Ok(r) => bail!(
+                "POST http://{FRONT}/api/predict/ still answers {} after {timeout:?}: {}",
+                r.status,
+                r.text()
+            ),
+            Err(e) => return Err(e.context(format!("nginx on {FRONT} does not answer"))),
+        }
+    }
 }
 
 pub fn down() -> Result<()> {
-    bail!("`down` is not implemented yet")
+    let mut problems = Vec::new();
+    match docker::ensure_running() {
+        Ok(_) => {
+            if let Err(e) = remove_stack() {
+                problems.push(format!("{e:#}"));
+            }
+        }
+        Err(e) => problems.push(format!("{e:#}")),
+    }
+    match registry::stop() {
+        Ok(true) => eprintln!("stopped the registry"),
+        Ok(false) => {}
+        Err(e) => problems.push(format!("cannot stop the registry: {e:#}")),
+    }
+    remove_dir(&paths::target().join("stack"))?;
+    if !problems.is_empty() {
+        bail!("{}", problems.join("; "));
+    }
+    println!("The stack is down: no container of project {} is left.", compose::PROJECT);
+    Ok(())
+}
+
+/// Removes every container of the project (compose's and the
+/// controller's, which carry the same label) and then the network.
+fn remove_stack() -> Result<()> {
+    let label = format!("label=com.docker.compose.project={}", compose::PROJECT);
+    docker::remove_containers(&docker::containers(&label)?)?;
+    match Tool::detect() {
+        Some(tool) => run(tool.command(["down", "--remove-orphans"]))?,
+        None => {
+            let network = format!("{}_private", compose::PROJECT);
+            let _ = output(docker(["network", "rm", &network]));
+        }
+    }
+    let left = docker::containers(&label)?;
+    if !left.is_empty() {
+        bail!("containers of project {} are still there: {}", compose::PROJECT, left.join(" "));
+    }
+    Ok(())
+}
+
+fn remove_dir(dir: &Path) -> Result<()> {
+    match fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot remove {}", dir.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_live_color_from_upstream_files() {
+        let root = paths::root().join("nginx");
+        let read = |f: &str| fs::read_to_string(root.join(f)).unwrap();
+        assert_eq!(Color::live_in(&read("upstream_blue.tmpl")), Some(Color::Blue));
+        assert_eq!(Color::live_in(&read("upstream_green.tmpl")), Some(Color::Green));
+        assert_eq!(Color::live_in(&read("upstream.conf")), Some(Color::Blue));
+        assert_eq!(
+            Color::live_in("# server app_green:32000;\nserver app_blue:32000;"),
+            Some(Color::Blue)
+        );
+        assert_eq!(Color::live_in("server app_blue:1;\nserver app_green:1;"), None);
+        assert_eq!(Color::live_in("keepalive 16;"), None);
+    }
+
+    #[test]
+    fn the_compose_file_is_valid_for_this_machines_compose() {
+        let tool =
+            Tool::detect().expect("no Compose on this machine (docker compose or docker-compose)");
+        let out = output(tool.command(["config", "--services"])).unwrap();
+        let mut services: Vec<&str> = out.lines().collect();
+        services.sort_unstable();
+        assert_eq!(services, ["app_blue", "app_green", "nginx"]);
+        let config = output(tool.command(["config"])).unwrap();
+        assert!(config.contains("5001"), "{config}");
+        assert!(config.contains("/etc/nginx/upstream"), "{config}");
+    }
 }

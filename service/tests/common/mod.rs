@@ -1,0 +1,248 @@
+//! Shared test fixtures: a realistic model artifact, request bodies, and
+//! (for the black-box tests) the real binary on a real socket with a
+//! minimal HTTP/1.1 client.
+
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use model::{FEATURE_SET, Lineage, ModelArtifact, SCHEMA_VERSION, Scores, feature_specs};
+use serde_json::{Value, json};
+
+/// An artifact with a distinct, non-trivial coefficient per feature, so a
+/// feature computed or ordered wrongly changes the prediction.
+pub fn artifact() -> ModelArtifact {
+    ModelArtifact {
+        schema_version: SCHEMA_VERSION,
+        model_version: "test-model-7".into(),
+        feature_set: FEATURE_SET.into(),
+        features: feature_specs(),
+        coefficients: vec![1.9, 0.7, 0.35, -0.05, 0.08, 0.02, -0.03, 0.01, 0.015, 0.11],
+        intercept: 4.25,
+        lineage: Lineage {
+            data_file: "synthetic.csv".into(),
+            data_sha256: "ab".repeat(32),
+            rows_read: 1000,
+            rows_used: 990,
+            rows_train: 792,
+            rows_test: 198,
+            rows_dropped: BTreeMap::from([("zero_coordinates".into(), 10)]),
+            split_seed: 42,
+            test_fraction: 0.2,
+            metrics: Scores { rmse: 4.1, mae: 2.3, r2: 0.71 },
+            baseline: Scores { rmse: 9.0, mae: 6.1, r2: 0.0 },
+            trainer_version: "0.1.0".into(),
+            git_commit: Some("0123abc".into()),
+            created_at: "2026-01-01T00:00:00Z".into(),
+        },
+    }
+}
+
+/// The request documented in the API contract.
+pub fn documented_request() -> Value {
+    json!({"data": [{"pickup_latitude": 70.15, "pickup_longitude": -40.22,
+        "dropoff_latitude": 70.83, "dropoff_longitude": -1.0, "passenger_count": 2}]})
+}
+
+/// A valid row inside New York, varied by `i`.
+pub fn nyc_row(i: usize) -> Value {
+    let f = i as f64;
+    json!({
+        "pickup_latitude": 40.70 + (f * 0.0037) % 0.1,
+        "pickup_longitude": -74.00 + (f * 0.0051) % 0.1,
+        "dropoff_latitude": 40.75 - (f * 0.0029) % 0.1,
+        "dropoff_longitude": -73.95 - (f * 0.0043) % 0.1,
+        "passenger_count": i % 7,
+    })
+}
+
+pub fn batch(rows: usize) -> Value {
+    json!({ "data": (0..rows).map(nyc_row).collect::<Vec<_>>() })
+}
+
+// ---- the real binary ----------------------------------------------------
+
+/// A free loopback port (bound, then released for the service to take).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// A running `service` process, killed when dropped.
+pub struct Service {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl Service {
+    /// Starts the binary on a free port with `args`, and waits until `/`
+    /// answers.
+    pub fn start(args: &[&str]) -> Service {
+        Self::start_with_env(args, &[])
+    }
+
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Service {
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_service"));
+        cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(args)
+            .env_remove("MODEL_PATH")
+            .env_remove("COLOR")
+            .env_remove("VERSION")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let mut service = Service { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok((200, _)) = service.try_request("GET", "/", None) {
+                return service;
+            }
+            if let Ok(Some(status)) = service.child.try_wait() {
+                panic!("service exited before answering: {status}");
+            }
+            assert!(Instant::now() < deadline, "service did not answer / within 10 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    pub fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        json: Option<&Value>,
+    ) -> std::io::Result<(u16, String)> {
+        request(self.addr(), method, path, json)
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        let (status, body) = self.try_request("GET", path, None).unwrap();
+        (status, serde_json::from_str(&body).unwrap_or(Value::String(body)))
+    }
+
+    pub fn post(&self, path: &str, json: &Value) -> (u16, Value) {
+        let (status, body) = self.try_request("POST", path, Some(json)).unwrap();
+        (status, serde_json::from_str(&body).unwrap_or(Value::String(body)))
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits at most `limit` for the process to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `service healthcheck --port PORT` and returns whether it exited 0.
+pub fn healthcheck(port: u16) -> bool {
+    Command::new(env!("CARGO_BIN_EXE_service"))
+        .args(["healthcheck", "--port", &port.to_string()])
+        .env_remove("PORT")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+pub fn write_file(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+/// A temporary directory removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("service-test-{tag}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+// ---- a minimal HTTP/1.1 client -------------------------------------------
+
+/// The request head (with `Connection: close`) for a JSON body of `len` bytes.
+pub fn request_head(method: &str, path: &str, len: Option<usize>) -> String {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    if let Some(len) = len {
+        head.push_str(&format!("Content-Type: application/json\r\nContent-Length: {len}\r\n"));
+    }
+    head.push_str("\r\n");
+    head
+}
+
+/// One request on a fresh connection; returns the status and the body.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    json: Option<&Value>,
+) -> std::io::Result<(u16, String)> {
+    let body = json.map(|j| j.to_string()).unwrap_or_default();
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let head = request_head(method, path, json.map(|_| body.len()));
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body.as_bytes())?;
+    read_response(&mut stream)
+}
+
+/// Reads a whole `Connection: close` response.
+pub fn read_response(stream: &mut TcpStream) -> std::io::Result<(u16, String)> {
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no status line in {head:?}")))?;
+    Ok((status, body.to_owned()))
+}

@@ -1,0 +1,111 @@
+//! A program of ours started on a free loopback port for a stage or a
+//! benchmark to talk to: its output goes to a log file under `target/`, it
+//! is polled until it answers, and it is killed when the guard is dropped,
+//! whatever happened in between.
+
+use std::fs::File;
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::http::Request;
+use crate::paths;
+
+/// A free port on 127.0.0.1 (bound, then released for the server to take).
+pub fn free_port() -> Result<u16> {
+    let listener =
+        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("cannot bind 127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// A running server process; killed on drop.
+pub struct LocalServer {
+    name: String,
+    child: Child,
+    log: PathBuf,
+    pub port: u16,
+    /// When the process was spawned, for start-to-ready times.
+    pub started: Instant,
+}
+
+impl LocalServer {
+    /// Spawns `command`, which must listen on 127.0.0.1:`port`. Its stdout
+    /// and stderr go to `target/local-servers/<name>.log`.
+    pub fn spawn(name: &str, mut command: Command, port: u16) -> Result<LocalServer> {
+        let dir = paths::root().join("target").join("local-servers");
+        std::fs::create_dir_all(&dir)?;
+        let log = dir.join(format!("{name}.log"));
+        let out = File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+        let err = out.try_clone()?;
+        command.stdin(Stdio::null()).stdout(out).stderr(err);
+        let started = Instant::now();
+        let child = command.spawn().with_context(|| format!("cannot start {name}"))?;
+        Ok(LocalServer { name: name.to_owned(), child, log, port, started })
+    }
+
+    pub fn authority(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Polls `GET path` every millisecond until it answers with `status`;
+    /// returns the time since spawn. Fails if the process exits or
+    /// `timeout` passes, quoting the end of its log.
+    pub fn wait_for(&mut self, path: &str, status: u16, timeout: Duration) -> Result<Duration> {
+        let authority = self.authority();
+        let probe = Request::get(path).timeout(Duration::from_millis(500));
+        loop {
+            let last = match probe.send(&authority) {
+                Ok(r) if r.status == status => return Ok(self.started.elapsed()),
+                Ok(r) => format!("answered {}", r.status),
+                Err(e) => format!("{e:#}"),
+            };
+            if let Some(exit) = self.child.try_wait()? {
+                bail!(
+                    "{} exited ({exit}) before answering {path}:\n{}",
+                    self.name,
+                    self.log_tail()
+                );
+            }
+            if self.started.elapsed() > timeout {
+                bail!(
+                    "{} did not answer {path} with {status} within {timeout:?} ({last}):\n{}",
+                    self.name,
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Resident set size in KiB, from `/proc/PID/status`.
+    pub fn rss_kib(&self) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no VmRSS for {}", self.name))
+    }
+
+    /// The last lines the process wrote, for error messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+        format!("--- {} (end) ---\n{tail}", self.log.display())
+    }
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

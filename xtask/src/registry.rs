@@ -1,0 +1,221 @@
+//! The local image registry: Debian's `docker-registry` on 127.0.0.1:5000
+//! with the project's own `registry/config.yml`.
+//!
+//! The stages that need it (build pushes, integration pulls, `up` leaves it
+//! running for the deployment controller) start it in the background when
+//! nothing answers there yet, and a stage stops it again only if that stage
+//! started it, so a registry left by `up` (or by an operator) survives a CI
+//! run. Its pid and log files live under `target/registry/`, its storage
+//! under `target/registry/storage`.
+
+use std::fs::{self, File};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::http::Request;
+use crate::process::{cmd, output};
+use crate::{deps, paths};
+
+/// Where the registry listens.
+pub const ADDR: &str = "127.0.0.1:5000";
+/// How image references name it (Docker trusts plain HTTP on loopback).
+pub const HOST: &str = "localhost:5000";
+
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn dir() -> PathBuf {
+    paths::target().join("registry")
+}
+
+fn pid_file() -> PathBuf {
+    dir().join("registry.pid")
+}
+
+/// The registry's own log file.
+pub fn log_file() -> PathBuf {
+    dir().join("registry.log")
+}
+
+/// What answers on [`ADDR`].
+#[derive(Debug, PartialEq, Eq)]
+enum Probe {
+    /// A Docker registry (v2 API) that lets us in.
+    Registry,
+    /// Nothing listens.
+    Nothing,
+    /// Something else, described for the error message.
+    Other(String),
+}
+
+fn probe() -> Probe {
+    match Request::get("/v2/").timeout(Duration::from_secs(2)).send(ADDR) {
+        Ok(r) if r.status == 200 && r.header("docker-distribution-api-version").is_some() => {
+            Probe::Registry
+        }
+        Ok(r) if r.status == 401 => Probe::Other(
+            "a registry that demands authentication (Debian's docker-registry service with its \
+             default config? stop it with `systemctl stop docker-registry`)"
+                .to_owned(),
+        ),
+        Ok(r) => {
+            Probe::Other(format!("a server that is not a Docker registry (HTTP {})", r.status))
+        }
+        Err(e) => {
+            let refused = e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+            });
+            if refused { Probe::Nothing } else { Probe::Other(format!("{e:#}")) }
+        }
+    }
+}
+
+/// Whether a usable registry answers on [`ADDR`].
+pub fn answering() -> bool {
+    probe() == Probe::Registry
+}
+
+/// A registry this process may have started: dropping it stops the
+/// registry if (and only if) this guard started it, unless [`keep`] was
+/// called.
+///
+/// [`keep`]: RegistryGuard::keep
+#[must_use = "dropping the guard stops a registry it started"]
+pub struct RegistryGuard {
+    child: Option<Child>,
+}
+
+impl RegistryGuard {
+    /// Leaves the registry running after this process ends (for `up`).
+    pub fn keep(mut self) {
+        self.child = None;
+    }
+}
+
+impl Drop for RegistryGuard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            eprintln!("stopping the registry this stage started (pid {})", child.id());
+            if let Err(e) = terminate(child.id()) {
+                eprintln!("warning: cannot stop the registry: {e:#}");
+            }
+            // Reap it; it has had STOP_TIMEOUT to exit on SIGTERM.
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = fs::remove_file(pid_file());
+        }
+    }
+}
+
+/// Makes sure a registry answers on [`ADDR`], starting Debian's
+/// `docker-registry` with `registry/config.yml` if nothing listens there.
+pub fn ensure_running() -> Result<RegistryGuard> {
+    match probe() {
+        Probe::Registry => return Ok(RegistryGuard { child: None }),
+        Probe::Other(what) => bail!("port 5000 (the image registry) is taken by {what}"),
+        Probe::Nothing => {}
+    }
+    deps::ensure(deps::REGISTRY)?;
+    let config = paths::root().join("registry/config.yml");
+    let storage = dir().join("storage");
+    fs::create_dir_all(&storage).with_context(|| format!("cannot create {}", storage.display()))?;
+    let log = File::create(log_file())
+        .with_context(|| format!("cannot create {}", log_file().display()))?;
+    let log2 = log.try_clone()?;
+    let mut child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", &storage)
+        .env("REGISTRY_HTTP_ADDR", ADDR)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        // Its own process group: a Ctrl-C meant for the stage does not
+        // reach a registry that `up` leaves running.
+        .process_group(0)
+        .spawn()
+        .context("cannot start `docker-registry`")?;
+    fs::write(pid_file(), child.id().to_string())?;
+    eprintln!("started the registry on {ADDR} (pid {}, log {})", child.id(), log_file().display());
+
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if answering() {
+            return Ok(RegistryGuard { child: Some(child) });
+        }
+        if let Some(status) = child.try_wait()? {
+            let _ = fs::remove_file(pid_file());
+            bail!(
+                "the registry exited at start ({status}); its log ({}):\n{}",
+                log_file().display(),
+                log_tail()
+            );
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "the registry did not answer GET http://{ADDR}/v2/ within {START_TIMEOUT:?}; \
+                 its log:\n{}",
+                log_tail()
+            );
+        }
+        sleep(Duration::from_millis(200));
+    }
+}
+
+/// Stops the registry recorded in the pid file (started by `up` or a stage
+/// of an earlier run). Returns whether one was running.
+pub fn stop() -> Result<bool> {
+    let Ok(text) = fs::read_to_string(pid_file()) else {
+        return Ok(false);
+    };
+    let _ = fs::remove_file(pid_file());
+    let Ok(pid) = text.trim().parse::<u32>() else {
+        return Ok(false);
+    };
+    if !is_registry(pid) {
+        return Ok(false);
+    }
+    terminate(pid)?;
+    Ok(true)
+}
+
+/// Whether `pid` is a live `docker-registry` (not a recycled pid).
+fn is_registry(pid: u32) -> bool {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains("docker-registry"))
+        .unwrap_or(false)
+}
+
+/// SIGTERM, then wait for the process to go, then SIGKILL.
+fn terminate(pid: u32) -> Result<()> {
+    let _ = output(cmd("kill", ["-TERM", &pid.to_string()]));
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while is_registry(pid) && !is_zombie(pid) {
+        if Instant::now() > deadline {
+            output(cmd("kill", ["-KILL", &pid.to_string()]))?;
+            break;
+        }
+        sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+fn is_zombie(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .unwrap_or(true)
+}
+
+fn log_tail() -> String {
+    let text = fs::read_to_string(log_file()).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}

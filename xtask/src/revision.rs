@@ -1,0 +1,65 @@
+//! The source revision an image is built from, and the tag that names it.
+//!
+//! Images are tagged with the full commit sha so a running container says
+//! exactly which source it came from; a work tree with uncommitted changes
+//! gets `-dirty` appended, so a tag never claims a commit it does not hold.
+
+use anyhow::{Context, Result};
+
+use crate::paths;
+use crate::process::{cmd, output};
+
+/// The commit the work tree is at, and whether it has changes on top.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revision {
+    pub commit: String,
+    pub dirty: bool,
+}
+
+impl Revision {
+    /// Reads the revision of the workspace's git work tree.
+    pub fn current() -> Result<Revision> {
+        let root = paths::root();
+        let mut head = cmd("git", ["rev-parse", "--verify", "HEAD"]);
+        head.current_dir(&root);
+        let commit = output(head).context("cannot read the git commit of the work tree")?;
+        // Untracked files count (a new source file changes the build);
+        // ignored ones (target/, artifacts/) do not.
+        let mut status = cmd("git", ["status", "--porcelain"]);
+        status.current_dir(&root);
+        let dirty = !output(status)?.is_empty();
+        Ok(Revision { commit, dirty })
+    }
+
+    /// The image tag: the full sha, plus `-dirty` for uncommitted changes.
+    pub fn tag(&self) -> String {
+        if self.dirty { format!("{}-dirty", self.commit) } else { self.commit.clone() }
+    }
+}
+
+/// Where the repository lives, for the `org.opencontainers.image.source`
+/// label, when the work tree has an `origin` remote.
+pub fn source_url() -> Option<String> {
+    let mut c = cmd("git", ["remote", "get-url", "origin"]);
+    c.current_dir(paths::root());
+    output(c).ok().filter(|u| !u.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dirty_trees_are_tagged_as_such() {
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        assert_eq!(Revision { commit: sha.into(), dirty: false }.tag(), sha);
+        assert_eq!(Revision { commit: sha.into(), dirty: true }.tag(), format!("{sha}-dirty"));
+    }
+
+    #[test]
+    fn reads_this_work_tree() {
+        let rev = Revision::current().unwrap();
+        assert_eq!(rev.commit.len(), 40, "{rev:?}");
+        assert!(rev.commit.chars().all(|c| c.is_ascii_hexdigit()), "{rev:?}");
+    }
+}
