@@ -138,9 +138,30 @@ pub async fn predict(
             ApiError::BadBody(rejection.body_text())
         }
     })?;
-    let artifact = model_or_503(&state)?;
+    model_or_503(&state)?;
+    if body.len() <= INLINE_BODY_BYTES {
+        return price(&state, &body).map(Json);
+    }
+    // A big batch is milliseconds of CPU: run it off the async workers so
+    // it cannot stall liveness probes and small requests.
+    let task = tokio::task::spawn_blocking(move || price(&state, &body));
+    match task.await {
+        Ok(result) => result.map(Json),
+        Err(e) => {
+            tracing::error!(error = %e, "prediction task failed");
+            Err(ApiError::Internal)
+        }
+    }
+}
+
+/// Bodies up to this size (about 100 rows) are priced on the async worker.
+const INLINE_BODY_BYTES: usize = 16 * 1024;
+
+/// Validates a batch and predicts it with the loaded model.
+fn price(state: &AppState, body: &[u8]) -> Result<PredictResponse, ApiError> {
+    let artifact = model_or_503(state)?;
     let trips =
-        validate::parse_batch(&body, state.limits.max_batch_rows).map_err(ApiError::Validation)?;
+        validate::parse_batch(body, state.limits.max_batch_rows).map_err(ApiError::Validation)?;
     let predictions = artifact.predict_batch(&trips);
     let out_of_area: Vec<usize> = trips
         .iter()
@@ -149,11 +170,7 @@ pub async fn predict(
         .map(|(i, _)| i)
         .collect();
     state.metrics.record_predictions(trips.len(), out_of_area.len());
-    Ok(Json(PredictResponse {
-        predictions,
-        model_version: artifact.model_version.clone(),
-        out_of_area,
-    }))
+    Ok(PredictResponse { predictions, model_version: artifact.model_version.clone(), out_of_area })
 }
 
 /// The same as `POST /api/predict/`, without the trailing slash.

@@ -45,6 +45,9 @@ fn serve(args: &ServeArgs) -> Result<()> {
         .max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
+        // Big batches are priced on blocking threads: CPU-bound, so more
+        // threads than cores would only add memory.
+        .max_blocking_threads(workers)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

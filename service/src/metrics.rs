@@ -161,11 +161,9 @@ pub async fn track(
     let route = route_label(request.extensions().get::<MatchedPath>());
     let method = request.method().clone();
     let response = next.run(request).await;
-    state.metrics.record_request(
-        route,
-        &method,
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
+    let status = response.status().as_u16();
+    let seconds = started.elapsed().as_secs_f64();
+    state.metrics.record_request(route, &method, status, seconds);
+    tracing::debug!(route, method = %method, status, ms = seconds * 1e3, "request");
     response
 }

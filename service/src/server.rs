@@ -27,6 +27,14 @@ pub async fn run(args: &ServeArgs) -> Result<()> {
         bail!("--max-batch-rows must be at least 1");
     }
 
+    tracing::info!(
+        service_version = env!("CARGO_PKG_VERSION"),
+        color = args.color.as_deref().unwrap_or("-"),
+        release = args.release.as_deref().unwrap_or("-"),
+        max_batch_rows = limits.max_batch_rows,
+        max_body_bytes = limits.max_body_bytes,
+        "starting"
+    );
     let model = ModelSlot::load(args.model.as_deref());
     match &model {
         ModelSlot::Loaded(a) => tracing::info!(

@@ -453,3 +453,11 @@ async fn a_request_past_the_timeout_gets_503_and_a_broken_body_400() {
     assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.text);
     assert!(answer.body["detail"].is_string());
 }
+
+#[tokio::test]
+async fn a_batch_at_exactly_the_limit_is_predicted() {
+    let rows = Limits::default().max_batch_rows;
+    let answer = send(&loaded(), post_json("/api/predict/", batch(rows).to_string())).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", &answer.text[..200.min(answer.text.len())]);
+    assert_eq!(answer.body["predictions"].as_array().unwrap().len(), rows);
+}

@@ -198,24 +198,27 @@ fn parse_plain_decimal(text: &[u8]) -> Option<f64> {
         b'+' => (false, &text[1..]),
         _ => (false, text),
     };
+    // At most 19 digits and a point: the mantissa stays below 10^19 < 2^64.
+    if digits.is_empty() || digits.len() > 20 {
+        return None;
+    }
     let mut mantissa: u64 = 0;
-    let mut count = 0usize;
-    let mut decimals: Option<usize> = None;
-    for &b in digits {
-        match b {
-            b'0'..=b'9' => {
-                mantissa = mantissa.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
-                count += 1;
-                if let Some(d) = decimals.as_mut() {
-                    *d += 1;
-                }
-            }
-            b'.' if decimals.is_none() => decimals = Some(0),
-            _ => return None,
+    let mut i = 0;
+    while let Some(d) = digits.get(i).filter(|b| b.is_ascii_digit()) {
+        mantissa = mantissa * 10 + u64::from(d - b'0');
+        i += 1;
+    }
+    let whole_digits = i;
+    let mut decimals = 0;
+    if digits.get(i) == Some(&b'.') {
+        i += 1;
+        while let Some(d) = digits.get(i).filter(|b| b.is_ascii_digit()) {
+            mantissa = mantissa * 10 + u64::from(d - b'0');
+            i += 1;
+            decimals += 1;
         }
     }
-    let decimals = decimals.unwrap_or(0);
-    if count == 0 || mantissa >= 1 << 53 || decimals >= POW10.len() {
+    if i != digits.len() || whole_digits + decimals == 0 || mantissa >= 1 << 53 {
         return None;
     }
     let v = mantissa as f64 / POW10[decimals];

@@ -15,7 +15,7 @@
 //! refused with the features involved named, instead of producing huge
 //! cancelling coefficients. Solving the normal equations squares the
 //! condition number of the design; after centring and scaling, our ten
-//! features give κ(correlation) ≈ 760 on the reference data, so the
+//! features give κ(correlation) ≈ 750 on the reference data, so the
 //! relative error bound κ·ε is about 1e-13, and [`MAX_CONDITION`] refuses a
 //! design long before the bound reaches anything a fare could show. A QR
 //! factorisation of the full design would not square κ, but it needs the

@@ -113,37 +113,49 @@ pub fn run(args: &BenchServeArgs) -> Result<()> {
     std::fs::write(&app, ORIGINAL_APP)?;
 
     let scenarios = scenarios();
-    let mut runs = Vec::new();
+    // Start every server first (one at a time, so start-up times do not
+    // compete), then take turns per scenario: a load spike elsewhere on the
+    // machine then hits all three alike instead of one server's block.
+    let mut started = Vec::new();
     for server in Server::ALL {
-        println!("measuring {} …", server.name());
         let mut process = start(server, &python, &work, &model_path)?;
         let ready = process.wait_for("/ready", 200, Duration::from_secs(60))?;
         std::thread::sleep(Duration::from_millis(300));
         let rss_kib = process.rss_kib()?;
+        println!(
+            "{}: ready {:.1} ms after spawn, idle RSS {:.1} MiB",
+            server.name(),
+            ready.as_secs_f64() * 1e3,
+            rss_kib as f64 / 1024.0
+        );
         if server == Server::Original {
             check_same_predictions(&process, &artifact)?;
         }
-        // Warm up (JIT-free on both sides, but caches, allocators, pools).
-        wrk(&process, &scenarios[1], args.threads, args.connections[0], 1, &work)?;
-        let mut results = Vec::new();
-        for scenario in &scenarios {
-            for &connections in &args.connections {
+        started.push((process, ServerRun { server, rss_kib, ready, results: Vec::new() }));
+    }
+    for (process, _) in &started {
+        // Warm up: connection pools, allocator arenas, caches.
+        wrk(process, &scenarios[1], args.threads, args.connections[0], 1, &work)?;
+    }
+    for scenario in &scenarios {
+        for &connections in &args.connections {
+            for (process, run) in &mut started {
                 let m =
-                    wrk(&process, scenario, args.threads, connections, args.duration_secs, &work)?;
+                    wrk(process, scenario, args.threads, connections, args.duration_secs, &work)?;
                 println!(
-                    "  {:<16} c={connections:<4} {:>10.0} req/s  p50 {:>8}  p99 {:>8}{}",
+                    "  {:<16} c={connections:<4} {:<20} {:>8.0} req/s  p50 {:>8}  p99 {:>8}{}",
                     scenario.name,
+                    run.server.name(),
                     m.rps,
                     ms(m.p50_ms),
                     ms(m.p99_ms),
                     if m.errors > 0 { format!("  ({} errors)", m.errors) } else { String::new() }
                 );
-                results.push(m);
+                run.results.push(m);
             }
         }
-        runs.push(ServerRun { server, rss_kib, ready, results });
-        drop(process);
     }
+    let runs: Vec<ServerRun> = started.into_iter().map(|(_, run)| run).collect();
     print!("{}", table(args, &scenarios, &runs));
     Ok(())
 }
@@ -379,6 +391,42 @@ fn table(args: &BenchServeArgs, scenarios: &[Scenario], runs: &[ServerRun]) -> S
             run.rss_kib as f64 / 1024.0,
             run.ready.as_secs_f64() * 1e3
         );
+    }
+    out.push_str(&targets(args, runs));
+    out
+}
+
+/// The targets, checked against this run (1-row predict at the
+/// first connection count).
+fn targets(args: &BenchServeArgs, runs: &[ServerRun]) -> String {
+    let find = |s: Server| runs.iter().find(|r| r.server == s);
+    let (Some(service), Some(original), Some(hello)) =
+        (find(Server::Service), find(Server::Original), find(Server::Hello))
+    else {
+        return String::new();
+    };
+    // Results are ordered scenario-major: GET / at each count, then 1 row.
+    let at = args.connections.len();
+    let one = |r: &ServerRun| r.results[at];
+    let verdict = |ok: bool| if ok { "met" } else { "missed" };
+    let vs_original = one(service).rps / one(original).rps;
+    let vs_hello = one(service).rps / one(hello).rps;
+    let p99 = one(service).p99_ms;
+    let rss = service.rss_kib as f64 / 1024.0;
+    let ready = service.ready.as_secs_f64() * 1e3;
+    let c = args.connections[0];
+    let mut out = String::new();
+    let _ = writeln!(out, "\n| target (1-row predict, {c} connections) | measured | |");
+    let _ = writeln!(out, "|---|---:|---|");
+    let rows = [
+        ("req/s ≥ 100× the original", format!("{vs_original:.1}×"), vs_original >= 100.0),
+        ("req/s ≥ 70 % of hello-world", format!("{:.0} %", vs_hello * 100.0), vs_hello >= 0.7),
+        ("p99 ≤ 2 ms", ms(p99), p99 <= 2.0),
+        ("idle RSS ≤ 15 MB", format!("{rss:.1} MiB"), rss * 1.048_576 <= 15.0),
+        ("ready ≤ 100 ms after start", format!("{ready:.1} ms"), ready <= 100.0),
+    ];
+    for (what, value, ok) in rows {
+        let _ = writeln!(out, "| {what} | {value} | {} |", verdict(ok));
     }
     out
 }

@@ -3,7 +3,7 @@
 //! same features computed in numpy), side by side in one run, on the
 //! reference data and on synthetic trips. Each command is timed from spawn
 //! to exit (the best of `--repeat` runs; Python's imports count, as they do
-//! for a user) and its peak RSS read from GNU time. Both report their
+//! for a user), and its CPU time and peak RSS are read from GNU time. Both report their
 //! held-out R² and RMSE, to show that they fit the same model. A last table
 //! trains on 1M and 10M synthetic rows to show that the trainer's peak
 //! memory does not grow with the row count.
@@ -100,26 +100,31 @@ print(json.dumps({
 /// One command's cost and the quality it reported.
 #[derive(Debug, Clone, Copy)]
 struct Measured {
-    seconds: f64,
-    peak_mib: f64,
+    cost: Cost,
     r2: f64,
     rmse: f64,
 }
 
-/// Runs `command` under GNU time `repeat` times; returns the fastest wall
-/// time, the largest peak RSS and the path of the last run's stdout.
-fn measure(
-    program: &Path,
-    args: &[String],
-    repeat: u32,
-    scratch: &Path,
-) -> Result<(f64, f64, String)> {
-    let rss_file = scratch.join("rss.txt");
-    let (mut best, mut peak_kib, mut stdout) = (f64::INFINITY, 0u64, String::new());
+/// What running a command took: the fastest wall time and CPU time (user +
+/// system) of the runs, and the largest peak RSS.
+#[derive(Debug, Clone, Copy)]
+struct Cost {
+    wall: f64,
+    cpu: f64,
+    peak_mib: f64,
+}
+
+/// Runs a command under GNU time `repeat` times; returns its cost and the
+/// last run's stdout. CPU time is reported beside wall time because it is
+/// the steadier of the two on a shared machine.
+fn measure(program: &Path, args: &[String], repeat: u32, scratch: &Path) -> Result<(Cost, String)> {
+    let usage_file = scratch.join("usage.txt");
+    let mut cost = Cost { wall: f64::INFINITY, cpu: f64::INFINITY, peak_mib: 0.0 };
+    let mut stdout = String::new();
     for _ in 0..repeat.max(1) {
         let mut c = Command::new("/usr/bin/time");
-        c.args(["-f", "%M", "-o"])
-            .arg(&rss_file)
+        c.args(["-f", "%U %S %M", "-o"])
+            .arg(&usage_file)
             .arg(program)
             .args(args)
             .stdin(Stdio::null())
@@ -131,7 +136,7 @@ fn measure(
             .env("RUST_LOG", "warn");
         let started = Instant::now();
         let out = c.output().with_context(|| format!("cannot run {}", program.display()))?;
-        let seconds = started.elapsed().as_secs_f64();
+        let wall = started.elapsed().as_secs_f64();
         if !out.status.success() {
             bail!(
                 "{} {} failed ({}): {}",
@@ -141,18 +146,24 @@ fn measure(
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        let rss = std::fs::read_to_string(&rss_file)
-            .with_context(|| format!("reading {}", rss_file.display()))?;
-        let kib: u64 = rss
+        let usage = std::fs::read_to_string(&usage_file)
+            .with_context(|| format!("reading {}", usage_file.display()))?;
+        let fields: Vec<f64> = usage
             .lines()
             .last()
-            .and_then(|l| l.trim().parse().ok())
-            .with_context(|| format!("GNU time wrote no peak RSS: {rss:?}"))?;
-        best = best.min(seconds);
-        peak_kib = peak_kib.max(kib);
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        let [user, system, kib] = fields[..] else {
+            bail!("GNU time wrote {usage:?}, expected user, system and peak RSS");
+        };
+        cost.wall = cost.wall.min(wall);
+        cost.cpu = cost.cpu.min(user + system);
+        cost.peak_mib = cost.peak_mib.max(kib / 1024.0);
         stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     }
-    Ok((best, peak_kib as f64 / 1024.0, stdout))
+    Ok((cost, stdout))
 }
 
 fn run_trainer(trainer: &Path, csv: &Path, repeat: u32, scratch: &Path) -> Result<Measured> {
@@ -166,11 +177,11 @@ fn run_trainer(trainer: &Path, csv: &Path, repeat: u32, scratch: &Path) -> Resul
         "--metrics".into(),
         metrics.display().to_string(),
     ];
-    let (seconds, peak_mib, _) = measure(trainer, &args, repeat, scratch)?;
+    let (cost, _) = measure(trainer, &args, repeat, scratch)?;
     let parsed: Value = serde_json::from_str(&std::fs::read_to_string(&metrics)?)
         .with_context(|| format!("parsing {}", metrics.display()))?;
     let get = |k: &str| parsed["model"][k].as_f64().unwrap_or(f64::NAN);
-    Ok(Measured { seconds, peak_mib, r2: get("r2"), rmse: get("rmse") })
+    Ok(Measured { cost, r2: get("r2"), rmse: get("rmse") })
 }
 
 /// How the original stack reads the CSV.
@@ -202,12 +213,12 @@ fn run_python(
         "0.2".into(),
         mode.into(),
     ];
-    let (seconds, peak_mib, stdout) = measure(python, &args, repeat, scratch)?;
+    let (cost, stdout) = measure(python, &args, repeat, scratch)?;
     let line = stdout.lines().last().unwrap_or_default();
     let parsed: Value = serde_json::from_str(line)
         .with_context(|| format!("the reference script printed {stdout:?}"))?;
     let get = |k: &str| parsed[k].as_f64().unwrap_or(f64::NAN);
-    Ok(Measured { seconds, peak_mib, r2: get("r2"), rmse: get("rmse") })
+    Ok(Measured { cost, r2: get("r2"), rmse: get("rmse") })
 }
 
 fn count_rows(csv: &Path) -> Result<u64> {
@@ -236,18 +247,26 @@ pub fn run(args: &BenchTrainArgs) -> Result<()> {
     let mut table = String::new();
     let _ = writeln!(
         table,
-        "{:<19} {:>9} {:<16} | {:>8} {:>8} {:>7} | {:>8} {:>8} {:>7} | {:>15} | {:>13}",
+        "{:<18} {:>8} {:<13}| {:>7} {:>7} {:>6} | {:>7} {:>7} {:>6} | {:>7} {:>7} {:>6} | {:>15} | {:>13}",
         "data",
         "rows",
-        "original reads",
+        "original",
         "rust s",
         "orig s",
-        "faster",
-        "rust MiB",
-        "orig MiB",
-        "lighter",
+        "wall",
+        "rust",
+        "orig",
+        "CPU",
+        "rust",
+        "orig",
+        "RSS",
         "R² rust/orig",
         "RMSE rust/orig"
+    );
+    let _ = writeln!(
+        table,
+        "{:<18} {:>8} {:<13}| {:>7} {:>7} {:>6} | {:>7} {:>7} {:>6} | {:>7} {:>7} {:>6} |",
+        "", "", "reads", "wall", "wall", "ratio", "CPU s", "CPU s", "ratio", "MiB", "MiB", "ratio"
     );
     for (name, csv) in &datasets {
         eprintln!("bench: {name} ({})", csv.display());
@@ -257,19 +276,23 @@ pub fn run(args: &BenchTrainArgs) -> Result<()> {
             [("all columns", Reading::AllColumns), ("used columns", Reading::UsedColumns)]
         {
             let py = run_python(&python, &script, csv, reading, args.repeat, &scratch)?;
+            let (r, p) = (rust.cost, py.cost);
             let _ = writeln!(
                 table,
-                "{:<19} {:>9} {:<16} | {:>8.3} {:>8.3} {:>6.1}× | {:>8.1} {:>8.1} {:>6.1}× | \
-                 {:>7.4}/{:<7.4} | {:>6.3}/{:<6.3}",
+                "{:<18} {:>8} {:<13}| {:>7.3} {:>7.3} {:>5.1}× | {:>7.3} {:>7.3} {:>5.1}× | \
+                 {:>7.1} {:>7.1} {:>5.1}× | {:>7.4}/{:<7.4} | {:>6.3}/{:<6.3}",
                 name,
                 rows,
                 label,
-                rust.seconds,
-                py.seconds,
-                py.seconds / rust.seconds,
-                rust.peak_mib,
-                py.peak_mib,
-                py.peak_mib / rust.peak_mib,
+                r.wall,
+                p.wall,
+                p.wall / r.wall,
+                r.cpu,
+                p.cpu,
+                p.cpu / r.cpu,
+                r.peak_mib,
+                p.peak_mib,
+                p.peak_mib / r.peak_mib,
                 rust.r2,
                 py.r2,
                 rust.rmse,
@@ -282,21 +305,22 @@ pub fn run(args: &BenchTrainArgs) -> Result<()> {
         let _ = writeln!(table, "\ntrainer peak memory against row count (synthetic)");
         let _ = writeln!(
             table,
-            "{:>12} | {:>9} | {:>9} | {:>9}",
-            "rows", "seconds", "peak MiB", "rows/s"
+            "{:>12} | {:>9} | {:>9} | {:>9} | {:>9}",
+            "rows", "wall s", "CPU s", "peak MiB", "rows/s"
         );
         for rows in [1_000_000u64, 10_000_000] {
             let csv = scratch.join(format!("synth-{rows}.csv"));
             train::ensure_synthetic(&trainer, &csv, rows, 1)?;
             eprintln!("bench: trainer on {rows} rows");
-            let m = run_trainer(&trainer, &csv, 1, &scratch)?;
+            let m = run_trainer(&trainer, &csv, 1, &scratch)?.cost;
             let _ = writeln!(
                 table,
-                "{:>12} | {:>9.3} | {:>9.1} | {:>9.2e}",
+                "{:>12} | {:>9.3} | {:>9.3} | {:>9.1} | {:>9.2e}",
                 rows,
-                m.seconds,
+                m.wall,
+                m.cpu,
                 m.peak_mib,
-                rows as f64 / m.seconds
+                rows as f64 / m.wall
             );
         }
     }

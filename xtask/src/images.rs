@@ -84,11 +84,16 @@ pub fn load_model(path: &Path) -> Result<model::ModelArtifact> {
 
 pub fn build(args: &BuildArgs) -> Result<Built> {
     docker::ensure_running()?;
+    // First, so a taken port 5000 fails the stage before minutes of building.
+    let registry_guard = registry::ensure_running()?;
     let model_path = args.model.clone().unwrap_or_else(default_model);
     let artifact = load_model(&model_path)?;
     let revision = Revision::current()?;
     let tag = revision.tag();
-    let created = output(cmd("date", ["-u", "+%Y-%m-%dT%H:%M:%SZ"]))?;
+    // The commit's time, not the clock's (as SOURCE_DATE_EPOCH would):
+    // the same inputs then give the same image ID, so a rebuild hits the
+    // build cache and `up` leaves unchanged containers alone.
+    let created = revision.committed_at.clone();
     let source = revision::source_url().unwrap_or_default();
 
     let binary = build_static_service()?;
@@ -114,12 +119,12 @@ pub fn build(args: &BuildArgs) -> Result<Built> {
         &[("REVISION", revision.commit.clone()), ("CREATED", created), ("SOURCE", source)],
     )?;
 
-    let registry = registry::ensure_running()?;
     docker::push(&service)?;
     let latest = format!("{SERVICE_REPO}:latest");
     run(docker(["tag", &service, &latest]))?;
     docker::push(&latest)?;
-    drop(registry);
+    drop(registry_guard);
+    prune_superseded();
 
     let built = Built {
         service_bytes: image_size(&service)?,
@@ -135,6 +140,17 @@ pub fn build(args: &BuildArgs) -> Result<Built> {
     println!("nginx image    {}  {}", built.nginx, megabytes(built.nginx_bytes));
     println!("pushed {} (and :latest) to {}", built.service, registry::ADDR);
     Ok(built)
+}
+
+/// Removes the dangling images earlier builds of this project left behind
+/// (a rebuilt `-dirty` tag moves to the new image); best effort.
+fn prune_superseded() {
+    for title in ["taxi-fare service", "taxi-fare nginx"] {
+        let filter = format!("label=org.opencontainers.image.title={title}");
+        if let Err(e) = output(docker(["image", "prune", "-f", "--filter", &filter])) {
+            eprintln!("warning: cannot prune superseded images: {e:#}");
+        }
+    }
 }
 
 /// `RUSTFLAGS="-C target-feature=+crt-static" cargo build --release

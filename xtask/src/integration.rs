@@ -41,7 +41,7 @@ const ROWS: [[f64; 5]; 6] = [
 /// strays of an interrupted run).
 pub const ROLE_LABEL: &str = "io.taxi-fare.role=integration";
 
-#[derive(clap::Args, Debug, Default)]
+#[derive(clap::Args, Debug)]
 pub struct IntegrationArgs {
     /// The image to test [default: the one the last `cargo xtask build`
     /// pushed (artifacts/images.json), else this revision's tag].
@@ -53,11 +53,21 @@ pub struct IntegrationArgs {
     pub model: Option<PathBuf>,
     /// The host port the container's port 32000 is published on, on
     /// 127.0.0.1 (0 picks a free one).
-    #[arg(long, default_value_t = 32000)]
+    #[arg(long, default_value_t = DEFAULT_PORT)]
     pub port: u16,
     /// How long the container may take to become healthy, in seconds.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = DEFAULT_TIMEOUT_S)]
     pub timeout: u64,
+}
+
+const DEFAULT_PORT: u16 = 32000;
+const DEFAULT_TIMEOUT_S: u64 = 60;
+
+/// The pipeline's defaults (the same as the command line's).
+impl Default for IntegrationArgs {
+    fn default() -> Self {
+        IntegrationArgs { image: None, model: None, port: DEFAULT_PORT, timeout: DEFAULT_TIMEOUT_S }
+    }
 }
 
 impl IntegrationArgs {
@@ -400,6 +410,20 @@ mod tests {
         .map(|f| row[f].as_f64().unwrap());
         assert!(model::Trip::from_values(values).is_ok());
         assert_eq!(row_json(ROWS[0]), *row);
+    }
+
+    #[test]
+    fn defaults_match_the_command_line() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: IntegrationArgs,
+        }
+        let parsed = Cli::parse_from(["integration"]).args;
+        let default = IntegrationArgs::default();
+        assert_eq!((parsed.port, parsed.timeout), (default.port, default.timeout));
+        assert!(default.timeout > 0);
     }
 
     #[test]

@@ -14,6 +14,8 @@ use crate::process::{cmd, output};
 pub struct Revision {
     pub commit: String,
     pub dirty: bool,
+    /// The commit's time, RFC 3339.
+    pub committed_at: String,
 }
 
 impl Revision {
@@ -28,7 +30,10 @@ impl Revision {
         let mut status = cmd("git", ["status", "--porcelain"]);
         status.current_dir(&root);
         let dirty = !output(status)?.is_empty();
-        Ok(Revision { commit, dirty })
+        let mut time = cmd("git", ["show", "-s", "--format=%cI", "HEAD"]);
+        time.current_dir(&root);
+        let committed_at = output(time)?;
+        Ok(Revision { commit, dirty, committed_at })
     }
 
     /// The image tag: the full sha, plus `-dirty` for uncommitted changes.
@@ -52,8 +57,11 @@ mod tests {
     #[test]
     fn dirty_trees_are_tagged_as_such() {
         let sha = "0123456789abcdef0123456789abcdef01234567";
-        assert_eq!(Revision { commit: sha.into(), dirty: false }.tag(), sha);
-        assert_eq!(Revision { commit: sha.into(), dirty: true }.tag(), format!("{sha}-dirty"));
+        let at = "2026-01-01T00:00:00Z".to_owned();
+        let clean = Revision { commit: sha.into(), dirty: false, committed_at: at.clone() };
+        assert_eq!(clean.tag(), sha);
+        let dirty = Revision { commit: sha.into(), dirty: true, committed_at: at };
+        assert_eq!(dirty.tag(), format!("{sha}-dirty"));
     }
 
     #[test]
@@ -61,5 +69,6 @@ mod tests {
         let rev = Revision::current().unwrap();
         assert_eq!(rev.commit.len(), 40, "{rev:?}");
         assert!(rev.commit.chars().all(|c| c.is_ascii_hexdigit()), "{rev:?}");
+        assert!(rev.committed_at.starts_with("20"), "{rev:?}");
     }
 }

@@ -21,21 +21,30 @@ use crate::compose::{self, Tool};
 use crate::docker::{self, docker};
 use crate::http::Request;
 use crate::images::{self, BuildArgs, Built};
-use crate::integration::DOCUMENTED_REQUEST;
+use crate::integration::{self, DOCUMENTED_REQUEST};
 use crate::process::{output, run};
 use crate::{deps, paths, registry, train};
 
-#[derive(clap::Args, Debug, Default)]
+#[derive(clap::Args, Debug)]
 pub struct UpArgs {
     /// Reuse the model artifact already in artifacts/ instead of training.
     #[arg(long)]
     pub no_train: bool,
     /// How long to wait for the live color and nginx to become healthy and
     /// for the first prediction through nginx, in seconds.
-    #[arg(long, default_value_t = 120, env = "TAXI_UP_TIMEOUT")]
+    #[arg(long, default_value_t = DEFAULT_TIMEOUT_S, env = "TAXI_UP_TIMEOUT")]
     pub timeout: u64,
     #[command(flatten)]
     pub build: BuildArgs,
+}
+
+const DEFAULT_TIMEOUT_S: u64 = 120;
+
+/// The command line's defaults.
+impl Default for UpArgs {
+    fn default() -> Self {
+        UpArgs { no_train: false, timeout: DEFAULT_TIMEOUT_S, build: BuildArgs::default() }
+    }
 }
 
 /// The host ports of the stack: nginx's front and the two slots.
@@ -86,6 +95,9 @@ pub fn up(args: &UpArgs) -> Result<()> {
     docker::ensure_running()?;
     let tool = Tool::ensure()?;
     check_ports()?;
+    // Started (and kept) first: a taken port 5000 fails before any work,
+    // the build's push finds it running, and it stays for the controller.
+    registry::ensure_running()?.keep();
 
     let mut build = args.build.clone();
     if args.no_train {
@@ -100,9 +112,6 @@ pub fn up(args: &UpArgs) -> Result<()> {
         );
         build.model = Some(trained.model);
     }
-    // Started (and kept) before the build, so the build's push finds it
-    // running and leaves it for the deployment controller.
-    registry::ensure_running()?.keep();
     let built = images::build(&build)?;
 
     let live = prepare_upstream()?;
@@ -251,6 +260,9 @@ pub fn down() -> Result<()> {
 fn remove_stack() -> Result<()> {
     let label = format!("label=com.docker.compose.project={}", compose::PROJECT);
     docker::remove_containers(&docker::containers(&label)?)?;
+    // Strays of an interrupted integration run.
+    let strays = docker::containers(&format!("label={}", integration::ROLE_LABEL))?;
+    docker::remove_containers(&strays)?;
     match Tool::detect() {
         Some(tool) => run(tool.command(["down", "--remove-orphans"]))?,
         None => {
@@ -276,6 +288,20 @@ fn remove_dir(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn defaults_match_the_command_line() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            up: UpArgs,
+        }
+        let parsed = Cli::parse_from(["up"]).up;
+        let default = UpArgs::default();
+        assert_eq!((parsed.no_train, parsed.timeout), (default.no_train, default.timeout));
+        assert!(default.timeout > 0);
+    }
 
     #[test]
     fn reads_the_live_color_from_upstream_files() {

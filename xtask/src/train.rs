@@ -100,8 +100,12 @@ pub fn run(args: &TrainArgs) -> Result<TrainOutput> {
     let reference = if args.sample { None } else { paths::reference_csv() };
     let (data, default_gate) = match (&args.csv, reference) {
         (Some(csv), _) => {
+            // The trainer runs from the workspace root; keep a relative
+            // path relative to where it was given.
+            let csv =
+                std::path::absolute(csv).with_context(|| format!("resolving {}", csv.display()))?;
             eprintln!("train: on {} (given)", csv.display());
-            (csv.clone(), MIN_R2_REFERENCE)
+            (csv, MIN_R2_REFERENCE)
         }
         (None, Some(reference)) => {
             eprintln!("train: on the reference data {}", reference.display());
