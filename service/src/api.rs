@@ -20,20 +20,20 @@ use crate::validate;
 
 /// `GET /`: liveness and identity.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Health {
+pub struct Health<'a> {
     /// Always `ok` while the process runs.
     #[schema(example = "ok")]
     pub status: &'static str,
     pub model_loaded: bool,
     /// The loaded model's `model_version`, or null.
-    pub model_version: Option<String>,
+    pub model_version: Option<&'a str>,
     /// Deployment color (blue/green), or null when not deployed by the controller.
-    pub color: Option<String>,
+    pub color: Option<&'a str>,
     /// Release (image tag), or null.
-    pub version: Option<String>,
+    pub version: Option<&'a str>,
     /// Why no model is loaded; present only when `model_loaded` is false.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub model_error: Option<String>,
+    pub model_error: Option<&'a str>,
 }
 
 /// `GET /ready` when a model is loaded.
@@ -91,16 +91,17 @@ pub struct PredictResponse {
 /// Liveness: 200 whenever the process runs, model or not.
 #[utoipa::path(get, path = "/", tag = "health",
     responses((status = 200, description = "The process is alive", body = Health)))]
-pub async fn health(State(state): State<Arc<AppState>>) -> Json<Health> {
+pub async fn health(State(state): State<Arc<AppState>>) -> Response {
     let artifact = state.model.artifact();
     Json(Health {
         status: "ok",
         model_loaded: artifact.is_some(),
-        model_version: artifact.map(|a| a.model_version.clone()),
-        color: state.deployment.color.clone(),
-        version: state.deployment.version.clone(),
-        model_error: state.model.error().map(str::to_owned),
+        model_version: artifact.map(|a| a.model_version.as_str()),
+        color: state.deployment.color.as_deref(),
+        version: state.deployment.version.as_deref(),
+        model_error: state.model.error(),
     })
+    .into_response()
 }
 
 /// Readiness: 200 only when a valid model is loaded.

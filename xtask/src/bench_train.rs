@@ -221,6 +221,14 @@ fn run_python(
     Ok(Measured { cost, r2: get("r2"), rmse: get("rmse") })
 }
 
+/// The 1-minute load average, as text ("?" where unavailable).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
 fn count_rows(csv: &Path) -> Result<u64> {
     let bytes = std::fs::read(csv).with_context(|| format!("reading {}", csv.display()))?;
     Ok(bytes.iter().filter(|&&b| b == b'\n').count().saturating_sub(1) as u64)
@@ -244,6 +252,7 @@ pub fn run(args: &BenchTrainArgs) -> Result<()> {
     train::ensure_synthetic(&trainer, &synthetic, args.rows, 1)?;
     datasets.push(("synthetic".into(), synthetic));
 
+    let load_before = load_average();
     let mut table = String::new();
     let _ = writeln!(
         table,
@@ -324,6 +333,13 @@ pub fn run(args: &BenchTrainArgs) -> Result<()> {
             );
         }
     }
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let _ = writeln!(
+        table,
+        "\n{cores} cores; 1-minute load average {load_before} before, {} after \
+         (other work on the machine inflates wall times: compare the CPU columns too)",
+        load_average()
+    );
     println!("\n{table}");
     Ok(())
 }

@@ -5,7 +5,7 @@
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -67,7 +67,7 @@ pub fn batch(rows: usize) -> Value {
 
 // ---- the real binary ----------------------------------------------------
 
-/// A free loopback port (bound, then released for the service to take).
+/// A loopback port nothing listens on (bound, then released).
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     listener.local_addr().unwrap().port()
@@ -80,28 +80,49 @@ pub struct Service {
 }
 
 impl Service {
-    /// Starts the binary on a free port with `args`, and waits until `/`
-    /// answers.
+    /// Starts the binary with `args` and waits until `/` answers.
     pub fn start(args: &[&str]) -> Service {
         Self::start_with_env(args, &[])
     }
 
+    /// Starts the binary with `--port 0` and learns the port from its
+    /// "listening" log line, so parallel tests never race for a port.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Service {
-        let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_service"));
-        cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        cmd.args(["--host", "127.0.0.1", "--port", "0", "--log-format", "json"])
             .args(args)
             .env_remove("MODEL_PATH")
             .env_remove("COLOR")
             .env_remove("VERSION")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().unwrap();
+        let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        // Reads the log until the bound address shows up, then keeps
+        // draining it so the service never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let Ok(event) = serde_json::from_str::<Value>(&line) else { continue };
+                if event["message"] == "listening" {
+                    let addr: SocketAddr = event["addr"].as_str().unwrap().parse().unwrap();
+                    let _ = port_tx.send(addr.port());
+                }
+            }
+        });
+        let port = match port_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(port) => port,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("service logged no listening address within 10 s");
+            }
+        };
         let mut service = Service { child, port };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
