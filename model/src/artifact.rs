@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::features::{FEATURE_NAMES, FEATURE_SET, FeatureSpec, N_FEATURES, features};
+use crate::scores::Scores;
 use crate::trip::Trip;
 
 /// The artifact layout version this build reads and writes.
@@ -49,30 +50,6 @@ pub struct Lineage {
     pub git_commit: Option<String>,
     /// RFC 3339 UTC timestamp.
     pub created_at: String,
-}
-
-/// Regression quality on a set of rows.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Scores {
-    pub rmse: f64,
-    pub mae: f64,
-    pub r2: f64,
-}
-
-impl Scores {
-    /// Scores predictions against truth. Empty input gives NaNs.
-    pub fn compute(truth: &[f64], predicted: &[f64]) -> Scores {
-        let n = truth.len().min(predicted.len()) as f64;
-        let mean = truth.iter().sum::<f64>() / n;
-        let (mut sse, mut sae, mut sst) = (0.0, 0.0, 0.0);
-        for (y, p) in truth.iter().zip(predicted) {
-            let e = y - p;
-            sse += e * e;
-            sae += e.abs();
-            sst += (y - mean) * (y - mean);
-        }
-        Scores { rmse: (sse / n).sqrt(), mae: sae / n, r2: 1.0 - sse / sst }
-    }
 }
 
 /// Why an artifact cannot be used.
@@ -248,15 +225,5 @@ pub(crate) mod tests {
         let mut nan = sample();
         nan.coefficients[0] = f64::NAN;
         assert!(matches!(nan.validate(), Err(ArtifactError::NonFinite)));
-    }
-
-    #[test]
-    fn scores_of_perfect_and_mean_predictions() {
-        let y = [1.0, 2.0, 3.0, 4.0];
-        let s = Scores::compute(&y, &y);
-        assert_eq!((s.rmse, s.mae, s.r2), (0.0, 0.0, 1.0));
-        let m = Scores::compute(&y, &[2.5; 4]);
-        assert_eq!(m.r2, 0.0);
-        assert_eq!(m.mae, 1.0);
     }
 }

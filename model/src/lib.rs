@@ -11,8 +11,10 @@
 pub mod artifact;
 pub mod features;
 pub mod geo;
+pub mod scores;
 pub mod trip;
 
-pub use artifact::{ArtifactError, Lineage, ModelArtifact, SCHEMA_VERSION, Scores};
+pub use artifact::{ArtifactError, Lineage, ModelArtifact, SCHEMA_VERSION};
 pub use features::{FEATURE_NAMES, FEATURE_SET, FeatureSpec, N_FEATURES, feature_specs, features};
+pub use scores::{ScoreAccumulator, Scores};
 pub use trip::{Field, Trip, Violation, ViolationKind};

@@ -19,7 +19,6 @@ pub mod ols;
 pub mod output;
 pub mod progress;
 pub mod report;
-pub mod scores;
 pub mod source;
 pub mod split;
 pub mod synth;

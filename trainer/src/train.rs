@@ -39,9 +39,9 @@ use crate::error::TrainError;
 use crate::lineage;
 use crate::ols::{Fit, Moments};
 use crate::progress::Progress;
-use crate::scores::ScoreAccumulator;
 use crate::source::{self, BlockReader, Columns};
 use crate::split::{Side, Splitter};
+use model::ScoreAccumulator;
 
 /// Bytes per block. Large enough to amortise channel traffic, small enough
 /// that the pool of buffers stays a few megabytes.
