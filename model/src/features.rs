@@ -4,9 +4,11 @@
 //! [`FEATURE_SET`] and the feature names, and an artifact trained on another
 //! feature set is refused at load time rather than silently mispredicting.
 
+use std::sync::LazyLock;
+
 use serde::{Deserialize, Serialize};
 
-use crate::geo::{EWR, JFK, LGA, Point, haversine_km, manhattan_km};
+use crate::geo::{EWR, JFK, LGA, Radians, manhattan_km};
 use crate::trip::Trip;
 
 /// Identifies the feature definitions below; bump it whenever any changes.
@@ -61,21 +63,31 @@ pub fn feature_specs() -> Vec<FeatureSpec> {
         .collect()
 }
 
+/// The airports in [`Radians`] form, computed once per process (`cos` is
+/// not a `const fn`), in the order JFK, LGA, EWR.
+static AIRPORTS: LazyLock<[Radians; 3]> =
+    LazyLock::new(|| [Radians::of(JFK), Radians::of(LGA), Radians::of(EWR)]);
+
 /// The feature vector of one trip.
+///
+/// Each distance is [`crate::geo::haversine_km`] to the bit; each end of
+/// the trip and each airport is converted to [`Radians`] once rather than
+/// once per distance.
 pub fn features(trip: &Trip) -> [f64; N_FEATURES] {
     let (p, d) = (trip.pickup(), trip.dropoff());
-    let dist = haversine_km(p, d);
-    let to = |a: Point, b: Point| haversine_km(a, b);
+    let (rp, rd) = (Radians::of(p), Radians::of(d));
+    let [jfk, lga, ewr] = &*AIRPORTS;
+    let dist = rp.haversine_km(&rd);
     [
         dist,
         dist.sqrt(),
         manhattan_km(p, d),
-        to(p, JFK),
-        to(d, JFK),
-        to(p, LGA),
-        to(d, LGA),
-        to(p, EWR),
-        to(d, EWR),
+        rp.haversine_km(jfk),
+        rd.haversine_km(jfk),
+        rp.haversine_km(lga),
+        rd.haversine_km(lga),
+        rp.haversine_km(ewr),
+        rd.haversine_km(ewr),
         f64::from(trip.passenger_count),
     ]
 }
@@ -105,5 +117,30 @@ mod tests {
         assert_eq!(f[4], f[0]);
         assert_eq!(f[9], 2.0);
         assert!(f.iter().all(|v| v.is_finite()));
+    }
+
+    /// The features are defined by `haversine_km` on the plain points; the
+    /// precomputed form must agree to the bit, or models would shift.
+    #[test]
+    fn distances_are_haversine_km_to_the_bit() {
+        use crate::geo::{Point, haversine_km};
+        let trips = [
+            [40.7614, -73.9776, 40.6413, -73.7781, 1.0],
+            [40.4, -74.5, 41.1, -72.8, 6.0],
+            [40.75, -73.99, 40.75, -73.99, 2.0],
+            [70.15, -40.22, 70.83, -1.0, 2.0],
+            [-89.9, 179.9, 89.9, -179.9, 0.0],
+        ];
+        for v in trips {
+            let t = Trip::from_values(v).unwrap();
+            let (p, d) = (t.pickup(), t.dropoff());
+            let f = features(&t);
+            let want = |a: Point, b: Point| haversine_km(a, b).to_bits();
+            assert_eq!(f[0].to_bits(), want(p, d));
+            for (i, airport) in [JFK, LGA, EWR].into_iter().enumerate() {
+                assert_eq!(f[3 + 2 * i].to_bits(), want(p, airport), "{v:?}");
+                assert_eq!(f[4 + 2 * i].to_bits(), want(d, airport), "{v:?}");
+            }
+        }
     }
 }

@@ -206,9 +206,7 @@ fn start(server: Server, python: &Path, work: &Path, model: &Path) -> Result<Loc
     let command = match server {
         Server::Service => {
             let mut c = Command::new(release.join("service"));
-            c.args(["--host", "127.0.0.1", "--port", &port.to_string(), "--model"])
-                .arg(model)
-                .env("RUST_LOG", "warn");
+            c.args(["--host", "127.0.0.1", "--port", &port.to_string(), "--model"]).arg(model);
             c
         }
         Server::Hello => {
@@ -219,7 +217,8 @@ fn start(server: Server, python: &Path, work: &Path, model: &Path) -> Result<Loc
         Server::Original => {
             let mut c = Command::new(python);
             c.args(["-m", "uvicorn", "original_app:app", "--host", "127.0.0.1"])
-                .args(["--port", &port.to_string(), "--log-level", "warning", "--no-access-log"])
+                // uvicorn's defaults, access log included, as the original ran.
+                .args(["--port", &port.to_string()])
                 .current_dir(work)
                 .env("MODEL_PATH", model);
             c
