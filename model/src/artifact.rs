@@ -71,7 +71,51 @@ pub enum ArtifactError {
     EmptyVersion,
 }
 
+impl Lineage {
+    /// The lineage of a hand-made model (a stub or a test fixture): no data,
+    /// no split, zero metrics. `description` says what it is and lands in
+    /// `data_file`, where an operator looks first.
+    pub fn hand_made(description: &str) -> Lineage {
+        let zero = Scores { rmse: 0.0, mae: 0.0, r2: 0.0 };
+        Lineage {
+            data_file: description.to_owned(),
+            data_sha256: String::new(),
+            rows_read: 0,
+            rows_used: 0,
+            rows_train: 0,
+            rows_test: 0,
+            rows_dropped: BTreeMap::new(),
+            split_seed: 0,
+            test_fraction: 0.0,
+            metrics: zero,
+            baseline: zero,
+            trainer_version: String::new(),
+            git_commit: None,
+            created_at: "1970-01-01T00:00:00Z".to_owned(),
+        }
+    }
+}
+
 impl ModelArtifact {
+    /// An artifact of this build's schema and feature set with the given
+    /// parameters; the only way callers should assemble one.
+    pub fn new(
+        model_version: impl Into<String>,
+        coefficients: [f64; N_FEATURES],
+        intercept: f64,
+        lineage: Lineage,
+    ) -> ModelArtifact {
+        ModelArtifact {
+            schema_version: SCHEMA_VERSION,
+            model_version: model_version.into(),
+            feature_set: FEATURE_SET.to_owned(),
+            features: crate::features::feature_specs(),
+            coefficients: coefficients.to_vec(),
+            intercept,
+            lineage,
+        }
+    }
+
     /// Parses and validates an artifact. The schema version is read first so
     /// an artifact from another version gets that error, not a field error.
     pub fn from_json(text: &str) -> Result<ModelArtifact, ArtifactError> {
@@ -143,34 +187,17 @@ impl ModelArtifact {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::features::feature_specs;
 
     /// A small, valid artifact for tests.
     pub(crate) fn sample() -> ModelArtifact {
-        ModelArtifact {
-            schema_version: SCHEMA_VERSION,
-            model_version: "test-1".into(),
-            feature_set: FEATURE_SET.into(),
-            features: feature_specs(),
-            coefficients: vec![2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5],
-            intercept: 3.0,
-            lineage: Lineage {
-                data_file: "trips.csv".into(),
-                data_sha256: "00".into(),
-                rows_read: 10,
-                rows_used: 9,
-                rows_train: 7,
-                rows_test: 2,
-                rows_dropped: BTreeMap::from([("zero_coordinates".into(), 1)]),
-                split_seed: 42,
-                test_fraction: 0.2,
-                metrics: Scores { rmse: 1.0, mae: 1.0, r2: 0.5 },
-                baseline: Scores { rmse: 2.0, mae: 2.0, r2: 0.0 },
-                trainer_version: "0.1.0".into(),
-                git_commit: None,
-                created_at: "2026-01-01T00:00:00Z".into(),
-            },
-        }
+        let mut lineage = Lineage::hand_made("trips.csv");
+        lineage.rows_dropped.insert("zero_coordinates".into(), 1);
+        ModelArtifact::new(
+            "test-1",
+            [2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5],
+            3.0,
+            lineage,
+        )
     }
 
     #[test]

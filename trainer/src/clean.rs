@@ -118,6 +118,20 @@ pub struct CleanRow {
 
 /// Checks one row's values; `None` stands for a malformed record.
 pub fn classify(raw: Option<RawValues<'_>>) -> Result<CleanRow, DropReason> {
+    let row = classify_before_distance(raw)?;
+    check_distance(haversine_km(row.trip.pickup(), row.trip.dropoff()))?;
+    Ok(row)
+}
+
+/// The last check of [`classify`], on the trip's haversine distance in km.
+/// Apart so that training can pass the distance it computes anyway as
+/// feature 0 instead of computing it twice.
+pub fn check_distance(km: f64) -> Result<(), DropReason> {
+    if km < MIN_DISTANCE_KM { Err(DropReason::SameLocation) } else { Ok(()) }
+}
+
+/// Every check of [`classify`] but the last, [`check_distance`].
+pub fn classify_before_distance(raw: Option<RawValues<'_>>) -> Result<CleanRow, DropReason> {
     let raw = raw.ok_or(DropReason::Unparsable)?;
     let mut values = [0.0; 6];
     let mut missing = false;
@@ -147,9 +161,6 @@ pub fn classify(raw: Option<RawValues<'_>>) -> Result<CleanRow, DropReason> {
     }
     if !(MIN_FARE..=MAX_FARE).contains(&fare) {
         return Err(DropReason::FareOutOfRange);
-    }
-    if haversine_km(trip.pickup(), trip.dropoff()) < MIN_DISTANCE_KM {
-        return Err(DropReason::SameLocation);
     }
     Ok(CleanRow { trip, fare })
 }
@@ -202,23 +213,30 @@ fn parse_plain_decimal(text: &[u8]) -> Option<f64> {
     if digits.is_empty() || digits.len() > 20 {
         return None;
     }
+    // Whole digits, then (after a point) decimals: a tight loop each.
     let mut mantissa: u64 = 0;
     let mut i = 0;
-    while let Some(d) = digits.get(i).filter(|b| b.is_ascii_digit()) {
-        mantissa = mantissa * 10 + u64::from(d - b'0');
+    while let Some(d) = digits.get(i).map(|b| b.wrapping_sub(b'0')).filter(|&d| d < 10) {
+        mantissa = mantissa * 10 + u64::from(d);
         i += 1;
     }
-    let whole_digits = i;
     let mut decimals = 0;
-    if digits.get(i) == Some(&b'.') {
-        i += 1;
-        while let Some(d) = digits.get(i).filter(|b| b.is_ascii_digit()) {
-            mantissa = mantissa * 10 + u64::from(d - b'0');
-            i += 1;
-            decimals += 1;
+    if i < digits.len() {
+        if digits[i] != b'.' {
+            return None;
         }
+        let fraction = &digits[i + 1..];
+        for &b in fraction {
+            let d = b.wrapping_sub(b'0');
+            if d >= 10 {
+                return None;
+            }
+            mantissa = mantissa * 10 + u64::from(d);
+        }
+        decimals = fraction.len();
     }
-    if i != digits.len() || whole_digits + decimals == 0 || mantissa >= 1 << 53 {
+    // A lone point has no digits; a mantissa of 2^53 or more is inexact.
+    if i + decimals == 0 || mantissa >= 1 << 53 {
         return None;
     }
     let v = mantissa as f64 / POW10[decimals];

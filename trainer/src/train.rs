@@ -26,7 +26,6 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
-use csv::ByteRecord;
 use model::{
     FEATURE_NAMES, FEATURE_SET, Lineage, ModelArtifact, N_FEATURES, SCHEMA_VERSION, Scores, Trip,
     feature_specs, features,
@@ -34,7 +33,7 @@ use model::{
 use tracing::debug;
 
 use crate::civil::DateTime;
-use crate::clean::{CleanRow, DropCounts, DropReason, classify};
+use crate::clean::{CleanRow, DropCounts, DropReason, check_distance, classify_before_distance};
 use crate::error::TrainError;
 use crate::lineage;
 use crate::ols::{Fit, Moments};
@@ -42,6 +41,7 @@ use crate::progress::Progress;
 use crate::source::{self, BlockReader, Columns};
 use crate::split::{Side, Splitter};
 use model::ScoreAccumulator;
+use model::geo::haversine_km;
 
 /// Bytes per block. Large enough to amortise channel traffic, small enough
 /// that the pool of buffers stays a few megabytes.
@@ -225,31 +225,26 @@ fn process(block: &Block, columns: &Columns, splitter: &Splitter) -> Partial {
         train: 0,
         test_rows: Vec::new(),
     };
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .buffer_capacity(64 * 1024)
-        .from_reader(&block.bytes[..]);
-    let mut record = ByteRecord::new();
-    loop {
-        // Reading from memory with flexible records cannot fail; should it
-        // ever, the rest of the block counts as one unparsable record.
-        let (values, more) = match reader.read_byte_record(&mut record) {
-            Ok(true) => (columns.values(&record), true),
-            Ok(false) => break,
-            Err(_) => (None, false),
-        };
+    columns.for_each_record(&block.bytes, block.first_line, |values, line| {
         p.read += 1;
-        // The reader's position after a record is the line the record ends on.
-        let line = block.first_line + reader.position().line() - 1;
-        match classify(values) {
-            Ok(row) => match splitter.side(line) {
+        let outcome = classify_before_distance(values).and_then(|row| {
+            match splitter.side(line) {
                 Side::Train => {
-                    p.moments.push(&features(&row.trip), row.fare);
-                    p.train += 1;
+                    // Feature 0 is the haversine distance the last check
+                    // needs: compute it once, for both.
+                    let x = features(&row.trip);
+                    check_distance(x[0]).map(|()| (row, Some(x)))
                 }
-                Side::Test => p.test_rows.push(row),
-            },
+                Side::Test => check_distance(haversine_km(row.trip.pickup(), row.trip.dropoff()))
+                    .map(|()| (row, None)),
+            }
+        });
+        match outcome {
+            Ok((row, Some(x))) => {
+                p.moments.push(&x, row.fare);
+                p.train += 1;
+            }
+            Ok((row, None)) => p.test_rows.push(row),
             Err(reason) => {
                 p.dropped.add(reason);
                 if p.dropped.get(reason) <= EXAMPLES_PER_REASON as u64 {
@@ -257,10 +252,7 @@ fn process(block: &Block, columns: &Columns, splitter: &Splitter) -> Partial {
                 }
             }
         }
-        if !more {
-            break;
-        }
-    }
+    });
     p
 }
 
@@ -427,6 +419,15 @@ fn decode(buf: &[u8; SPOOL_RECORD]) -> CleanRow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`process`] takes the distance check's input from feature 0.
+    #[test]
+    fn feature_zero_is_the_trip_distance() {
+        assert_eq!(FEATURE_NAMES[0], "haversine_km");
+        let trip = Trip::from_values([40.7614, -73.9776, 40.6413, -73.7781, 1.0]).unwrap();
+        let km = haversine_km(trip.pickup(), trip.dropoff());
+        assert_eq!(features(&trip)[0].to_bits(), km.to_bits());
+    }
 
     #[test]
     fn spool_round_trip() {

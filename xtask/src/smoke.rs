@@ -4,13 +4,12 @@
 //! one mock the original pipeline prescribes: made-up coefficients, clearly
 //! named, never deployed.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use model::{FEATURE_SET, Lineage, ModelArtifact, N_FEATURES, SCHEMA_VERSION, Scores};
+use model::{Lineage, ModelArtifact, N_FEATURES};
 
 use crate::http::Request;
 use crate::local_server::{LocalServer, free_port};
@@ -48,32 +47,14 @@ pub fn build_service() -> Result<PathBuf> {
 
 /// A stub artifact: the real schema, made-up coefficients.
 pub fn stub_artifact() -> ModelArtifact {
-    let mut coefficients = vec![0.0; N_FEATURES];
+    let mut coefficients = [0.0; N_FEATURES];
     coefficients[0] = 2.0; // USD per haversine km
-    ModelArtifact {
-        schema_version: SCHEMA_VERSION,
-        model_version: STUB_VERSION.to_owned(),
-        feature_set: FEATURE_SET.to_owned(),
-        features: model::feature_specs(),
+    ModelArtifact::new(
+        STUB_VERSION,
         coefficients,
-        intercept: 2.5,
-        lineage: Lineage {
-            data_file: "none (stub for the smoke stage)".to_owned(),
-            data_sha256: String::new(),
-            rows_read: 0,
-            rows_used: 0,
-            rows_train: 0,
-            rows_test: 0,
-            rows_dropped: BTreeMap::new(),
-            split_seed: 0,
-            test_fraction: 0.0,
-            metrics: Scores { rmse: 0.0, mae: 0.0, r2: 0.0 },
-            baseline: Scores { rmse: 0.0, mae: 0.0, r2: 0.0 },
-            trainer_version: "stub".to_owned(),
-            git_commit: None,
-            created_at: "1970-01-01T00:00:00Z".to_owned(),
-        },
-    }
+        2.5,
+        Lineage::hand_made("none (stub for the smoke stage)"),
+    )
 }
 
 pub fn write_stub(path: &Path) -> Result<()> {

@@ -4,43 +4,27 @@
 
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use model::{FEATURE_SET, Lineage, ModelArtifact, SCHEMA_VERSION, Scores, feature_specs};
+use model::{Lineage, ModelArtifact};
 use serde_json::{Value, json};
 
 /// An artifact with a distinct, non-trivial coefficient per feature, so a
 /// feature computed or ordered wrongly changes the prediction.
 pub fn artifact() -> ModelArtifact {
-    ModelArtifact {
-        schema_version: SCHEMA_VERSION,
-        model_version: "test-model-7".into(),
-        feature_set: FEATURE_SET.into(),
-        features: feature_specs(),
-        coefficients: vec![1.9, 0.7, 0.35, -0.05, 0.08, 0.02, -0.03, 0.01, 0.015, 0.11],
-        intercept: 4.25,
-        lineage: Lineage {
-            data_file: "synthetic.csv".into(),
-            data_sha256: "ab".repeat(32),
-            rows_read: 1000,
-            rows_used: 990,
-            rows_train: 792,
-            rows_test: 198,
-            rows_dropped: BTreeMap::from([("zero_coordinates".into(), 10)]),
-            split_seed: 42,
-            test_fraction: 0.2,
-            metrics: Scores { rmse: 4.1, mae: 2.3, r2: 0.71 },
-            baseline: Scores { rmse: 9.0, mae: 6.1, r2: 0.0 },
-            trainer_version: "0.1.0".into(),
-            git_commit: Some("0123abc".into()),
-            created_at: "2026-01-01T00:00:00Z".into(),
-        },
-    }
+    let mut lineage = Lineage::hand_made("synthetic.csv");
+    lineage.rows_dropped.insert("zero_coordinates".into(), 10);
+    lineage.git_commit = Some("0123abc".into());
+    ModelArtifact::new(
+        "test-model-7",
+        [1.9, 0.7, 0.35, -0.05, 0.08, 0.02, -0.03, 0.01, 0.015, 0.11],
+        4.25,
+        lineage,
+    )
 }
 
 /// The request documented in the API contract.
