@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::features::{FEATURE_NAMES, FEATURE_SET, FeatureSpec, N_FEATURES, features};
+use crate::features::{
+    FEATURE_NAMES, FEATURE_SET, FeatureRange, FeatureSpec, N_FEATURES, feature_domain, features,
+};
 use crate::scores::Scores;
 use crate::trip::Trip;
 
@@ -26,6 +28,11 @@ pub struct ModelArtifact {
     pub features: Vec<FeatureSpec>,
     pub coefficients: Vec<f64>,
     pub intercept: f64,
+    /// Where each feature lay over the training rows. `predict` clamps
+    /// features into these ranges: a linear model extrapolates wildly (or
+    /// below zero) far outside its data, and a trip unlike any trained on
+    /// is better priced like the nearest one that was.
+    pub feature_ranges: Vec<FeatureRange>,
     pub lineage: Lineage,
 }
 
@@ -65,6 +72,10 @@ pub enum ArtifactError {
     FeatureNames { found: Vec<String>, expected: Vec<String> },
     #[error("model artifact has {found} coefficients for {N_FEATURES} features")]
     CoefficientCount { found: usize },
+    #[error("model artifact has {found} feature ranges for {N_FEATURES} features")]
+    RangeCount { found: usize },
+    #[error("model artifact's range of feature `{feature}` is not a finite interval")]
+    InvalidRange { feature: &'static str },
     #[error("model artifact has a non-finite coefficient or intercept")]
     NonFinite,
     #[error("model artifact has an empty model_version")]
@@ -98,7 +109,8 @@ impl Lineage {
 
 impl ModelArtifact {
     /// An artifact of this build's schema and feature set with the given
-    /// parameters; the only way callers should assemble one.
+    /// parameters and feature ranges that clamp nothing (a fitted model
+    /// then sets `feature_ranges` to what its training rows spanned).
     pub fn new(
         model_version: impl Into<String>,
         coefficients: [f64; N_FEATURES],
@@ -112,6 +124,7 @@ impl ModelArtifact {
             features: crate::features::feature_specs(),
             coefficients: coefficients.to_vec(),
             intercept,
+            feature_ranges: feature_domain().to_vec(),
             lineage,
         }
     }
@@ -155,6 +168,14 @@ impl ModelArtifact {
         if self.coefficients.len() != N_FEATURES {
             return Err(ArtifactError::CoefficientCount { found: self.coefficients.len() });
         }
+        if self.feature_ranges.len() != N_FEATURES {
+            return Err(ArtifactError::RangeCount { found: self.feature_ranges.len() });
+        }
+        if let Some((name, _)) =
+            FEATURE_NAMES.iter().zip(&self.feature_ranges).find(|(_, r)| !r.is_valid())
+        {
+            return Err(ArtifactError::InvalidRange { feature: name });
+        }
         if !self.intercept.is_finite() || self.coefficients.iter().any(|c| !c.is_finite()) {
             return Err(ArtifactError::NonFinite);
         }
@@ -164,12 +185,14 @@ impl ModelArtifact {
         Ok(())
     }
 
-    /// The raw linear response for one trip (may be negative).
+    /// The linear response for one trip, its features clamped into the
+    /// training ranges (may still be negative).
     pub fn linear_response(&self, trip: &Trip) -> f64 {
         features(trip)
             .iter()
+            .zip(&self.feature_ranges)
             .zip(&self.coefficients)
-            .fold(self.intercept, |acc, (x, c)| acc + x * c)
+            .fold(self.intercept, |acc, ((x, r), c)| acc + r.clamp(*x) * c)
     }
 
     /// The predicted fare in USD: the linear response, floored at zero since
@@ -228,6 +251,24 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn clamps_features_into_the_training_ranges() {
+        let mut a = sample();
+        let arctic = Trip::from_values([70.15, -40.22, 70.83, -1.0, 2.0]).unwrap();
+        let raw = features(&arctic);
+        assert!(raw[0] > 1000.0, "{raw:?}");
+        // Unclamped: the domain holds every trip.
+        assert_eq!(a.linear_response(&arctic), 3.0 + 2.0 * raw[0] + 0.5 * 2.0);
+        a.feature_ranges[0] = FeatureRange { min: 0.1, max: 60.0 };
+        a.feature_ranges[9] = FeatureRange { min: 1.0, max: 6.0 };
+        assert_eq!(a.linear_response(&arctic), 3.0 + 2.0 * 60.0 + 0.5 * 2.0);
+        let seven = Trip { passenger_count: 9, ..arctic };
+        assert_eq!(a.predict(&seven), 3.0 + 2.0 * 60.0 + 0.5 * 6.0);
+        // Inside the ranges nothing changes.
+        let short = Trip::from_values([40.7, -74.0, 40.75, -74.0, 2.0]).unwrap();
+        assert_eq!(a.predict(&short), 3.0 + 2.0 * features(&short)[0] + 1.0);
+    }
+
+    #[test]
     fn refuses_broken_artifacts() {
         let good = sample().to_json().unwrap();
         let cases: Vec<(String, &str)> = vec![
@@ -249,6 +290,13 @@ pub(crate) mod tests {
         let mut short = sample();
         short.coefficients.pop();
         assert!(matches!(short.validate(), Err(ArtifactError::CoefficientCount { found: 9 })));
+        let mut ranges = sample();
+        ranges.feature_ranges.pop();
+        assert!(matches!(ranges.validate(), Err(ArtifactError::RangeCount { found: 9 })));
+        let mut empty = sample();
+        empty.feature_ranges[2] = FeatureRange::EMPTY;
+        let err = empty.validate().expect_err("empty range").to_string();
+        assert!(err.contains("manhattan_km"), "{err}");
         let mut nan = sample();
         nan.coefficients[0] = f64::NAN;
         assert!(matches!(nan.validate(), Err(ArtifactError::NonFinite)));

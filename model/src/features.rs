@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
 
-use crate::geo::{EWR, JFK, LGA, Radians, manhattan_km};
+use crate::geo::{EWR, JFK, LGA, Point, Radians, manhattan_km};
 use crate::trip::Trip;
 
 /// Identifies the feature definitions below; bump it whenever any changes.
@@ -49,6 +49,62 @@ const DESCRIPTIONS: [&str; N_FEATURES] = [
 pub struct FeatureSpec {
     pub name: String,
     pub description: String,
+}
+
+/// The interval a feature spans: over the training rows in an artifact, or
+/// over every valid trip in [`feature_domain`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FeatureRange {
+    pub min: f64,
+    pub max: f64,
+}
+
+impl FeatureRange {
+    /// The range of no values, the identity of [`FeatureRange::merge`].
+    pub const EMPTY: FeatureRange = FeatureRange { min: f64::INFINITY, max: f64::NEG_INFINITY };
+
+    pub fn include(&mut self, x: f64) {
+        self.min = self.min.min(x);
+        self.max = self.max.max(x);
+    }
+
+    pub fn merge(&mut self, other: &FeatureRange) {
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+    }
+
+    /// Whether this is a proper, finite interval.
+    pub fn is_valid(&self) -> bool {
+        self.min.is_finite() && self.max.is_finite() && self.min <= self.max
+    }
+
+    /// `x` moved into the interval (the interval must be valid).
+    pub fn clamp(&self, x: f64) -> f64 {
+        x.max(self.min).min(self.max)
+    }
+}
+
+/// The values each feature can take for any valid trip: a range that
+/// clamps nothing, for models that were not fitted to data.
+pub fn feature_domain() -> [FeatureRange; N_FEATURES] {
+    let half_earth = std::f64::consts::PI * crate::geo::EARTH_RADIUS_KM;
+    let distance = FeatureRange { min: 0.0, max: half_earth };
+    let manhattan = crate::geo::manhattan_km(
+        Point { lat: -90.0, lon: -180.0 },
+        Point { lat: 90.0, lon: 180.0 },
+    );
+    [
+        distance,
+        FeatureRange { min: 0.0, max: half_earth.sqrt() },
+        FeatureRange { min: 0.0, max: manhattan },
+        distance,
+        distance,
+        distance,
+        distance,
+        distance,
+        distance,
+        FeatureRange { min: 0.0, max: f64::from(crate::trip::MAX_PASSENGERS) },
+    ]
 }
 
 /// The specs of this build's feature set.
@@ -97,6 +153,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_domain_holds_every_feature_of_extreme_trips() {
+        let domain = feature_domain();
+        let corners = [-90.0, 0.0, 90.0];
+        let lons = [-180.0, -73.9, 0.0, 180.0];
+        for &a in &corners {
+            for &b in &lons {
+                for &c in &corners {
+                    for &d in &lons {
+                        let t = Trip::from_values([a, b, c, d, 9.0]).unwrap();
+                        for (x, r) in features(&t).iter().zip(&domain) {
+                            assert!(r.is_valid() && r.clamp(*x) == *x, "{x} outside {r:?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ranges_include_merge_and_clamp() {
+        let mut r = FeatureRange::EMPTY;
+        assert!(!r.is_valid());
+        r.include(3.0);
+        r.include(-1.0);
+        assert_eq!(r, FeatureRange { min: -1.0, max: 3.0 });
+        let mut s = FeatureRange::EMPTY;
+        s.merge(&r);
+        s.merge(&FeatureRange { min: 0.0, max: 7.0 });
+        assert_eq!(s, FeatureRange { min: -1.0, max: 7.0 });
+        assert_eq!((s.clamp(-5.0), s.clamp(2.0), s.clamp(9.0)), (-1.0, 2.0, 7.0));
+    }
+
+    #[test]
     fn names_and_specs_agree() {
         let specs = feature_specs();
         assert_eq!(specs.len(), N_FEATURES);
@@ -123,7 +212,7 @@ mod tests {
     /// precomputed form must agree to the bit, or models would shift.
     #[test]
     fn distances_are_haversine_km_to_the_bit() {
-        use crate::geo::{Point, haversine_km};
+        use crate::geo::haversine_km;
         let trips = [
             [40.7614, -73.9776, 40.6413, -73.7781, 1.0],
             [40.4, -74.5, 41.1, -72.8, 6.0],

@@ -15,6 +15,9 @@ pub mod scores;
 pub mod trip;
 
 pub use artifact::{ArtifactError, Lineage, ModelArtifact, SCHEMA_VERSION};
-pub use features::{FEATURE_NAMES, FEATURE_SET, FeatureSpec, N_FEATURES, feature_specs, features};
+pub use features::{
+    FEATURE_NAMES, FEATURE_SET, FeatureRange, FeatureSpec, N_FEATURES, feature_domain,
+    feature_specs, features,
+};
 pub use scores::{ScoreAccumulator, Scores};
 pub use trip::{Field, Trip, Violation, ViolationKind};

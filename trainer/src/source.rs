@@ -78,9 +78,10 @@ impl Columns {
         Some(out)
     }
 
-    /// Calls `f(values, key)` for each record of `block`, a run of whole
-    /// records that starts on file line `first_line`, in order. `values` is
-    /// what [`Columns::values`] gives for the record; `key` is the record's
+    /// Calls `f(values, line, key)` for each record of `block`, a run of
+    /// whole records that starts on file line `first_line`, in order.
+    /// `values` is what [`Columns::values`] gives for the record; `line` is
+    /// the file line the record starts on (for messages); `key` is the record's
     /// line key: the line the csv crate's reader is on after the record (for
     /// a record ended by a line feed, the line after it), which the split
     /// hashes. Blank lines are skipped, as the csv crate skips them.
@@ -94,7 +95,7 @@ impl Columns {
         &self,
         block: &[u8],
         first_line: u64,
-        f: impl for<'r> FnMut(Option<RawValues<'r>>, u64),
+        f: impl for<'r> FnMut(Option<RawValues<'r>>, u64, u64),
     ) {
         let plain = memchr::memchr2(b'"', b'\r', block).is_none() && !block.starts_with(BOM);
         if plain {
@@ -110,7 +111,7 @@ impl Columns {
         &self,
         block: &'b [u8],
         first_line: u64,
-        mut f: impl for<'r> FnMut(Option<RawValues<'r>>, u64),
+        mut f: impl for<'r> FnMut(Option<RawValues<'r>>, u64, u64),
     ) {
         let mut values: RawValues<'b> = [&[]; 6];
         // Fields of the current record so far, the next required column to
@@ -134,7 +135,7 @@ impl Columns {
                 if at > record_start {
                     // All required columns lie below the width, so a record
                     // of the right width has set every value.
-                    f((fields == self.width).then_some(values), line);
+                    f((fields == self.width).then_some(values), line - 1, line);
                 }
                 (fields, wanted, record_start) = (0, 0, at + 1);
             }
@@ -142,7 +143,7 @@ impl Columns {
         // A last record without a line feed.
         if record_start < block.len() {
             field(fields, &mut wanted, &mut values, &block[field_start..]);
-            f((fields + 1 == self.width).then_some(values), line);
+            f((fields + 1 == self.width).then_some(values), line, line);
         }
     }
 
@@ -151,7 +152,7 @@ impl Columns {
         &self,
         block: &[u8],
         first_line: u64,
-        mut f: impl for<'r> FnMut(Option<RawValues<'r>>, u64),
+        mut f: impl for<'r> FnMut(Option<RawValues<'r>>, u64, u64),
     ) {
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(false)
@@ -167,8 +168,17 @@ impl Columns {
                 Ok(false) => break,
                 Err(_) => (false, false),
             };
-            let line = first_line + reader.position().line() - 1;
-            f(if ok { self.values(&record) } else { None }, line);
+            let key = first_line + reader.position().line() - 1;
+            // The record's position is where the reader stood before it,
+            // blank lines the reader then skipped included: step over them.
+            let start = record.position().filter(|_| ok).map(|p| {
+                let rest = usize::try_from(p.byte()).ok().and_then(|b| block.get(b..));
+                let blank =
+                    rest.unwrap_or_default().iter().take_while(|b| matches!(b, b'\r' | b'\n'));
+                let skipped = blank.filter(|b| **b == b'\n').count() as u64;
+                first_line + p.line() - 1 + skipped
+            });
+            f(if ok { self.values(&record) } else { None }, start.unwrap_or(key), key);
             if !more {
                 break;
             }
@@ -469,11 +479,11 @@ mod tests {
         assert!(c.values(&ByteRecord::from(vec!["1", "2"])).is_none());
     }
 
-    /// Every record as (values, key), by the given path.
-    fn records(c: &Columns, block: &[u8], plain: bool) -> Vec<(Option<Vec<Vec<u8>>>, u64)> {
+    /// Every record as (values, line, key), by the given path.
+    fn records(c: &Columns, block: &[u8], plain: bool) -> Vec<(Option<Vec<Vec<u8>>>, u64, u64)> {
         let mut out = Vec::new();
-        let mut f = |v: Option<RawValues<'_>>, key| {
-            out.push((v.map(|v| v.iter().map(|f| f.to_vec()).collect()), key));
+        let mut f = |v: Option<RawValues<'_>>, line, key| {
+            out.push((v.map(|v| v.iter().map(|f| f.to_vec()).collect()), line, key));
         };
         if plain {
             c.scan_plain(block, 7, &mut f)

@@ -27,8 +27,8 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
 use model::{
-    FEATURE_NAMES, FEATURE_SET, Lineage, ModelArtifact, N_FEATURES, SCHEMA_VERSION, Scores, Trip,
-    feature_specs, features,
+    FEATURE_NAMES, FEATURE_SET, FeatureRange, Lineage, ModelArtifact, N_FEATURES, SCHEMA_VERSION,
+    Scores, Trip, feature_specs, features,
 };
 use tracing::debug;
 
@@ -83,6 +83,8 @@ impl RowCounts {
 pub struct FirstPass {
     pub rows: RowCounts,
     pub moments: Moments<N_FEATURES>,
+    /// Where each feature lay over the training rows.
+    pub ranges: [FeatureRange; N_FEATURES],
     pub sha256: String,
 }
 
@@ -172,6 +174,7 @@ pub fn train(cfg: &TrainConfig, git_commit: Option<String>) -> Result<Trained, T
         features: feature_specs(),
         coefficients: fitted.fit.coefficients.clone(),
         intercept: fitted.fit.intercept,
+        feature_ranges: first.ranges.to_vec(),
         lineage: Lineage {
             data_file: lineage::data_file(&cfg.csv),
             data_sha256: first.sha256.clone(),
@@ -210,6 +213,7 @@ struct Block {
 struct Partial {
     read: u64,
     moments: Moments<N_FEATURES>,
+    ranges: [FeatureRange; N_FEATURES],
     dropped: DropCounts,
     examples: Vec<(DropReason, u64)>,
     train: u64,
@@ -220,15 +224,16 @@ fn process(block: &Block, columns: &Columns, splitter: &Splitter) -> Partial {
     let mut p = Partial {
         read: 0,
         moments: Moments::default(),
+        ranges: [FeatureRange::EMPTY; N_FEATURES],
         dropped: DropCounts::default(),
         examples: Vec::new(),
         train: 0,
         test_rows: Vec::new(),
     };
-    columns.for_each_record(&block.bytes, block.first_line, |values, line| {
+    columns.for_each_record(&block.bytes, block.first_line, |values, line, key| {
         p.read += 1;
         let outcome = classify_before_distance(values).and_then(|row| {
-            match splitter.side(line) {
+            match splitter.side(key) {
                 Side::Train => {
                     // Feature 0 is the haversine distance the last check
                     // needs: compute it once, for both.
@@ -242,6 +247,7 @@ fn process(block: &Block, columns: &Columns, splitter: &Splitter) -> Partial {
         match outcome {
             Ok((row, Some(x))) => {
                 p.moments.push(&x, row.fare);
+                p.ranges.iter_mut().zip(x).for_each(|(r, v)| r.include(v));
                 p.train += 1;
             }
             Ok((row, None)) => p.test_rows.push(row),
@@ -314,6 +320,7 @@ fn first_pass(cfg: &TrainConfig, spool: &mut File) -> Result<FirstPass, TrainErr
     let mut out = BufWriter::with_capacity(1 << 20, spool);
     let mut read = 0u64;
     let mut moments = Moments::<N_FEATURES>::default();
+    let mut ranges = [FeatureRange::EMPTY; N_FEATURES];
     let mut dropped = DropCounts::default();
     let mut examples: BTreeMap<DropReason, Vec<u64>> = BTreeMap::new();
     let (mut train, mut test) = (0u64, 0u64);
@@ -349,6 +356,7 @@ fn first_pass(cfg: &TrainConfig, spool: &mut File) -> Result<FirstPass, TrainErr
                 while let Some((p, block)) = pending.remove(&next) {
                     read += p.read;
                     moments.merge(&p.moments);
+                    ranges.iter_mut().zip(&p.ranges).for_each(|(r, o)| r.merge(o));
                     dropped.merge(&p.dropped);
                     for (reason, line) in p.examples {
                         let lines = examples.entry(reason).or_default();
@@ -383,7 +391,8 @@ fn first_pass(cfg: &TrainConfig, spool: &mut File) -> Result<FirstPass, TrainErr
     progress.finish();
     merge_result?;
     let sha256 = read_result?;
-    Ok(FirstPass { rows: RowCounts { read, train, test, dropped, examples }, moments, sha256 })
+    let rows = RowCounts { read, train, test, dropped, examples };
+    Ok(FirstPass { rows, moments, ranges, sha256 })
 }
 
 /// Spool layout: the five trip values then the fare, little-endian f64.

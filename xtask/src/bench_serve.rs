@@ -452,6 +452,9 @@ MODEL = LinearRegression()
 MODEL.coef_ = np.array(ARTIFACT["coefficients"], dtype=float)
 MODEL.intercept_ = float(ARTIFACT["intercept"])
 MODEL.n_features_in_ = len(ARTIFACT["coefficients"])
+# The service clamps each feature into its training range before predicting.
+LOW = np.array([r["min"] for r in ARTIFACT["feature_ranges"]], dtype=float)
+HIGH = np.array([r["max"] for r in ARTIFACT["feature_ranges"]], dtype=float)
 
 
 def haversine(lat1, lon1, lat2, lon2):
@@ -504,7 +507,7 @@ def predict(batch: Batch):
         raise HTTPException(status_code=422, detail="empty batch")
     x = np.array([[t.pickup_latitude, t.pickup_longitude, t.dropoff_latitude,
                    t.dropoff_longitude, t.passenger_count] for t in batch.data], dtype=float)
-    y = np.maximum(MODEL.predict(features(x)), 0.0)
+    y = np.maximum(MODEL.predict(np.clip(features(x), LOW, HIGH)), 0.0)
     return {"predictions": y.tolist(), "model_version": ARTIFACT["model_version"]}
 "#;
 
