@@ -479,8 +479,11 @@ mod tests {
         assert!(c.values(&ByteRecord::from(vec!["1", "2"])).is_none());
     }
 
-    /// Every record as (values, line, key), by the given path.
-    fn records(c: &Columns, block: &[u8], plain: bool) -> Vec<(Option<Vec<Vec<u8>>>, u64, u64)> {
+    /// A record as the tests compare it: owned values, line, key.
+    type Seen = (Option<Vec<Vec<u8>>>, u64, u64);
+
+    /// Every record, by the given path.
+    fn records(c: &Columns, block: &[u8], plain: bool) -> Vec<Seen> {
         let mut out = Vec::new();
         let mut f = |v: Option<RawValues<'_>>, line, key| {
             out.push((v.map(|v| v.iter().map(|f| f.to_vec()).collect()), line, key));
