@@ -9,30 +9,10 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, header};
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use service::{AppState, Deployment, Limits, ModelSlot};
-use tower::ServiceExt;
 
-use common::{artifact, batch, documented_request};
-
-struct Real {
-    status: u16,
-    content_type: String,
-    text: String,
-}
-
-async fn send(state: &Arc<AppState>, request: Request<Body>) -> Real {
-    let response = service::router(state.clone()).oneshot(request).await.unwrap();
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    Real { status, content_type, text: String::from_utf8_lossy(&bytes).into_owned() }
-}
+use common::{Answer, artifact, batch, documented_request, send};
 
 fn post(path: &str, content_type: &str, body: String) -> Request<Body> {
     Request::post(path).header(header::CONTENT_TYPE, content_type).body(Body::from(body)).unwrap()
@@ -41,11 +21,11 @@ fn post(path: &str, content_type: &str, body: String) -> Request<Body> {
 /// Checks one real answer against the document: the status is documented
 /// for the operation, the content type matches, and a JSON body validates
 /// against the schema.
-fn check(doc: &Value, method: &str, path: &str, real: &Real) {
+fn check(doc: &Value, method: &str, path: &str, real: &Answer) {
     let what = format!("{method} {path} → {}", real.status);
     let operation = &doc["paths"][path][method];
     assert!(operation.is_object(), "{what}: operation not documented");
-    let response = &operation["responses"][real.status.to_string()];
+    let response = &operation["responses"][real.status.as_str()];
     assert!(response.is_object(), "{what}: status not documented");
     let content = response["content"].as_object().unwrap_or_else(|| panic!("{what}: no content"));
     let media = real.content_type.split(';').next().unwrap().trim();
@@ -98,9 +78,9 @@ async fn every_real_answer_matches_the_document() {
     let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
 
     let mut seen: BTreeSet<(String, String, u16)> = BTreeSet::new();
-    let mut record = |method: &str, path: &str, real: Real| {
+    let mut record = |method: &str, path: &str, real: Answer| {
         check(&doc, method, path, &real);
-        seen.insert((method.to_owned(), path.to_owned(), real.status));
+        seen.insert((method.to_owned(), path.to_owned(), real.status.as_u16()));
     };
     for state in [&with_model, &without] {
         record("get", "/", send(state, get("/")).await);
@@ -151,7 +131,7 @@ async fn not_found_and_method_not_allowed_bodies_are_the_documented_message_body
         Request::delete("/api/predict/").body(Body::empty()).unwrap(),
     ] {
         let real = send(&state, request).await;
-        assert!([404, 405].contains(&real.status), "{}", real.status);
+        assert!([404, 405].contains(&real.status.as_u16()), "{}", real.status);
         let body: Value = serde_json::from_str(&real.text).unwrap();
         assert!(validator.is_valid(&body), "{}", real.text);
     }

@@ -5,16 +5,13 @@ mod common;
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use http_body_util::BodyExt;
 use model::Trip;
 use serde_json::{Value, json};
 use service::{AppState, Deployment, Limits, ModelSlot};
-use tower::ServiceExt;
 
-use common::{artifact, batch, documented_request, nyc_row};
+use common::{artifact, batch, documented_request, nyc_row, send};
 
 fn state_with(model: ModelSlot) -> Arc<AppState> {
     let deployment = Deployment { color: Some("blue".into()), version: Some("abc123".into()) };
@@ -23,28 +20,6 @@ fn state_with(model: ModelSlot) -> Arc<AppState> {
 
 fn loaded() -> Arc<AppState> {
     state_with(ModelSlot::Loaded(Arc::new(artifact())))
-}
-
-struct Answer {
-    status: StatusCode,
-    content_type: String,
-    body: Value,
-    text: String,
-}
-
-async fn send(state: &Arc<AppState>, request: Request<Body>) -> Answer {
-    let app: Router = service::router(state.clone());
-    let response = app.oneshot(request).await.unwrap();
-    let status = response.status();
-    let content_type = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Answer { status, content_type, body, text }
 }
 
 fn get(path: &str) -> Request<Body> {

@@ -10,11 +10,40 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
 use model::{Lineage, ModelArtifact};
 use serde_json::{Value, json};
+use service::AppState;
+use std::sync::Arc;
+use tower::ServiceExt;
 
 /// An artifact with a distinct, non-trivial coefficient per feature, so a
 /// feature computed or ordered wrongly changes the prediction.
+/// The whole answer of the router, driven in process (no socket).
+pub struct Answer {
+    pub status: StatusCode,
+    pub content_type: String,
+    pub text: String,
+    /// The body as JSON, or null when it is not JSON.
+    pub body: Value,
+}
+
+pub async fn send(state: &Arc<AppState>, request: Request<Body>) -> Answer {
+    let response = service::router(state.clone()).oneshot(request).await.unwrap();
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Answer { status, content_type, text, body }
+}
+
 pub fn artifact() -> ModelArtifact {
     let mut lineage = Lineage::hand_made("synthetic.csv");
     lineage.rows_dropped.insert("zero_coordinates".into(), 10);
