@@ -114,19 +114,34 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> Result<Json<Ready>, Ap
     Ok(Json(Ready { status: "ready", model_version: artifact.model_version.clone() }))
 }
 
+/// Every answer of the predict routes, documented once for both paths.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code, reason = "documentation only: handlers answer through ApiError")]
+pub enum PredictResponses {
+    /// One fare per trip, in order
+    #[response(status = 200)]
+    Ok(PredictResponse),
+    /// The body could not be read
+    #[response(status = 400)]
+    BadBody(MessageBody),
+    /// The body is over the size limit
+    #[response(status = 413)]
+    TooLarge(MessageBody),
+    /// The content type is not JSON
+    #[response(status = 415)]
+    ContentType(MessageBody),
+    /// Invalid JSON or invalid trips: every error, with its path
+    #[response(status = 422)]
+    Invalid(ValidationErrorBody),
+    /// No model is loaded, or the request timed out
+    #[response(status = 503)]
+    Unavailable(MessageBody),
+}
+
 /// Predicts the fare of every trip in the batch, in order.
 #[utoipa::path(post, path = "/api/predict/", tag = "predict", operation_id = "predict",
     request_body(content = PredictRequest, content_type = "application/json"),
-    responses(
-        (status = 200, description = "One fare per trip, in order", body = PredictResponse),
-        (status = 400, description = "The body could not be read", body = MessageBody),
-        (status = 413, description = "The body is over the size limit", body = MessageBody),
-        (status = 415, description = "The content type is not JSON", body = MessageBody),
-        (status = 422, description = "Invalid JSON or invalid trips: every error, with its path",
-            body = ValidationErrorBody),
-        (status = 503, description = "No model is loaded, or the request timed out",
-            body = MessageBody),
-    ))]
+    responses(PredictResponses))]
 pub async fn predict(
     State(state): State<Arc<AppState>>,
     _: JsonContentType,
@@ -177,16 +192,7 @@ fn price(state: &AppState, body: &[u8]) -> Result<PredictResponse, ApiError> {
 /// The same as `POST /api/predict/`, without the trailing slash.
 #[utoipa::path(post, path = "/api/predict", tag = "predict", operation_id = "predict_no_slash",
     request_body(content = PredictRequest, content_type = "application/json"),
-    responses(
-        (status = 200, description = "One fare per trip, in order", body = PredictResponse),
-        (status = 400, description = "The body could not be read", body = MessageBody),
-        (status = 413, description = "The body is over the size limit", body = MessageBody),
-        (status = 415, description = "The content type is not JSON", body = MessageBody),
-        (status = 422, description = "Invalid JSON or invalid trips: every error, with its path",
-            body = ValidationErrorBody),
-        (status = 503, description = "No model is loaded, or the request timed out",
-            body = MessageBody),
-    ))]
+    responses(PredictResponses))]
 pub async fn predict_no_slash(
     state: State<Arc<AppState>>,
     json: JsonContentType,

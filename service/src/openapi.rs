@@ -21,7 +21,7 @@ use crate::state::Limits;
             timeout answers 503 with a `MessageBody`."
     ),
     paths(api::health, api::ready, api::predict, api::predict_no_slash, api::metrics),
-    components(schemas(MessageBody, ValidationErrorBody, ErrorDetail, LocItem)),
+    components(schemas(MessageBody, ValidationErrorBody, ErrorDetail, LocItem, api::PredictResponse)),
     tags(
         (name = "health", description = "Liveness and readiness"),
         (name = "predict", description = "Fare predictions"),
