@@ -19,8 +19,8 @@ pub fn artifacts() -> PathBuf {
 /// The reference data set, `../shared/data/uber.csv`, when this checkout
 /// sits beside a `shared/` folder.
 pub fn reference_csv() -> Option<PathBuf> {
-    let p = root().join("../shared/data/uber.csv");
-    p.is_file().then_some(p)
+    // Canonical, so reports and the artifact's lineage name the file plainly.
+    root().join("../shared/data/uber.csv").canonicalize().ok().filter(|p| p.is_file())
 }
 
 /// Scratch space of the stages (image build contexts, the registry's
