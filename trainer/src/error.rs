@@ -9,7 +9,7 @@ use crate::ols::FitError;
 
 #[derive(Debug, Error)]
 pub enum TrainError {
-    #[error("cannot open {path}: {source}")]
+    #[error("cannot open {path}")]
     Open { path: PathBuf, source: std::io::Error },
     #[error("{path} is empty: expected a CSV header line and trip rows")]
     Empty { path: PathBuf },
@@ -30,7 +30,7 @@ pub enum TrainError {
     TestFraction(f64),
     #[error("scratch file for the held-out rows: {0}")]
     Scratch(std::io::Error),
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     Write { path: PathBuf, source: std::io::Error },
     #[error("model artifact: {0}")]
     Artifact(#[from] model::ArtifactError),
