@@ -1,5 +1,5 @@
 //! Virtualenvs for the original (Python) stack the benchmarks compare with,
-//! installed from PyPI on first use and cached under `target/`.
+//! installed with pip on first use and cached under `target/`.
 
 use std::path::PathBuf;
 
