@@ -1,6 +1,6 @@
 //! The OpenAPI document served at `/openapi.json` and rendered at `/docs`
 //! by a vendored Swagger UI (embedded at build time from a Rust package
-//! package, so the page needs no network at build or view time).
+//! that vendors its files, so the page needs no network at build or view time).
 
 use utoipa::OpenApi;
 use utoipa::openapi::RefOr;
