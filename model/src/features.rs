@@ -119,8 +119,8 @@ pub fn feature_specs() -> Vec<FeatureSpec> {
         .collect()
 }
 
-/// The airports in [`Radians`] form, computed once per process (`cos` is
-/// not a `const fn`), in the order JFK, LGA, EWR.
+/// The airports in [`Radians`] form, computed once per process (`sin_cos`
+/// is not a `const fn`), in the order JFK, LGA, EWR.
 static AIRPORTS: LazyLock<[Radians; 3]> =
     LazyLock::new(|| [Radians::of(JFK), Radians::of(LGA), Radians::of(EWR)]);
 

@@ -27,6 +27,7 @@ pub async fn run(args: &ServeArgs) -> Result<()> {
         bail!("--max-batch-rows must be at least 1");
     }
 
+    let stop = shutdown::install();
     tracing::info!(
         service_version = env!("CARGO_PKG_VERSION"),
         color = args.color.as_deref().unwrap_or("-"),
@@ -57,7 +58,7 @@ pub async fn run(args: &ServeArgs) -> Result<()> {
     let local = listener.local_addr().context("cannot read the bound address")?;
     tracing::info!(addr = %local, "listening");
 
-    serve(listener, app::router(state), shutdown::requested(), drain_deadline).await
+    serve(listener, app::router(state), stop, drain_deadline).await
 }
 
 /// Serves `app` on `listener` until `stop` resolves, then waits at most
