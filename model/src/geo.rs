@@ -82,8 +82,8 @@ impl Radians {
 /// Kilometres per degree of latitude, and of longitude at New York's latitude:
 /// the street grid makes the L1 distance a better fare driver than the
 /// straight line for short trips.
-const KM_PER_DEG_LAT: f64 = 111.2;
-const KM_PER_DEG_LON_NYC: f64 = 84.2;
+pub const KM_PER_DEG_LAT: f64 = 111.2;
+pub const KM_PER_DEG_LON_NYC: f64 = 84.2;
 
 /// Manhattan (L1) distance in kilometres on a local flat projection.
 pub fn manhattan_km(a: Point, b: Point) -> f64 {

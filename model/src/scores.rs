@@ -42,10 +42,6 @@ impl ScoreAccumulator {
         self.sae += e.abs();
     }
 
-    pub fn count(&self) -> u64 {
-        self.n
-    }
-
     /// The scores; NaN when no pair was pushed (as `Scores::compute`).
     pub fn finish(&self) -> Scores {
         let n = self.n as f64;

@@ -35,10 +35,6 @@ impl Field {
         }
     }
 
-    pub fn from_name(name: &str) -> Option<Field> {
-        Field::ALL.into_iter().find(|f| f.name() == name)
-    }
-
     /// Inclusive bounds a value of this field must lie in.
     pub const fn bounds(self) -> (f64, f64) {
         match self {
@@ -205,14 +201,6 @@ mod tests {
         check([40.7, -73.9, 40.8, -73.95, -1.0], &[(PassengerCount, OutOfRange)]);
         check([40.7, -73.9, 40.8, -73.95, 1.5], &[(PassengerCount, NotInteger)]);
         check([40.7, -73.9, 40.8, -73.95, 10.0], &[(PassengerCount, OutOfRange)]);
-    }
-
-    #[test]
-    fn field_names_round_trip() {
-        for f in Field::ALL {
-            assert_eq!(Field::from_name(f.name()), Some(f));
-        }
-        assert_eq!(Field::from_name("fare_amount"), None);
     }
 
     #[test]

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::state::Limits;
+
 /// The port the original service listened on; scripts and images rely on it.
 pub const DEFAULT_PORT: u16 = 32000;
 
@@ -56,15 +58,19 @@ pub struct ServeArgs {
     pub release: Option<String>,
 
     /// Largest number of rows one predict request may carry (more → 422).
-    #[arg(long, env = "MAX_BATCH_ROWS", default_value_t = 10_000)]
+    #[arg(long, env = "MAX_BATCH_ROWS", default_value_t = Limits::DEFAULT.max_batch_rows)]
     pub max_batch_rows: usize,
 
     /// Largest request body in bytes (more → 413).
-    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = Limits::DEFAULT.max_body_bytes)]
     pub max_body_bytes: usize,
 
     /// A request still running after this many seconds is answered 503.
-    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 10.0)]
+    #[arg(
+        long,
+        env = "REQUEST_TIMEOUT_SECS",
+        default_value_t = Limits::DEFAULT.request_timeout.as_secs_f64()
+    )]
     pub request_timeout_secs: f64,
 
     /// After SIGTERM/SIGINT, requests in flight get this many seconds to

@@ -72,13 +72,18 @@ pub struct Limits {
     pub request_timeout: Duration,
 }
 
+impl Limits {
+    /// The defaults of the command line (`--max-batch-rows` and friends).
+    pub const DEFAULT: Limits = Limits {
+        max_batch_rows: 10_000,
+        max_body_bytes: 4 * 1024 * 1024,
+        request_timeout: Duration::from_secs(10),
+    };
+}
+
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_batch_rows: 10_000,
-            max_body_bytes: 4 * 1024 * 1024,
-            request_timeout: Duration::from_secs(10),
-        }
+        Limits::DEFAULT
     }
 }
 

@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
 use trainer::clean::DropReason;
-use trainer::output::write_atomic;
+use trainer::output::{write_atomic, write_atomic_with};
 use trainer::report::{self, Metrics};
 use trainer::train::{TrainConfig, train};
 use trainer::{lineage, synth};
@@ -183,24 +183,9 @@ fn rejected_path(output: &Path) -> PathBuf {
 
 fn run_synth(args: &SynthArgs) -> Result<()> {
     let started = Instant::now();
-    let dir = match args.output.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".tmp-synth-")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-    let mut out = BufWriter::with_capacity(1 << 20, tmp.as_file());
-    synth::write_trips(&mut out, args.rows, args.seed)
-        .with_context(|| format!("writing {}", args.output.display()))?;
-    drop(out);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    }
-    tmp.persist(&args.output).with_context(|| format!("writing {}", args.output.display()))?;
+    write_atomic_with(&args.output, |file| {
+        synth::write_trips(&mut BufWriter::with_capacity(1 << 20, file), args.rows, args.seed)
+    })?;
     info!(rows = args.rows, seed = args.seed, output = %args.output.display(),
           seconds = started.elapsed().as_secs_f64(), "wrote synthetic trips");
     Ok(())

@@ -76,8 +76,8 @@ impl<const P: usize> Default for Moments<P> {
 
 /// A fitted linear model.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Fit {
-    pub coefficients: Vec<f64>,
+pub struct Fit<const P: usize> {
+    pub coefficients: [f64; P],
     pub intercept: f64,
     /// Condition number of the feature correlation matrix.
     pub condition: f64,
@@ -151,7 +151,7 @@ impl<const P: usize> Moments<P> {
     /// Solves for the coefficients and intercept, refusing a design whose
     /// features are constant or collinear. `names` label the features in
     /// error messages.
-    pub fn solve(&self, names: &[&str; P]) -> Result<Fit, FitError> {
+    pub fn solve(&self, names: &[&str; P]) -> Result<Fit<P>, FitError> {
         let params = P + 1;
         if self.n < params as u64 {
             return Err(FitError::TooFewRows { rows: self.n, params });
@@ -186,7 +186,7 @@ impl<const P: usize> Moments<P> {
         // β_scaled = V Λ⁻¹ Vᵀ r
         let projected = vectors.t().dot(&rhs) / &eigenvalues;
         let scaled = vectors.dot(&projected);
-        let coefficients: Vec<f64> = (0..P).map(|j| scaled[j] / scale[j]).collect();
+        let coefficients: [f64; P] = std::array::from_fn(|j| scaled[j] / scale[j]);
         let intercept =
             self.mean_y - coefficients.iter().zip(&self.mean_x).map(|(b, m)| b * m).sum::<f64>();
         Ok(Fit { coefficients, intercept, condition })

@@ -2,20 +2,30 @@
 //! flushed and synced, then renamed over the target. A reader (the service
 //! loading model.json, CI collecting artifacts) never sees a half-written file.
 
-use std::io::Write;
+use std::fs::File;
+use std::io::{self, Write};
 use std::path::Path;
 
 use crate::error::TrainError;
 
 /// Atomically replaces `path` with `contents`.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), TrainError> {
+    write_atomic_with(path, |file| file.write_all(contents))
+}
+
+/// Atomically replaces `path` with what `write` writes into the file: for
+/// contents streamed rather than held in memory.
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut File) -> io::Result<()>,
+) -> Result<(), TrainError> {
     let err = |source| TrainError::Write { path: path.to_owned(), source };
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
     let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir).map_err(err)?;
-    tmp.write_all(contents).map_err(err)?;
+    write(tmp.as_file_mut()).map_err(err)?;
     // Temporary files are private; results are meant to be read by others
     // (the service may run as another user).
     #[cfg(unix)]

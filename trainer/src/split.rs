@@ -28,9 +28,11 @@ impl Splitter {
 
     /// The side of the record identified by `key` (its line number).
     pub fn side(&self, key: u64) -> Side {
-        let h = splitmix64(self.seed_hash ^ key);
-        let unit = (h >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
-        if unit < self.test_fraction { Side::Test } else { Side::Train }
+        if unit_interval(splitmix64(self.seed_hash ^ key)) < self.test_fraction {
+            Side::Test
+        } else {
+            Side::Train
+        }
     }
 }
 
@@ -40,6 +42,11 @@ pub fn splitmix64(x: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// The top 53 bits of `x` as a uniform fraction in [0, 1).
+pub fn unit_interval(x: u64) -> f64 {
+    (x >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
 }
 
 #[cfg(test)]

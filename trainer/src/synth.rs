@@ -12,10 +12,10 @@
 
 use std::io::{self, Write};
 
-use model::geo::{EWR, JFK, LGA, Point};
+use model::geo::{EWR, JFK, KM_PER_DEG_LAT, KM_PER_DEG_LON_NYC, LGA, Point, manhattan_km};
 
 use crate::civil::DateTime;
-use crate::split::splitmix64;
+use crate::split::{splitmix64, unit_interval};
 
 /// The header of the reference layout (the first column is a pandas index).
 pub const HEADER: &str = ",key,fare_amount,pickup_datetime,pickup_longitude,pickup_latitude,\
@@ -50,7 +50,7 @@ impl Rng {
 
     /// Uniform in [0, 1).
     pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+        unit_interval(self.next_u64())
     }
 
     pub fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
@@ -69,10 +69,6 @@ impl Rng {
     }
 }
 
-/// Kilometres per degree, at New York's latitude.
-const KM_PER_DEG_LAT: f64 = 111.2;
-const KM_PER_DEG_LON: f64 = 84.2;
-
 /// A point in Manhattan: the island runs about 29° east of north from the
 /// Battery; sample along and across that axis.
 fn manhattan(rng: &mut Rng) -> Point {
@@ -81,7 +77,7 @@ fn manhattan(rng: &mut Rng) -> Point {
     let (s, c) = (29f64.to_radians().sin(), 29f64.to_radians().cos());
     let north = along * c - across * s;
     let east = along * s + across * c;
-    Point { lat: 40.7040 + north / KM_PER_DEG_LAT, lon: -74.0150 + east / KM_PER_DEG_LON }
+    Point { lat: 40.7040 + north / KM_PER_DEG_LAT, lon: -74.0150 + east / KM_PER_DEG_LON_NYC }
 }
 
 /// A point anywhere in the four boroughs around Manhattan.
@@ -92,7 +88,7 @@ fn borough(rng: &mut Rng) -> Point {
 fn jitter(p: Point, rng: &mut Rng, km: f64) -> Point {
     Point {
         lat: p.lat + rng.normal() * km / KM_PER_DEG_LAT,
-        lon: p.lon + rng.normal() * km / KM_PER_DEG_LON,
+        lon: p.lon + rng.normal() * km / KM_PER_DEG_LON_NYC,
     }
 }
 
@@ -106,7 +102,7 @@ fn trip(rng: &mut Rng) -> (Point, Point, u32, f64) {
         let angle = rng.uniform(0.0, std::f64::consts::TAU);
         let b = Point {
             lat: a.lat + km * angle.cos() / KM_PER_DEG_LAT,
-            lon: a.lon + km * angle.sin() / KM_PER_DEG_LON,
+            lon: a.lon + km * angle.sin() / KM_PER_DEG_LON_NYC,
         };
         (a, b)
     } else if kind < 0.95 {
@@ -118,8 +114,7 @@ fn trip(rng: &mut Rng) -> (Point, Point, u32, f64) {
     if rng.unit() < 0.5 {
         std::mem::swap(&mut a, &mut b);
     }
-    let grid_km = (a.lat - b.lat).abs() * KM_PER_DEG_LAT + (a.lon - b.lon).abs() * KM_PER_DEG_LON;
-    let road_km = grid_km * rng.uniform(0.95, 1.15);
+    let road_km = manhattan_km(a, b) * rng.uniform(0.95, 1.15);
     // Time in traffic is billed too: an exponential wait that grows with
     // the trip, and now and then a detour or a jam that multiplies the fare.
     let waiting = -(1.0 - rng.unit()).ln() * PER_MINUTE_WAITING * (3.0 + 0.6 * road_km);

@@ -27,8 +27,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
 use model::{
-    FEATURE_NAMES, FEATURE_SET, FeatureRange, Lineage, ModelArtifact, N_FEATURES, SCHEMA_VERSION,
-    Scores, Trip, feature_specs, features,
+    FEATURE_NAMES, FeatureRange, Lineage, ModelArtifact, N_FEATURES, Scores, Trip, features,
 };
 use tracing::debug;
 
@@ -98,7 +97,7 @@ pub struct HeldOut {
 /// The outcome of pass 1 and the fit, with the spool for pass 2.
 pub struct Fitted {
     pub first: FirstPass,
-    pub fit: Fit,
+    pub fit: Fit<N_FEATURES>,
     spool: File,
 }
 
@@ -167,15 +166,11 @@ pub fn train(cfg: &TrainConfig, git_commit: Option<String>) -> Result<Trained, T
     let first = &fitted.first;
     let rows = first.rows.clone();
     let unscored = Scores { rmse: f64::NAN, mae: f64::NAN, r2: f64::NAN };
-    let mut artifact = ModelArtifact {
-        schema_version: SCHEMA_VERSION,
-        model_version: lineage::model_version(&created, &first.sha256),
-        feature_set: FEATURE_SET.to_owned(),
-        features: feature_specs(),
-        coefficients: fitted.fit.coefficients.clone(),
-        intercept: fitted.fit.intercept,
-        feature_ranges: first.ranges.to_vec(),
-        lineage: Lineage {
+    let mut artifact = ModelArtifact::new(
+        lineage::model_version(&created, &first.sha256),
+        fitted.fit.coefficients,
+        fitted.fit.intercept,
+        Lineage {
             data_file: lineage::data_file(&cfg.csv),
             data_sha256: first.sha256.clone(),
             rows_read: rows.read,
@@ -191,7 +186,9 @@ pub fn train(cfg: &TrainConfig, git_commit: Option<String>) -> Result<Trained, T
             git_commit,
             created_at: created.rfc3339(),
         },
-    };
+    );
+    // Clamp to what the training rows spanned, not to every valid trip.
+    artifact.feature_ranges = first.ranges.to_vec();
     artifact.validate()?;
     let condition = fitted.fit.condition;
     let held_out = fitted.score(&artifact)?;

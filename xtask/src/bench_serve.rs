@@ -18,7 +18,7 @@ use model::ModelArtifact;
 use crate::http::Request;
 use crate::local_server::{LocalServer, free_port};
 use crate::process::{self, cmd, output};
-use crate::{deps, paths, python, smoke};
+use crate::{deps, images, paths, python, smoke};
 
 #[derive(clap::Args, Debug)]
 pub struct BenchServeArgs {
@@ -34,12 +34,6 @@ pub struct BenchServeArgs {
     /// Model artifact [default: artifacts/model.json if present, else a stub].
     #[arg(long)]
     pub model: Option<PathBuf>,
-}
-
-impl Default for BenchServeArgs {
-    fn default() -> Self {
-        BenchServeArgs { duration_secs: 5, threads: 2, connections: vec![32, 128], model: None }
-    }
 }
 
 /// What wrk measured for one server in one scenario.
@@ -99,8 +93,8 @@ struct ServerRun {
 pub fn run(args: &BenchServeArgs) -> Result<()> {
     ensure!(args.duration_secs > 0 && args.threads > 0, "duration and threads must be positive");
     ensure!(args.connections.iter().all(|c| *c >= args.threads), "connections must be ≥ threads");
-    deps::ensure(&["wrk"])?;
-    let work = paths::root().join("target").join("bench-serve");
+    deps::ensure(deps::BENCH_SERVE)?;
+    let work = paths::target().join("bench-serve");
     std::fs::create_dir_all(&work)?;
     let (model_path, artifact) = model(args, &work)?;
     println!("model: {} ({})", artifact.model_version, model_path.display());
@@ -143,7 +137,7 @@ pub fn run(args: &BenchServeArgs) -> Result<()> {
             rss_kib as f64 / 1024.0
         );
         if server.frame().is_some() {
-            check_same_predictions(server, &process, &artifact)?;
+            check_same_predictions(server, &process, &artifact, &scenarios[2])?;
         }
         started.push((process, ServerRun { server, rss_kib, ready, results: Vec::new() }));
     }
@@ -176,7 +170,7 @@ pub fn run(args: &BenchServeArgs) -> Result<()> {
 
 /// The artifact to serve: the trained one when present, else the stub.
 fn model(args: &BenchServeArgs, work: &Path) -> Result<(PathBuf, ModelArtifact)> {
-    let trained = paths::artifacts().join("model.json");
+    let trained = images::default_model();
     let path = match &args.model {
         Some(p) => p.clone(),
         None if trained.is_file() => trained,
@@ -186,10 +180,7 @@ fn model(args: &BenchServeArgs, work: &Path) -> Result<(PathBuf, ModelArtifact)>
             stub
         }
     };
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    let artifact = ModelArtifact::from_json(&text)
-        .with_context(|| format!("{} is not a usable model artifact", path.display()))?;
+    let artifact = images::load_model(&path)?;
     Ok((path, artifact))
 }
 
@@ -216,7 +207,7 @@ fn scenarios() -> Vec<Scenario> {
 
 fn start(server: Server, python: &Path, work: &Path, model: &Path) -> Result<LocalServer> {
     let port = free_port()?;
-    let release = paths::root().join("target").join("release");
+    let release = paths::cargo_target().join("release");
     let command = match server {
         Server::Service => {
             let mut c = Command::new(release.join("service"));
@@ -254,14 +245,15 @@ fn check_same_predictions(
     server: Server,
     original: &LocalServer,
     artifact: &ModelArtifact,
+    scenario: &Scenario,
 ) -> Result<()> {
-    let body = scenarios().remove(2).body.unwrap_or_default();
+    let body = scenario.body.as_deref().unwrap_or_default();
     let answer =
         Request::post_json("/api/predict/", body.as_bytes()).send(&original.authority())?;
     let name = server.name();
     ensure!(answer.status == 200, "{name} answered {}: {}", answer.status, answer.text());
     let theirs: Vec<f64> = serde_json::from_value(answer.json()?["predictions"].clone())?;
-    let request: serde_json::Value = serde_json::from_str(&body)?;
+    let request: serde_json::Value = serde_json::from_str(body)?;
     let rows = request["data"].as_array().context("bench body has no data")?;
     ensure!(theirs.len() == rows.len(), "{name} returned {} predictions", theirs.len());
     for (row, their) in rows.iter().zip(&theirs) {

@@ -32,12 +32,6 @@ pub struct BenchTrainArgs {
     pub no_scaling: bool,
 }
 
-impl Default for BenchTrainArgs {
-    fn default() -> Self {
-        BenchTrainArgs { rows: 2_000_000, repeat: 3, no_scaling: false }
-    }
-}
-
 /// The original stack, written out for the run: the same cleaning rules
 /// and features as the trainer (model crate), pandas to read, scikit-learn
 /// to split, fit and score. Prints one JSON line.
@@ -166,7 +160,8 @@ fn measure(program: &Path, args: &[String], repeat: u32, scratch: &Path) -> Resu
     Ok((cost, stdout))
 }
 
-fn run_trainer(trainer: &Path, csv: &Path, repeat: u32, scratch: &Path) -> Result<Measured> {
+/// Runs the trainer; returns what it cost and scored, and the rows it read.
+fn run_trainer(trainer: &Path, csv: &Path, repeat: u32, scratch: &Path) -> Result<(Measured, u64)> {
     let metrics = scratch.join("metrics.json");
     let args: Vec<String> = vec![
         "train".into(),
@@ -178,10 +173,8 @@ fn run_trainer(trainer: &Path, csv: &Path, repeat: u32, scratch: &Path) -> Resul
         metrics.display().to_string(),
     ];
     let (cost, _) = measure(trainer, &args, repeat, scratch)?;
-    let parsed: Value = serde_json::from_str(&std::fs::read_to_string(&metrics)?)
-        .with_context(|| format!("parsing {}", metrics.display()))?;
-    let get = |k: &str| parsed["model"][k].as_f64().unwrap_or(f64::NAN);
-    Ok(Measured { cost, r2: get("r2"), rmse: get("rmse") })
+    let reported = train::Reported::read(&metrics)?;
+    Ok((Measured { cost, r2: reported.r2, rmse: reported.rmse }, reported.rows_read))
 }
 
 /// How the original stack reads the CSV.
@@ -229,11 +222,6 @@ fn load_average() -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-fn count_rows(csv: &Path) -> Result<u64> {
-    let bytes = std::fs::read(csv).with_context(|| format!("reading {}", csv.display()))?;
-    Ok(bytes.iter().filter(|&&b| b == b'\n').count().saturating_sub(1) as u64)
-}
-
 pub fn run(args: &BenchTrainArgs) -> Result<()> {
     deps::ensure(deps::BENCH_TRAIN)?;
     let trainer = train::build_trainer()?;
@@ -279,8 +267,7 @@ pub fn run(args: &BenchTrainArgs) -> Result<()> {
     );
     for (name, csv) in &datasets {
         eprintln!("bench: {name} ({})", csv.display());
-        let rows = count_rows(csv)?;
-        let rust = run_trainer(&trainer, csv, args.repeat, &scratch)?;
+        let (rust, rows) = run_trainer(&trainer, csv, args.repeat, &scratch)?;
         for (label, reading) in
             [("all columns", Reading::AllColumns), ("used columns", Reading::UsedColumns)]
         {
@@ -321,7 +308,7 @@ pub fn run(args: &BenchTrainArgs) -> Result<()> {
             let csv = scratch.join(format!("synth-{rows}.csv"));
             train::ensure_synthetic(&trainer, &csv, rows, 1)?;
             eprintln!("bench: trainer on {rows} rows");
-            let m = run_trainer(&trainer, &csv, 1, &scratch)?.cost;
+            let m = run_trainer(&trainer, &csv, 1, &scratch)?.0.cost;
             let _ = writeln!(
                 table,
                 "{:>12} | {:>9.3} | {:>9.3} | {:>9.1} | {:>9.2e}",

@@ -13,8 +13,9 @@ pub const REGISTRY: &[&str] = &["docker-registry"];
 pub const NGINX_ROOTFS: &[&str] = &["debootstrap"];
 /// Compose, when neither `docker compose` nor `docker-compose` is present.
 pub const COMPOSE: &[&str] = &["docker-compose"];
-/// Everything the local stack (`cargo xtask up`) needs beyond Docker.
-pub const STACK: &[&str] = &["docker-registry", "debootstrap"];
+
+/// `cargo xtask bench serve`: the load generator.
+pub const BENCH_SERVE: &[&str] = &["wrk"];
 
 /// `cargo xtask bench train`: GNU time, for the peak RSS of each run.
 pub const BENCH_TRAIN: &[&str] = &["time"];

@@ -6,6 +6,7 @@
 //! the CLI already speaks the Engine's API version (1.41 here). The
 //! controller, a long-running daemon, uses the API (bollard) instead.
 
+use std::path::Path;
 use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -112,6 +113,20 @@ pub fn logs(container: &str) -> String {
         }
         Err(e) => format!("(cannot read the logs: {e})"),
     }
+}
+
+/// `docker build -q CONTEXT`, tagged with each of `tags`, with a
+/// `--build-arg NAME=VALUE` for each of `build_args`; echoes the command.
+pub fn build(context: &Path, tags: &[&str], build_args: &[(&str, String)]) -> Result<()> {
+    let mut c = docker(["build", "-q"]);
+    for tag in tags {
+        c.args(["-t", tag]);
+    }
+    for (name, value) in build_args {
+        c.args(["--build-arg", &format!("{name}={value}")]);
+    }
+    c.arg(context);
+    run(c)
 }
 
 /// Pushes an image, echoing the command.

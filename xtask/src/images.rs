@@ -164,9 +164,7 @@ fn build_static_service() -> Result<PathBuf> {
     let mut c = cmd("cargo", ["build", "--release", "--target", STATIC_TARGET, "-p", "service"]);
     c.env("RUSTFLAGS", &flags).current_dir(paths::root());
     run(c)?;
-    let target_dir =
-        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(paths::target);
-    let binary = target_dir.join(STATIC_TARGET).join("release/service");
+    let binary = paths::cargo_target().join(STATIC_TARGET).join("release/service");
     let bytes = fs::read(&binary).with_context(|| format!("cannot read {}", binary.display()))?;
     if elf_needs_interpreter(&bytes)? {
         bail!("{} is dynamically linked; a scratch image cannot run it", binary.display());
@@ -206,20 +204,22 @@ fn build_service_image(
     reference: &str,
     build_args: &[(&str, String)],
 ) -> Result<()> {
-    let context = paths::target().join("images/service");
-    if context.exists() {
-        fs::remove_dir_all(&context)?;
-    }
-    fs::create_dir_all(&context)?;
-    fs::copy(paths::root().join("images/service/Dockerfile"), context.join("Dockerfile"))?;
+    let context = fresh_context("service")?;
     copy_with_mode(binary, &context.join("service"), 0o755)?;
     copy_with_mode(model, &context.join("model.json"), 0o644)?;
-    let mut c = docker(["build", "-q", "-t", reference]);
-    for (name, value) in build_args {
-        c.args(["--build-arg", &format!("{name}={value}")]);
-    }
-    c.arg(&context);
-    run(c)
+    docker::build(&context, &[reference], build_args)
+}
+
+/// An empty build context for the image `name` under `target/images/`,
+/// holding `images/<name>/Dockerfile`; the caller adds the other files.
+pub fn fresh_context(name: &str) -> Result<PathBuf> {
+    let context = paths::target().join("images").join(name);
+    paths::remove_dir_if_present(&context)?;
+    fs::create_dir_all(&context)?;
+    let dockerfile = paths::root().join("images").join(name).join("Dockerfile");
+    fs::copy(&dockerfile, context.join("Dockerfile"))
+        .with_context(|| format!("cannot copy {}", dockerfile.display()))?;
+    Ok(context)
 }
 
 fn copy_with_mode(from: &Path, to: &Path, mode: u32) -> Result<()> {

@@ -416,13 +416,7 @@ mod tests {
 
     #[test]
     fn defaults_match_the_command_line() {
-        use clap::Parser;
-        #[derive(Parser)]
-        struct Cli {
-            #[command(flatten)]
-            args: IntegrationArgs,
-        }
-        let parsed = Cli::parse_from(["integration"]).args;
+        let parsed: IntegrationArgs = crate::parse_empty_command_line();
         let default = IntegrationArgs::default();
         assert_eq!((parsed.port, parsed.timeout), (default.port, default.timeout));
         assert!(default.timeout > 0);

@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::net::{Ipv4Addr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -35,7 +35,7 @@ impl LocalServer {
     /// Spawns `command`, which must listen on 127.0.0.1:`port`. Its stdout
     /// and stderr go to `target/local-servers/<name>.log`.
     pub fn spawn(name: &str, mut command: Command, port: u16) -> Result<LocalServer> {
-        let dir = paths::root().join("target").join("local-servers");
+        let dir = paths::target().join("local-servers");
         std::fs::create_dir_all(&dir)?;
         let log = dir.join(format!("{name}.log"));
         let out = File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
@@ -96,11 +96,16 @@ impl LocalServer {
 
     /// The last lines the process wrote, for error messages.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        let tail = lines[lines.len().saturating_sub(20)..].join("\n");
-        format!("--- {} (end) ---\n{tail}", self.log.display())
+        format!("--- {} (end) ---\n{}", self.log.display(), log_tail(&self.log))
     }
+}
+
+/// The last lines of a log file (empty when it cannot be read), for error
+/// messages about a program we started.
+pub fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
 impl Drop for LocalServer {

@@ -94,3 +94,16 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// What a stage's arguments are when none is given on the command line,
+/// for the tests that check a stage's `Default` (what `ci` and `up` pass)
+/// against it.
+#[cfg(test)]
+fn parse_empty_command_line<A: clap::Args>() -> A {
+    #[derive(Parser)]
+    struct Cli<A: clap::Args> {
+        #[command(flatten)]
+        args: A,
+    }
+    Cli::<A>::parse_from(["xtask"]).args
+}

@@ -18,7 +18,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::docker::{self, docker};
 use crate::process::{cmd, run};
-use crate::{deps, paths};
+use crate::{deps, images, paths};
 
 /// The cached base image's repository.
 pub const BASE_REPO: &str = "taxi/nginx-base";
@@ -99,7 +99,7 @@ pub fn ensure_base(mirror: Option<&str>) -> Result<String> {
         None => apt_mirror(SUITE)?,
     };
     let rootfs = paths::target().join("images/nginx-rootfs");
-    remove_if_present(&rootfs)?;
+    paths::remove_dir_if_present(&rootfs)?;
     fs::create_dir_all(&rootfs)?;
     eprintln!("bootstrapping the nginx root file system from {mirror} (about a minute or three)");
     let mut bootstrap =
@@ -108,16 +108,8 @@ pub fn ensure_base(mirror: Option<&str>) -> Result<String> {
     run(bootstrap)?;
     trim(&rootfs)?;
     import(&rootfs, &reference)?;
-    remove_if_present(&rootfs)?;
+    paths::remove_dir_if_present(&rootfs)?;
     Ok(reference)
-}
-
-fn remove_if_present(dir: &Path) -> Result<()> {
-    match fs::remove_dir_all(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("cannot remove {}", dir.display())),
-    }
 }
 
 /// Removes [`TRIM`] from the root file system, then recreates
@@ -189,23 +181,15 @@ fn import(rootfs: &Path, reference: &str) -> Result<()> {
 /// nginx.conf and upstream files, then checks the configuration with
 /// `nginx -t`. Returns the image reference.
 pub fn build(base: &str, tag: &str, build_args: &[(&str, String)]) -> Result<String> {
-    let context = paths::target().join("images/nginx");
-    remove_if_present(&context)?;
-    fs::create_dir_all(&context)?;
-    let root = paths::root();
-    fs::copy(root.join("images/nginx/Dockerfile"), context.join("Dockerfile"))?;
+    let context = images::fresh_context("nginx")?;
     for file in ["nginx.conf", "upstream.conf", "upstream_blue.tmpl", "upstream_green.tmpl"] {
-        fs::copy(root.join("nginx").join(file), context.join(file))
+        fs::copy(paths::root().join("nginx").join(file), context.join(file))
             .with_context(|| format!("cannot copy nginx/{file}"))?;
     }
     let reference = format!("{REPO}:{tag}");
-    let mut c = docker(["build", "-q", "-t", &reference, "-t", &format!("{REPO}:latest")]);
-    c.args(["--build-arg", &format!("BASE={base}")]);
-    for (name, value) in build_args {
-        c.args(["--build-arg", &format!("{name}={value}")]);
-    }
-    c.arg(&context);
-    run(c)?;
+    let mut args = vec![("BASE", base.to_owned())];
+    args.extend_from_slice(build_args);
+    docker::build(&context, &[&reference, &format!("{REPO}:latest")], &args)?;
     check_config(&reference)?;
     Ok(reference)
 }

@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use anyhow::{Context, Result};
+
 /// The workspace root (xtask lives one level below it).
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -28,4 +30,19 @@ pub fn reference_csv() -> Option<PathBuf> {
 /// which git ignores and `cargo clean` wipes.
 pub fn target() -> PathBuf {
     root().join("target")
+}
+
+/// Cargo's target directory, where `cargo build` puts binaries:
+/// `CARGO_TARGET_DIR` when set, else [`target`].
+pub fn cargo_target() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(target)
+}
+
+/// Removes a directory tree; one that is not there is no error.
+pub fn remove_dir_if_present(dir: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot remove {}", dir.display())),
+    }
 }

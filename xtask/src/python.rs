@@ -11,7 +11,7 @@ use crate::process::{cmd, run};
 /// Returns the interpreter of a virtualenv named `name` that has
 /// `packages` installed, creating or completing it as needed.
 pub fn venv(name: &str, packages: &[&str]) -> Result<PathBuf> {
-    let dir = paths::root().join("target").join("venv").join(name);
+    let dir = paths::target().join("venv").join(name);
     let python = dir.join("bin").join("python");
     let stamp = dir.join(".installed");
     let wanted = packages.join("\n");

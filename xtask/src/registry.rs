@@ -215,7 +215,5 @@ fn is_zombie(pid: u32) -> bool {
 }
 
 fn log_tail() -> String {
-    let text = fs::read_to_string(log_file()).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
+    crate::local_server::log_tail(&log_file())
 }

@@ -4,6 +4,8 @@
 //! exactly which source it came from; a work tree with uncommitted changes
 //! gets `-dirty` appended, so a tag never claims a commit it does not hold.
 
+use std::process::Command;
+
 use anyhow::{Context, Result};
 
 use crate::paths;
@@ -21,18 +23,12 @@ pub struct Revision {
 impl Revision {
     /// Reads the revision of the workspace's git work tree.
     pub fn current() -> Result<Revision> {
-        let root = paths::root();
-        let mut head = cmd("git", ["rev-parse", "--verify", "HEAD"]);
-        head.current_dir(&root);
-        let commit = output(head).context("cannot read the git commit of the work tree")?;
+        let commit = output(git(["rev-parse", "--verify", "HEAD"]))
+            .context("cannot read the git commit of the work tree")?;
         // Untracked files count (a new source file changes the build);
         // ignored ones (target/, artifacts/) do not.
-        let mut status = cmd("git", ["status", "--porcelain"]);
-        status.current_dir(&root);
-        let dirty = !output(status)?.is_empty();
-        let mut time = cmd("git", ["show", "-s", "--format=%cI", "HEAD"]);
-        time.current_dir(&root);
-        let committed_at = output(time)?;
+        let dirty = !output(git(["status", "--porcelain"]))?.is_empty();
+        let committed_at = output(git(["show", "-s", "--format=%cI", "HEAD"]))?;
         Ok(Revision { commit, dirty, committed_at })
     }
 
@@ -45,9 +41,14 @@ impl Revision {
 /// Where the repository lives, for the `org.opencontainers.image.source`
 /// label, when the work tree has an `origin` remote.
 pub fn source_url() -> Option<String> {
-    let mut c = cmd("git", ["remote", "get-url", "origin"]);
+    output(git(["remote", "get-url", "origin"])).ok().filter(|u| !u.is_empty())
+}
+
+/// A `git` command run in the workspace root.
+fn git<const N: usize>(args: [&str; N]) -> Command {
+    let mut c = cmd("git", args);
     c.current_dir(paths::root());
-    output(c).ok().filter(|u| !u.is_empty())
+    c
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail, ensure};
 use model::{Lineage, ModelArtifact, N_FEATURES};
 
 use crate::http::Request;
+use crate::integration::DOCUMENTED_REQUEST;
 use crate::local_server::{LocalServer, free_port};
 use crate::paths;
 use crate::process::{self, cmd};
@@ -19,15 +20,12 @@ use crate::process::{self, cmd};
 /// The `model_version` of the stub artifact.
 pub const STUB_VERSION: &str = "smoke-stub-not-for-production";
 
-/// The request the API contract documents.
-pub const DOCUMENTED_REQUEST: &str = r#"{"data":[{"pickup_latitude":70.15,"pickup_longitude":-40.22,"dropoff_latitude":70.83,"dropoff_longitude":-1.0,"passenger_count":2}]}"#;
-
 const STARTUP: Duration = Duration::from_secs(10);
 
 pub fn run() -> Result<()> {
     let binary = build_service()?;
     no_model(&binary).context("smoke: the service without a model")?;
-    let stub = paths::root().join("target").join("smoke").join("stub-model.json");
+    let stub = paths::target().join("smoke").join("stub-model.json");
     write_stub(&stub)?;
     stub_model(&binary, &stub).context("smoke: the service with the stub model")?;
     println!("smoke: ok");
@@ -40,7 +38,7 @@ pub fn build_service() -> Result<PathBuf> {
     let mut c = cmd("cargo", ["build", "--quiet", "-p", "service"]);
     c.current_dir(paths::root());
     process::run(c)?;
-    let binary = paths::root().join("target").join("debug").join("service");
+    let binary = paths::cargo_target().join("debug").join("service");
     ensure!(binary.is_file(), "cargo built no {}", binary.display());
     Ok(binary)
 }

@@ -11,7 +11,7 @@
 
 use std::fs;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -91,7 +91,9 @@ pub fn upstream_dir() -> PathBuf {
 
 pub fn up(args: &UpArgs) -> Result<()> {
     let started = Instant::now();
-    deps::ensure(deps::STACK)?;
+    // Up front (the registry and the nginx base would also install theirs
+    // on demand), so a fresh machine gets every package in one go.
+    deps::ensure(&[deps::REGISTRY, deps::NGINX_ROOTFS].concat())?;
     docker::ensure_running()?;
     let tool = Tool::ensure()?;
     check_ports()?;
@@ -247,7 +249,7 @@ pub fn down() -> Result<()> {
         Ok(false) => {}
         Err(e) => problems.push(format!("cannot stop the registry: {e:#}")),
     }
-    remove_dir(&paths::target().join("stack"))?;
+    paths::remove_dir_if_present(&paths::target().join("stack"))?;
     if !problems.is_empty() {
         bail!("{}", problems.join("; "));
     }
@@ -277,27 +279,13 @@ fn remove_stack() -> Result<()> {
     Ok(())
 }
 
-fn remove_dir(dir: &Path) -> Result<()> {
-    match fs::remove_dir_all(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("cannot remove {}", dir.display())),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn defaults_match_the_command_line() {
-        use clap::Parser;
-        #[derive(Parser)]
-        struct Cli {
-            #[command(flatten)]
-            up: UpArgs,
-        }
-        let parsed = Cli::parse_from(["up"]).up;
+        let parsed: UpArgs = crate::parse_empty_command_line();
         let default = UpArgs::default();
         assert_eq!((parsed.no_train, parsed.timeout), (default.no_train, default.timeout));
         assert!(default.timeout > 0);

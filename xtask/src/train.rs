@@ -55,9 +55,6 @@ impl Default for TrainArgs {
 #[derive(Debug, Clone)]
 pub struct TrainOutput {
     pub model: PathBuf,
-    /// metrics.json, for callers that publish it (CI keeps it as a job artifact).
-    #[allow(dead_code, reason = "part of the stage's contract; no in-tree caller reads it yet")]
-    pub metrics: PathBuf,
     /// The data trained on.
     pub data: PathBuf,
     /// Held-out R² and RMSE from metrics.json.
@@ -69,9 +66,7 @@ pub struct TrainOutput {
 pub fn build_trainer() -> Result<PathBuf> {
     deps::ensure(deps::TRAINER)?;
     process::run(cmd("cargo", ["build", "--release", "--quiet", "--package", "trainer"]))?;
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(paths::target);
-    let binary = target.join("release").join("trainer");
+    let binary = paths::cargo_target().join("release").join("trainer");
     if !binary.is_file() {
         bail!("the trainer was built but {} is missing", binary.display());
     }
@@ -149,18 +144,37 @@ pub fn run(args: &TrainArgs) -> Result<TrainOutput> {
         ),
         _ => bail!("the trainer failed ({status})"),
     }
-    let text = std::fs::read_to_string(&metrics)
-        .with_context(|| format!("reading {}", metrics.display()))?;
-    let parsed: Value =
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", metrics.display()))?;
-    let score = |key: &str| parsed["model"][key].as_f64();
-    let (Some(r2), Some(rmse)) = (score("r2"), score("rmse")) else {
-        bail!("{} lacks model.r2 or model.rmse", metrics.display());
-    };
+    let Reported { r2, rmse, .. } = Reported::read(&metrics)?;
     eprintln!(
         "train: held-out R² {r2:.4}, RMSE {rmse:.3} (gate R² >= {min_r2}); wrote {} and {}",
         model.display(),
         metrics.display()
     );
-    Ok(TrainOutput { model, metrics, data, r2, rmse })
+    Ok(TrainOutput { model, data, r2, rmse })
+}
+
+/// What a trainer run reported in its metrics.json.
+#[derive(Debug, Clone, Copy)]
+pub struct Reported {
+    /// Held-out R² and RMSE of the model.
+    pub r2: f64,
+    pub rmse: f64,
+    /// Data records read from the CSV.
+    pub rows_read: u64,
+}
+
+impl Reported {
+    pub fn read(metrics: &Path) -> Result<Reported> {
+        let text = std::fs::read_to_string(metrics)
+            .with_context(|| format!("reading {}", metrics.display()))?;
+        let parsed: Value = serde_json::from_str(&text)
+            .with_context(|| format!("parsing {}", metrics.display()))?;
+        let score = |key: &str| parsed["model"][key].as_f64();
+        let (Some(r2), Some(rmse), Some(rows_read)) =
+            (score("r2"), score("rmse"), parsed["rows"]["read"].as_u64())
+        else {
+            bail!("{} lacks model.r2, model.rmse or rows.read", metrics.display());
+        };
+        Ok(Reported { r2, rmse, rows_read })
+    }
 }

@@ -19,8 +19,6 @@ use service::AppState;
 use std::sync::Arc;
 use tower::ServiceExt;
 
-/// An artifact with a distinct, non-trivial coefficient per feature, so a
-/// feature computed or ordered wrongly changes the prediction.
 /// The whole answer of the router, driven in process (no socket).
 pub struct Answer {
     pub status: StatusCode,
@@ -44,6 +42,8 @@ pub async fn send(state: &Arc<AppState>, request: Request<Body>) -> Answer {
     Answer { status, content_type, text, body }
 }
 
+/// An artifact with a distinct, non-trivial coefficient per feature, so a
+/// feature computed or ordered wrongly changes the prediction.
 pub fn artifact() -> ModelArtifact {
     let mut lineage = Lineage::hand_made("synthetic.csv");
     lineage.rows_dropped.insert("zero_coordinates".into(), 10);
