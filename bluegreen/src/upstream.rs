@@ -1,0 +1,118 @@
+//! nginx's `upstream app_live`: rendering it for a color, and reading back
+//! which color a file sends traffic to.
+//!
+//! The file, not anything the controller remembers, is the truth about
+//! which color is live: it is what nginx loads.
+
+use crate::{APP_PORT, Color, PROJECT, container_name};
+
+const BLUE_TEMPLATE: &str = include_str!("../../nginx/upstream_blue.tmpl");
+const GREEN_TEMPLATE: &str = include_str!("../../nginx/upstream_green.tmpl");
+/// The file of a stack where no color is live yet.
+const NONE: &str = include_str!("../../nginx/upstream.conf");
+const PLACEHOLDER: &str = "{{servers}}";
+
+/// What an upstream.conf says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// The color its (non-backup) servers belong to; `None` when no server
+    /// takes traffic.
+    pub live: Option<Color>,
+    /// How many servers of that color it lists.
+    pub replicas: u32,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum UpstreamError {
+    #[error("upstream.conf names both colors as live")]
+    BothColors,
+    #[error("upstream.conf names server {0:?}, which is neither app_blue nor app_green")]
+    UnknownServer(String),
+}
+
+impl Upstream {
+    /// The upstream.conf that sends traffic to `replicas` replicas of
+    /// `color`.
+    pub fn render(color: Color, replicas: u32) -> String {
+        let template = match color {
+            Color::Blue => BLUE_TEMPLATE,
+            Color::Green => GREEN_TEMPLATE,
+        };
+        let servers: Vec<String> = (1..=replicas.max(1))
+            .map(|n| format!("    server {}:{APP_PORT};", container_name(color, n)))
+            .collect();
+        template.replace(PLACEHOLDER, &servers.join("\n"))
+    }
+
+    /// The upstream.conf of a stack where no color is live.
+    pub fn render_none() -> &'static str {
+        NONE
+    }
+
+    /// Reads which color a file sends traffic to. Comments, `backup` and
+    /// `down` servers do not count.
+    pub fn parse(text: &str) -> Result<Upstream, UpstreamError> {
+        let mut live = None;
+        let mut replicas = 0;
+        for line in text.lines() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            let Some(rest) = line.strip_prefix("server ") else { continue };
+            let mut words = rest.trim_end_matches(';').split_whitespace();
+            let Some(address) = words.next() else { continue };
+            if words.any(|w| w == "backup" || w == "down") {
+                continue;
+            }
+            let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+            let color =
+                color_of_host(host).ok_or_else(|| UpstreamError::UnknownServer(host.to_owned()))?;
+            match live {
+                Some(c) if c != color => return Err(UpstreamError::BothColors),
+                _ => live = Some(color),
+            }
+            replicas += 1;
+        }
+        Ok(Upstream { live, replicas })
+    }
+}
+
+/// `app_blue` or `taxi-fare_app_blue_2` → blue.
+fn color_of_host(host: &str) -> Option<Color> {
+    let service = match host.strip_prefix(PROJECT).and_then(|h| h.strip_prefix('_')) {
+        Some(named) => named.rsplit_once('_').map(|(s, _)| s)?,
+        None => host,
+    };
+    service.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn live(text: &str) -> Result<Option<Color>, UpstreamError> {
+        Upstream::parse(text).map(|u| u.live)
+    }
+
+    #[test]
+    fn a_rendered_file_reads_back_as_its_color() {
+        for color in Color::ALL {
+            for replicas in 1..=3 {
+                let text = Upstream::render(color, replicas);
+                assert!(!text.contains(PLACEHOLDER));
+                assert_eq!(Upstream::parse(&text), Ok(Upstream { live: Some(color), replicas }));
+            }
+        }
+        assert_eq!(live(Upstream::render_none()), Ok(None));
+    }
+
+    #[test]
+    fn reads_hand_written_files() {
+        assert_eq!(live("# server app_green:32000;\nserver app_blue:32000;"), Ok(Some(Color::Blue)));
+        assert_eq!(
+            live("server taxi-fare_app_green_1:32000;\nserver taxi-fare_app_blue_1:32000 backup;"),
+            Ok(Some(Color::Green))
+        );
+        assert_eq!(live("server app_blue:1;\nserver app_green:1;"), Err(UpstreamError::BothColors));
+        assert_eq!(live("server 10.0.0.1:80;"), Err(UpstreamError::UnknownServer("10.0.0.1".into())));
+        assert_eq!(live("keepalive 16;"), Ok(None));
+    }
+}
