@@ -1,29 +1,17 @@
 //! `cargo xtask <stage>`: every pipeline stage, the local stack and the
 //! benchmarks, runnable the same way on a laptop, in CI and in `.ci/run`.
 
-mod bench_serve;
-mod bench_train;
-mod compose;
-mod deps;
-mod docker;
-mod http;
+mod bench;
+mod effects;
 mod images;
-mod integration;
-mod local_server;
-mod nginx_image;
-mod paths;
-mod process;
-mod python;
-mod registry;
-mod revision;
-mod smoke;
 mod stack;
 mod stages;
-mod train;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use stages::{build, ci, integration, lint, smoke, train, unit};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "Pipeline stages, images, the local stack and benchmarks")]
@@ -45,7 +33,7 @@ enum Command {
     Train(train::TrainArgs),
     /// Stage build & push: build the images and push the service image,
     /// tagged with the commit sha, to the local registry.
-    Build(images::BuildArgs),
+    Build(build::BuildArgs),
     /// Stage integration: run the pushed image as a container on port 32000
     /// and test it over real HTTP.
     Integration(integration::IntegrationArgs),
@@ -66,25 +54,25 @@ enum Command {
 #[derive(Subcommand)]
 enum Bench {
     /// The trainer against pandas + scikit-learn.
-    Train(bench_train::BenchTrainArgs),
+    Train(bench::train::BenchTrainArgs),
     /// The service against FastAPI + uvicorn, with wrk.
-    Serve(bench_serve::BenchServeArgs),
+    Serve(bench::serve::BenchServeArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Lint => stages::lint(),
+        Command::Lint => lint::run(),
         Command::Smoke => smoke::run(),
-        Command::Unit => stages::unit(),
+        Command::Unit => unit::run(),
         Command::Train(args) => train::run(&args).map(|_| ()),
-        Command::Build(args) => images::build(&args).map(|_| ()),
+        Command::Build(args) => build::build(&args).map(|_| ()),
         Command::Integration(args) => integration::run(&args),
         Command::Up(args) => stack::up(&args),
         Command::Down => stack::down(),
-        Command::Ci => stages::ci(),
-        Command::Bench { which: Bench::Train(args) } => bench_train::run(&args),
-        Command::Bench { which: Bench::Serve(args) } => bench_serve::run(&args),
+        Command::Ci => ci::run(),
+        Command::Bench { which: Bench::Train(args) } => bench::train::run(&args),
+        Command::Bench { which: Bench::Serve(args) } => bench::serve::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

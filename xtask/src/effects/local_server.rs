@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::http::Request;
-use crate::paths;
+use crate::effects::http::Request;
+use crate::effects::paths;
 
 /// A free port on 127.0.0.1 (bound, then released for the server to take).
 pub fn free_port() -> Result<u16> {

@@ -9,8 +9,8 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::process::{self, cmd};
-use crate::{deps, paths};
+use crate::effects::process::{self, cmd};
+use crate::effects::{deps, paths};
 
 /// The quality gate on the reference data: the bar for held-out R².
 pub const MIN_R2_REFERENCE: f64 = 0.77;

@@ -6,14 +6,11 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Result, bail};
+use bluegreen::PROJECT;
 
-use crate::docker::docker;
-use crate::process::{cmd, have};
-use crate::{deps, paths};
-
-/// The compose project name: the stack's containers, network and labels
-/// (`com.docker.compose.project`) all carry it.
-pub const PROJECT: &str = "taxi-fare";
+use crate::effects::docker::docker;
+use crate::effects::process::{cmd, have};
+use crate::effects::{deps, paths};
 
 /// The stack's compose file.
 pub fn file() -> PathBuf {

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use crate::paths;
-use crate::process::{cmd, run};
+use crate::effects::paths;
+use crate::effects::process::{cmd, run};
 
 /// Returns the interpreter of a virtualenv named `name` that has
 /// `packages` installed, creating or completing it as needed.

@@ -15,10 +15,11 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use model::ModelArtifact;
 
-use crate::http::Request;
-use crate::local_server::{LocalServer, free_port};
-use crate::process::{self, cmd, output};
-use crate::{deps, images, paths, python, smoke};
+use crate::effects::http::Request;
+use crate::effects::local_server::{LocalServer, free_port};
+use crate::effects::process::{self, cmd, output};
+use crate::effects::{deps, paths, python};
+use crate::stages::{build, smoke};
 
 #[derive(clap::Args, Debug)]
 pub struct BenchServeArgs {
@@ -170,7 +171,7 @@ pub fn run(args: &BenchServeArgs) -> Result<()> {
 
 /// The artifact to serve: the trained one when present, else the stub.
 fn model(args: &BenchServeArgs, work: &Path) -> Result<(PathBuf, ModelArtifact)> {
-    let trained = images::default_model();
+    let trained = build::default_model();
     let path = match &args.model {
         Some(p) => p.clone(),
         None if trained.is_file() => trained,
@@ -180,7 +181,7 @@ fn model(args: &BenchServeArgs, work: &Path) -> Result<(PathBuf, ModelArtifact)>
             stub
         }
     };
-    let artifact = images::load_model(&path)?;
+    let artifact = build::load_model(&path)?;
     Ok((path, artifact))
 }
 

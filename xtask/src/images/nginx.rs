@@ -16,9 +16,10 @@ use std::process::Stdio;
 
 use anyhow::{Context, Result, bail};
 
-use crate::docker::{self, docker};
-use crate::process::{cmd, run};
-use crate::{deps, images, paths};
+use crate::effects::docker::{self, docker};
+use crate::effects::process::{cmd, run};
+use crate::effects::{deps, paths};
+use crate::images;
 
 /// The cached base image's repository.
 pub const BASE_REPO: &str = "taxi/nginx-base";

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::process::{cmd, have, output, run};
+use crate::effects::process::{cmd, have, output, run};
 
 /// A `docker` command with the given arguments. The legacy builder is the
 /// only one here (no buildx): `DOCKER_BUILDKIT=0` says so and silences its

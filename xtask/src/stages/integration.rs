@@ -13,14 +13,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
+use bluegreen::{REGISTRY_HOST, SERVICE_REPOSITORY};
 use serde_json::{Value, json};
 
-use crate::docker::{self, docker};
-use crate::http::{Request, Response};
-use crate::images::{self, SERVICE_REPO};
-use crate::process::{self, output};
-use crate::registry;
-use crate::revision::Revision;
+use crate::effects::docker::{self, docker};
+use crate::effects::http::{Request, Response};
+use crate::effects::process::{self, output};
+use crate::effects::registry;
+use crate::effects::revision::Revision;
+use crate::stages::build;
 
 /// The request the API documents (DESIGN.md): it lies outside New York and
 /// must still answer 200.
@@ -75,10 +76,10 @@ impl IntegrationArgs {
         if let Some(image) = &self.image {
             return Ok(image.clone());
         }
-        if let Some(built) = images::last_built() {
+        if let Some(built) = build::last_built() {
             return Ok(built.service);
         }
-        Ok(format!("{SERVICE_REPO}:{}", Revision::current()?.tag()))
+        Ok(format!("{SERVICE_REPOSITORY}:{}", Revision::current()?.tag()))
     }
 }
 
@@ -140,8 +141,8 @@ impl Checks {
 pub fn run(args: &IntegrationArgs) -> Result<()> {
     docker::ensure_running()?;
     let image = args.image()?;
-    let model_path = args.model.clone().unwrap_or_else(images::default_model);
-    let artifact = images::load_model(&model_path)?;
+    let model_path = args.model.clone().unwrap_or_else(build::default_model);
+    let artifact = build::load_model(&model_path)?;
     let tag = image.rsplit_once(':').map(|(_, t)| t.to_owned()).unwrap_or_default();
     println!("integration: testing {image}");
 
@@ -228,9 +229,9 @@ fn pull_back(image: &str) -> Result<Outcome> {
     }
     let digests = docker::inspect(image, "{{range .RepoDigests}}{{.}} {{end}}")?;
     ensure!(
-        digests.contains(&format!("{SERVICE_REPO}@sha256:")),
+        digests.contains(&format!("{SERVICE_REPOSITORY}@sha256:")),
         "the pulled image has no digest from {}: {digests:?}",
-        registry::HOST
+        REGISTRY_HOST
     );
     Ok(Outcome::Pass)
 }

@@ -3,7 +3,7 @@
 
 use anyhow::{Result, bail};
 
-use crate::process::{cmd, output, run};
+use crate::effects::process::{cmd, output, run};
 
 /// What each capability needs from Debian.
 pub const TRAINER: &[&str] = &["libopenblas-dev", "pkg-config"];

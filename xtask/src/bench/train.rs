@@ -16,7 +16,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::{deps, paths, python, train};
+use crate::effects::{deps, paths, python};
+use crate::stages::train;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchTrainArgs {

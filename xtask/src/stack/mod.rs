@@ -17,13 +17,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::compose::{self, Tool};
-use crate::docker::{self, docker};
-use crate::http::Request;
-use crate::images::{self, BuildArgs, Built};
-use crate::integration::{self, DOCUMENTED_REQUEST};
-use crate::process::{output, run};
-use crate::{deps, paths, registry, train};
+use bluegreen::{Color, NETWORK, PROJECT, REGISTRY_ADDR, Upstream, label};
+
+use crate::effects::compose::Tool;
+use crate::effects::docker::{self, docker};
+use crate::effects::http::Request;
+use crate::effects::process::{output, run};
+use crate::effects::{deps, paths, registry};
+use crate::stages::build::{self, BuildArgs, Built};
+use crate::stages::integration::{self, DOCUMENTED_REQUEST};
+use crate::stages::train;
 
 #[derive(clap::Args, Debug)]
 pub struct UpArgs {
@@ -52,38 +55,6 @@ const PORTS: [(u16, &str); 3] = [(8080, "nginx"), (5001, "app_blue"), (5002, "ap
 /// nginx's published port.
 const FRONT: &str = "127.0.0.1:8080";
 
-/// The two colors, as compose service names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Color {
-    Blue,
-    Green,
-}
-
-impl Color {
-    pub fn service(self) -> &'static str {
-        match self {
-            Color::Blue => "app_blue",
-            Color::Green => "app_green",
-        }
-    }
-
-    /// The color an upstream.conf sends traffic to: the one whose service
-    /// name its `server` line names.
-    pub fn live_in(upstream_conf: &str) -> Option<Color> {
-        let servers: Vec<&str> = upstream_conf
-            .lines()
-            .map(|l| l.split('#').next().unwrap_or("").trim())
-            .filter_map(|l| l.strip_prefix("server "))
-            .collect();
-        let names = |c: Color| servers.iter().any(|s| s.trim_start().starts_with(c.service()));
-        match (names(Color::Blue), names(Color::Green)) {
-            (true, false) => Some(Color::Blue),
-            (false, true) => Some(Color::Green),
-            _ => None,
-        }
-    }
-}
-
 /// The runtime directory bind-mounted into nginx as /etc/nginx/upstream.
 pub fn upstream_dir() -> PathBuf {
     paths::target().join("stack/upstream")
@@ -103,7 +74,7 @@ pub fn up(args: &UpArgs) -> Result<()> {
 
     let mut build = args.build.clone();
     if args.no_train {
-        images::load_model(&build.model.clone().unwrap_or_else(images::default_model))?;
+        build::load_model(&build.model.clone().unwrap_or_else(build::default_model))?;
     } else {
         let trained = train::run(&train::TrainArgs::default())?;
         println!(
@@ -114,7 +85,7 @@ pub fn up(args: &UpArgs) -> Result<()> {
         );
         build.model = Some(trained.model);
     }
-    let built = images::build(&build)?;
+    let built = build::build(&build)?;
 
     let live = prepare_upstream()?;
     let timeout = Duration::from_secs(args.timeout);
@@ -140,7 +111,7 @@ pub fn up(args: &UpArgs) -> Result<()> {
     println!(
         "  app_green       http://127.0.0.1:5002/   (started by the controller for a rollout)"
     );
-    println!("  registry        http://{}/v2/", registry::ADDR);
+    println!("  registry        http://{}/v2/", REGISTRY_ADDR);
     println!("  image           {}", built.service);
     println!("Try:");
     println!(
@@ -157,7 +128,7 @@ fn check_ports() -> Result<()> {
     let ours = output(docker([
         "ps",
         "--filter",
-        &format!("label=com.docker.compose.project={}", compose::PROJECT),
+        &format!("label={}={PROJECT}", label::PROJECT),
         "--format",
         "{{.Ports}}",
     ]))?;
@@ -175,21 +146,31 @@ fn check_ports() -> Result<()> {
     Ok(())
 }
 
-/// Creates the runtime upstream directory from nginx/upstream.conf unless
-/// it already exists (the controller may have switched colors since);
-/// returns the live color it names.
+/// Creates the runtime upstream directory unless it already holds an
+/// upstream.conf that names a live color (the controller may have switched
+/// colors since); a file that names none (the tracked nginx/upstream.conf
+/// has no color live) is replaced by blue's. Returns the live color.
 fn prepare_upstream() -> Result<Color> {
     let dir = upstream_dir();
     let live_file = dir.join("upstream.conf");
-    if !live_file.exists() {
-        fs::create_dir_all(&dir)?;
-        fs::copy(paths::root().join("nginx/upstream.conf"), &live_file)
-            .context("cannot copy nginx/upstream.conf")?;
+    let live = match fs::read_to_string(&live_file) {
+        Ok(text) => {
+            Upstream::parse(&text)
+                .with_context(|| {
+                    format!("cannot read the live color from {}", live_file.display())
+                })?
+                .live
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", live_file.display())),
+    };
+    if let Some(color) = live {
+        return Ok(color);
     }
-    let text = fs::read_to_string(&live_file)?;
-    Color::live_in(&text).with_context(|| {
-        format!("{} names neither app_blue nor app_green alone", live_file.display())
-    })
+    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    fs::write(&live_file, Upstream::render(Color::Blue, 1))
+        .with_context(|| format!("cannot write {}", live_file.display()))?;
+    Ok(Color::Blue)
 }
 
 fn compose_env(c: &mut std::process::Command, built: &Built) {
@@ -253,28 +234,27 @@ pub fn down() -> Result<()> {
     if !problems.is_empty() {
         bail!("{}", problems.join("; "));
     }
-    println!("The stack is down: no container of project {} is left.", compose::PROJECT);
+    println!("The stack is down: no container of project {} is left.", PROJECT);
     Ok(())
 }
 
 /// Removes every container of the project (compose's and the
 /// controller's, which carry the same label) and then the network.
 fn remove_stack() -> Result<()> {
-    let label = format!("label=com.docker.compose.project={}", compose::PROJECT);
-    docker::remove_containers(&docker::containers(&label)?)?;
+    let ours = format!("label={}={PROJECT}", label::PROJECT);
+    docker::remove_containers(&docker::containers(&ours)?)?;
     // Strays of an interrupted integration run.
     let strays = docker::containers(&format!("label={}", integration::ROLE_LABEL))?;
     docker::remove_containers(&strays)?;
     match Tool::detect() {
         Some(tool) => run(tool.command(["down", "--remove-orphans"]))?,
         None => {
-            let network = format!("{}_private", compose::PROJECT);
-            let _ = output(docker(["network", "rm", &network]));
+            let _ = output(docker(["network", "rm", NETWORK]));
         }
     }
-    let left = docker::containers(&label)?;
+    let left = docker::containers(&ours)?;
     if !left.is_empty() {
-        bail!("containers of project {} are still there: {}", compose::PROJECT, left.join(" "));
+        bail!("containers of project {} are still there: {}", PROJECT, left.join(" "));
     }
     Ok(())
 }
@@ -289,21 +269,6 @@ mod tests {
         let default = UpArgs::default();
         assert_eq!((parsed.no_train, parsed.timeout), (default.no_train, default.timeout));
         assert!(default.timeout > 0);
-    }
-
-    #[test]
-    fn reads_the_live_color_from_upstream_files() {
-        let root = paths::root().join("nginx");
-        let read = |f: &str| fs::read_to_string(root.join(f)).unwrap();
-        assert_eq!(Color::live_in(&read("upstream_blue.tmpl")), Some(Color::Blue));
-        assert_eq!(Color::live_in(&read("upstream_green.tmpl")), Some(Color::Green));
-        assert_eq!(Color::live_in(&read("upstream.conf")), Some(Color::Blue));
-        assert_eq!(
-            Color::live_in("# server app_green:32000;\nserver app_blue:32000;"),
-            Some(Color::Blue)
-        );
-        assert_eq!(Color::live_in("server app_blue:1;\nserver app_green:1;"), None);
-        assert_eq!(Color::live_in("keepalive 16;"), None);
     }
 
     #[test]

@@ -8,8 +8,8 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 
-use crate::paths;
-use crate::process::{cmd, output};
+use crate::effects::paths;
+use crate::effects::process::{cmd, output};
 
 /// The commit the work tree is at, and whether it has changes on top.
 #[derive(Debug, Clone, PartialEq, Eq)]

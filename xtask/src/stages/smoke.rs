@@ -11,11 +11,11 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use model::{Lineage, ModelArtifact, N_FEATURES};
 
-use crate::http::Request;
-use crate::integration::DOCUMENTED_REQUEST;
-use crate::local_server::{LocalServer, free_port};
-use crate::paths;
-use crate::process::{self, cmd};
+use crate::effects::http::Request;
+use crate::effects::local_server::{LocalServer, free_port};
+use crate::effects::paths;
+use crate::effects::process::{self, cmd};
+use crate::stages::integration::DOCUMENTED_REQUEST;
 
 /// The `model_version` of the stub artifact.
 pub const STUB_VERSION: &str = "smoke-stub-not-for-production";

@@ -17,14 +17,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::http::Request;
-use crate::process::{cmd, output};
-use crate::{deps, paths};
+use bluegreen::REGISTRY_ADDR;
 
-/// Where the registry listens.
-pub const ADDR: &str = "127.0.0.1:5000";
-/// How image references name it (Docker trusts plain HTTP on loopback).
-pub const HOST: &str = "localhost:5000";
+use crate::effects::http::Request;
+use crate::effects::process::{cmd, output};
+use crate::effects::{deps, paths};
 
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,7 +39,7 @@ pub fn log_file() -> PathBuf {
     dir().join("registry.log")
 }
 
-/// What answers on [`ADDR`].
+/// What answers on [`REGISTRY_ADDR`].
 #[derive(Debug, PartialEq, Eq)]
 enum Probe {
     /// A Docker registry (v2 API) that lets us in.
@@ -54,7 +51,7 @@ enum Probe {
 }
 
 fn probe() -> Probe {
-    match Request::get("/v2/").timeout(Duration::from_secs(2)).send(ADDR) {
+    match Request::get("/v2/").timeout(Duration::from_secs(2)).send(REGISTRY_ADDR) {
         Ok(r) if r.status == 200 && r.header("docker-distribution-api-version").is_some() => {
             Probe::Registry
         }
@@ -76,7 +73,7 @@ fn probe() -> Probe {
     }
 }
 
-/// Whether a usable registry answers on [`ADDR`].
+/// Whether a usable registry answers on [`REGISTRY_ADDR`].
 pub fn answering() -> bool {
     probe() == Probe::Registry
 }
@@ -113,7 +110,7 @@ impl Drop for RegistryGuard {
     }
 }
 
-/// Makes sure a registry answers on [`ADDR`], starting Debian's
+/// Makes sure a registry answers on [`REGISTRY_ADDR`], starting Debian's
 /// `docker-registry` with `registry/config.yml` if nothing listens there.
 pub fn ensure_running() -> Result<RegistryGuard> {
     match probe() {
@@ -132,7 +129,7 @@ pub fn ensure_running() -> Result<RegistryGuard> {
         .arg("serve")
         .arg(&config)
         .env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", &storage)
-        .env("REGISTRY_HTTP_ADDR", ADDR)
+        .env("REGISTRY_HTTP_ADDR", REGISTRY_ADDR)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2)
@@ -142,7 +139,11 @@ pub fn ensure_running() -> Result<RegistryGuard> {
         .spawn()
         .context("cannot start `docker-registry`")?;
     fs::write(pid_file(), child.id().to_string())?;
-    eprintln!("started the registry on {ADDR} (pid {}, log {})", child.id(), log_file().display());
+    eprintln!(
+        "started the registry on {REGISTRY_ADDR} (pid {}, log {})",
+        child.id(),
+        log_file().display()
+    );
 
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
@@ -161,7 +162,7 @@ pub fn ensure_running() -> Result<RegistryGuard> {
             let _ = child.kill();
             let _ = child.wait();
             bail!(
-                "the registry did not answer GET http://{ADDR}/v2/ within {START_TIMEOUT:?}; \
+                "the registry did not answer GET http://{REGISTRY_ADDR}/v2/ within {START_TIMEOUT:?}; \
                  its log:\n{}",
                 log_tail()
             );
@@ -215,5 +216,5 @@ fn is_zombie(pid: u32) -> bool {
 }
 
 fn log_tail() -> String {
-    crate::local_server::log_tail(&log_file())
+    crate::effects::local_server::log_tail(&log_file())
 }

@@ -1,0 +1,12 @@
+//! The pipeline stages, one module each, in the order `ci` runs them:
+//! lint → smoke → unit → train → build & push → integration. Each is one
+//! CI job (`cargo xtask <stage>`), so the pipeline runs the same way on a
+//! laptop, in CI and in `.ci/run`.
+
+pub mod build;
+pub mod ci;
+pub mod integration;
+pub mod lint;
+pub mod smoke;
+pub mod train;
+pub mod unit;
