@@ -1,0 +1,52 @@
+//! Wall-clock instants as milliseconds since the Unix epoch: what the
+//! persisted record stores, so deadlines survive a restart of the
+//! controller. The decision core is handed `now`; only the shell reads
+//! the clock.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Timestamp(pub u64);
+
+impl Timestamp {
+    pub fn now() -> Timestamp {
+        let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        Timestamp(since.as_millis() as u64)
+    }
+
+    pub fn plus(self, d: Duration) -> Timestamp {
+        Timestamp(self.0.saturating_add(d.as_millis() as u64))
+    }
+
+    /// Milliseconds from `earlier` to `self`, zero if `earlier` is later.
+    pub fn millis_since(self, earlier: Timestamp) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+
+    /// How long from `now` until `self`, zero when it has passed.
+    pub fn remaining(self, now: Timestamp) -> Duration {
+        Duration::from_millis(self.millis_since(now))
+    }
+
+    /// RFC 3339 in UTC, to the millisecond.
+    pub fn rfc3339(self) -> String {
+        humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(self.0)).to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arithmetic_and_format() {
+        let t = Timestamp(1_700_000_000_123);
+        assert_eq!(t.rfc3339(), "2023-11-14T22:13:20.123Z");
+        assert_eq!(t.plus(Duration::from_secs(2)).millis_since(t), 2000);
+        assert_eq!(t.millis_since(t.plus(Duration::from_secs(1))), 0);
+        assert_eq!(t.plus(Duration::from_millis(5)).remaining(t), Duration::from_millis(5));
+    }
+}

@@ -1,0 +1,18 @@
+//! The blue-green deployment controller: a long-running operator that
+//! takes the image tag of `manifests/rollout.yaml` to production through
+//! nginx, and rolls it back when it fails.
+//!
+//! The decision ([`reconcile::decide`]) is pure; [`platform::Platform`] is
+//! the narrow interface to the world (observe, start a color, remove a
+//! color, switch traffic, probe), implemented for Docker and nginx by
+//! [`docker`] and [`nginx`]. [`controller`] runs the loop between them.
+
+pub mod clock;
+pub mod manifest;
+pub mod observed;
+pub mod record;
+pub mod reconcile;
+pub mod reference;
+
+#[cfg(test)]
+mod fixtures;

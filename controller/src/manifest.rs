@@ -1,0 +1,419 @@
+//! The desired state: `manifests/rollout.yaml`, Kubernetes style.
+//!
+//! The file is parsed into raw structs that mirror it (unknown fields
+//! refused), then validated into [`Desired`], the only form the rest of
+//! the controller sees. Errors name the field and, where the file has it,
+//! its line. [`set_tag`] edits `spec.image.tag` in place, so comments and
+//! the rest of the file survive a deploy.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::reference;
+
+pub const API_VERSION: &str = "deploy.taxi-fare.io/v1";
+pub const KIND: &str = "Rollout";
+
+/// The limits a manifest's knobs must stay within.
+const MAX_REPLICAS: u32 = 8;
+const MAX_HEALTH_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+const MAX_SCALE_DOWN_DELAY: Duration = Duration::from_secs(60 * 60);
+const MAX_PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The validated desired state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Desired {
+    pub repository: String,
+    pub tag: String,
+    /// Containers per color; all must be healthy before a switch.
+    pub replicas: u32,
+    /// How long a new color may take to become healthy.
+    #[serde(with = "millis")]
+    pub health_timeout: Duration,
+    pub probe: Probe,
+    /// How long the old color keeps running after a switch, so a rollback
+    /// in that window is instant.
+    #[serde(with = "millis")]
+    pub scale_down_delay: Duration,
+}
+
+/// What the probe through nginx checks after a switch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Probe {
+    /// Answers JSON naming the color and version that served it.
+    pub path: String,
+    /// Also send a known prediction request and expect 200.
+    pub predict: bool,
+    /// How long the new color may take to answer through nginx.
+    #[serde(with = "millis")]
+    pub timeout: Duration,
+}
+
+impl Desired {
+    /// `repository:tag`.
+    pub fn image(&self) -> String {
+        format!("{}:{}", self.repository, self.tag)
+    }
+
+    /// Identifies this desired state: a failed rollout is not retried
+    /// until it changes.
+    pub fn fingerprint(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| self.image())
+    }
+}
+
+mod millis {
+    use std::time::Duration;
+
+    use serde::Deserialize;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+/// Why a manifest was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}{}", line.map(|l| format!(" (line {l})")).unwrap_or_default())]
+pub struct ManifestError {
+    /// The field's path, e.g. `spec.image.tag`, or `manifest` for the file.
+    pub field: String,
+    pub message: String,
+    pub line: Option<usize>,
+}
+
+impl ManifestError {
+    fn at(text: &str, field: &str, message: impl Into<String>) -> ManifestError {
+        let path: Vec<&str> = field.split('.').collect();
+        ManifestError { field: field.to_owned(), message: message.into(), line: line_of(text, &path) }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawManifest {
+    api_version: String,
+    kind: String,
+    metadata: RawMetadata,
+    spec: RawSpec,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetadata {
+    name: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawSpec {
+    image: RawImage,
+    replicas: Option<u32>,
+    health_timeout: Option<String>,
+    probe: Option<RawProbe>,
+    scale_down_delay: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawImage {
+    repository: String,
+    tag: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProbe {
+    path: Option<String>,
+    predict: Option<bool>,
+    timeout: Option<String>,
+}
+
+/// Parses and validates a manifest's text.
+pub fn parse(text: &str) -> Result<Desired, ManifestError> {
+    let raw: RawManifest = serde_saphyr::from_str(text).map_err(|e| syntax_error(&e.to_string()))?;
+    if raw.api_version != API_VERSION {
+        return Err(ManifestError::at(
+            text,
+            "apiVersion",
+            format!("is {:?}, expected {API_VERSION:?}", raw.api_version),
+        ));
+    }
+    if raw.kind != KIND {
+        return Err(ManifestError::at(text, "kind", format!("is {:?}, expected {KIND:?}", raw.kind)));
+    }
+    if raw.metadata.name.trim().is_empty() {
+        return Err(ManifestError::at(text, "metadata.name", "must not be empty"));
+    }
+    let spec = raw.spec;
+    reference::check_repository(&spec.image.repository)
+        .map_err(|m| ManifestError::at(text, "spec.image.repository", m))?;
+    reference::check_tag(&spec.image.tag).map_err(|m| ManifestError::at(text, "spec.image.tag", m))?;
+
+    let replicas = spec.replicas.unwrap_or(1);
+    if !(1..=MAX_REPLICAS).contains(&replicas) {
+        return Err(ManifestError::at(
+            text,
+            "spec.replicas",
+            format!("is {replicas}, must be 1 to {MAX_REPLICAS}"),
+        ));
+    }
+    let duration = |field: &str, value: Option<&str>, default: Duration, min: Duration, max: Duration| {
+        let Some(value) = value else { return Ok(default) };
+        let d = humantime::parse_duration(value.trim()).map_err(|e| {
+            ManifestError::at(text, field, format!("{value:?} is not a duration like 90s or 2m: {e}"))
+        })?;
+        if d < min || d > max {
+            return Err(ManifestError::at(
+                text,
+                field,
+                format!(
+                    "is {value}, must be from {} to {}",
+                    humantime::format_duration(min),
+                    humantime::format_duration(max)
+                ),
+            ));
+        }
+        Ok(d)
+    };
+    let health_timeout = duration(
+        "spec.healthTimeout",
+        spec.health_timeout.as_deref(),
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        MAX_HEALTH_TIMEOUT,
+    )?;
+    let scale_down_delay = duration(
+        "spec.scaleDownDelay",
+        spec.scale_down_delay.as_deref(),
+        Duration::from_secs(10),
+        Duration::ZERO,
+        MAX_SCALE_DOWN_DELAY,
+    )?;
+    let raw_probe = spec.probe.unwrap_or(RawProbe { path: None, predict: None, timeout: None });
+    let path = raw_probe.path.unwrap_or_else(|| "/".to_owned());
+    if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ManifestError::at(
+            text,
+            "spec.probe.path",
+            format!("{path:?} must be an absolute path such as /"),
+        ));
+    }
+    let probe = Probe {
+        path,
+        predict: raw_probe.predict.unwrap_or(true),
+        timeout: duration(
+            "spec.probe.timeout",
+            raw_probe.timeout.as_deref(),
+            Duration::from_secs(10),
+            Duration::from_millis(100),
+            MAX_PROBE_TIMEOUT,
+        )?,
+    };
+    Ok(Desired {
+        repository: spec.image.repository,
+        tag: spec.image.tag,
+        replicas,
+        health_timeout,
+        probe,
+        scale_down_delay,
+    })
+}
+
+/// A parser error, with the line the parser names pulled out.
+fn syntax_error(message: &str) -> ManifestError {
+    let line = message
+        .split("line ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok());
+    let first = message.lines().next().unwrap_or(message).trim();
+    ManifestError { field: "manifest".to_owned(), message: first.to_owned(), line }
+}
+
+/// Returns the text with `spec.image.tag` set to `tag`, everything else
+/// (comments, order, other fields) as it was. The result is parsed again
+/// and must carry the tag, so a file this cannot edit safely is refused.
+pub fn set_tag(text: &str, tag: &str) -> Result<String, ManifestError> {
+    reference::check_tag(tag).map_err(|m| ManifestError {
+        field: "spec.image.tag".into(),
+        message: m,
+        line: None,
+    })?;
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    match line_of(text, &["spec", "image", "tag"]) {
+        Some(n) => {
+            let line = &lines[n - 1];
+            let indent = line.len() - line.trim_start().len();
+            // The comment keeps the blanks that set it apart from the value.
+            let comment = match line.find(" #") {
+                Some(i) => {
+                    let start = line[..i].trim_end().len();
+                    line[start..].to_owned()
+                }
+                None => String::new(),
+            };
+            lines[n - 1] = format!("{}tag: {tag}{comment}", " ".repeat(indent));
+        }
+        None => {
+            let at = line_of(text, &["spec", "image", "repository"]).ok_or_else(|| ManifestError {
+                field: "spec.image".into(),
+                message: "has no repository line to put the tag beside".into(),
+                line: None,
+            })?;
+            let line = &lines[at - 1];
+            let indent = line.len() - line.trim_start().len();
+            lines.insert(at, format!("{}tag: {tag}", " ".repeat(indent)));
+        }
+    }
+    let mut edited = lines.join("\n");
+    if text.ends_with('\n') {
+        edited.push('\n');
+    }
+    let parsed = parse(&edited)?;
+    if parsed.tag != tag {
+        return Err(ManifestError {
+            field: "spec.image.tag".into(),
+            message: "the file's layout could not be edited in place".into(),
+            line: None,
+        });
+    }
+    Ok(edited)
+}
+
+/// The 1-based line of the key at `path` in a block-style YAML mapping,
+/// found by indentation. Enough for manifests and error messages; flow
+/// style and anchors are not followed.
+pub fn line_of(text: &str, path: &[&str]) -> Option<usize> {
+    let mut stack: Vec<(usize, String)> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let content = line.trim_start();
+        if content.is_empty() || content.starts_with('#') || content.starts_with('-') {
+            continue;
+        }
+        let indent = line.len() - content.len();
+        let Some((key, _)) = content.split_once(':') else { continue };
+        let key = key.trim().trim_matches('"').trim_matches('\'');
+        while stack.last().is_some_and(|(d, _)| *d >= indent) {
+            stack.pop();
+        }
+        stack.push((indent, key.to_owned()));
+        if stack.len() == path.len() && stack.iter().zip(path).all(|((_, k), p)| k == p) {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "\
+# The desired state.
+apiVersion: deploy.taxi-fare.io/v1
+kind: Rollout
+metadata:
+  name: taxi-fare
+spec:
+  image:
+    repository: localhost:5000/taxi/service
+    tag: abc123  # written by CI
+  replicas: 2
+  healthTimeout: 45s
+  probe:
+    path: /
+    timeout: 5s
+  scaleDownDelay: 0s
+";
+
+    fn refused(text: &str) -> ManifestError {
+        parse(text).expect_err("the manifest should be refused")
+    }
+
+    #[test]
+    fn parses_a_full_manifest() {
+        let d = parse(GOOD).unwrap();
+        assert_eq!(d.image(), "localhost:5000/taxi/service:abc123");
+        assert_eq!(d.replicas, 2);
+        assert_eq!(d.health_timeout, Duration::from_secs(45));
+        assert_eq!(d.scale_down_delay, Duration::ZERO);
+        assert_eq!(d.probe, Probe { path: "/".into(), predict: true, timeout: Duration::from_secs(5) });
+    }
+
+    #[test]
+    fn fills_defaults() {
+        let text = "apiVersion: deploy.taxi-fare.io/v1\nkind: Rollout\nmetadata: {name: x}\n\
+                    spec:\n  image: {repository: r/s, tag: t}\n";
+        let d = parse(text).unwrap();
+        assert_eq!((d.replicas, d.health_timeout.as_secs()), (1, 60));
+        assert_eq!(d.scale_down_delay, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn refusals_name_the_field_and_line() {
+        let e = refused(&GOOD.replace("replicas: 2", "replicas: 0"));
+        assert_eq!((e.field.as_str(), e.line), ("spec.replicas", Some(10)));
+        let e = refused(&GOOD.replace("tag: abc123", "tag: \"has space\""));
+        assert_eq!((e.field.as_str(), e.line), ("spec.image.tag", Some(9)));
+        let e = refused(&GOOD.replace("45s", "soon"));
+        assert_eq!((e.field.as_str(), e.line), ("spec.healthTimeout", Some(11)));
+        let e = refused(&GOOD.replace("repository: localhost:5000/taxi/service", "repository: Bad/Repo"));
+        assert_eq!(e.field, "spec.image.repository");
+        let e = refused(&GOOD.replace("kind: Rollout", "kind: Deployment"));
+        assert_eq!((e.field.as_str(), e.line), ("kind", Some(3)));
+        let e = refused(&GOOD.replace("path: /", "path: health"));
+        assert_eq!(e.field, "spec.probe.path");
+    }
+
+    #[test]
+    fn refuses_unknown_fields_wrong_types_and_broken_yaml() {
+        let e = refused(&GOOD.replace("replicas: 2", "replica: 2"));
+        assert!(e.message.contains("replica"), "{e}");
+        let e = refused(&GOOD.replace("replicas: 2", "replicas: two"));
+        assert_eq!(e.field, "manifest");
+        assert!(e.line.is_some(), "{e}");
+        let e = refused("spec: [unclosed\n");
+        assert_eq!(e.field, "manifest");
+        assert!(refused("").message.len() > 3);
+    }
+
+    #[test]
+    fn sets_the_tag_in_place() {
+        let edited = set_tag(GOOD, "def456").unwrap();
+        assert_eq!(parse(&edited).unwrap().tag, "def456");
+        assert!(edited.contains("    tag: def456  # written by CI\n"), "{edited}");
+        assert_eq!(edited.replace("def456", "abc123"), GOOD);
+        let no_tag = GOOD.replace("    tag: abc123  # written by CI\n", "");
+        assert_eq!(parse(&set_tag(&no_tag, "v1").unwrap()).unwrap().tag, "v1");
+        assert!(set_tag(GOOD, "bad tag").is_err());
+        assert!(set_tag("image: {tag: x}", "v2").is_err());
+    }
+
+    #[test]
+    fn finds_lines_by_path() {
+        assert_eq!(line_of(GOOD, &["spec", "image", "tag"]), Some(9));
+        assert_eq!(line_of(GOOD, &["spec", "probe", "path"]), Some(13));
+        assert_eq!(line_of(GOOD, &["spec", "tag"]), None);
+    }
+
+    #[test]
+    fn fingerprint_changes_with_any_knob() {
+        let a = parse(GOOD).unwrap();
+        let b = parse(&GOOD.replace("45s", "46s")).unwrap();
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        assert_eq!(a.fingerprint(), parse(GOOD).unwrap().fingerprint());
+    }
+}
