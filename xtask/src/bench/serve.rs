@@ -19,7 +19,7 @@ use crate::effects::http::Request;
 use crate::effects::local_server::{LocalServer, free_port};
 use crate::effects::process::{self, cmd, output};
 use crate::effects::{deps, paths, python};
-use crate::stages::{build, smoke};
+use crate::stages::{build, smoke, train};
 
 #[derive(clap::Args, Debug)]
 pub struct BenchServeArgs {
@@ -121,7 +121,7 @@ pub fn run(args: &BenchServeArgs) -> Result<()> {
     let app = work.join("original_app.py");
     std::fs::write(&app, ORIGINAL_APP)?;
 
-    let scenarios = scenarios();
+    let scenarios = scenarios(&work)?;
     // Start every server first (one at a time, so start-up times do not
     // compete), then take turns per scenario: a load spike elsewhere on the
     // machine then hits all three alike instead of one server's block.
@@ -185,25 +185,66 @@ fn model(args: &BenchServeArgs, work: &Path) -> Result<(PathBuf, ModelArtifact)>
     Ok((path, artifact))
 }
 
-fn scenarios() -> Vec<Scenario> {
-    let row = |i: usize| {
-        let f = i as f64;
-        format!(
-            r#"{{"pickup_latitude":{:.6},"pickup_longitude":{:.6},"dropoff_latitude":{:.6},"dropoff_longitude":{:.6},"passenger_count":{}}}"#,
-            40.70 + (f * 0.0037) % 0.1,
-            -74.00 + (f * 0.0051) % 0.1,
-            40.75 - (f * 0.0029) % 0.1,
-            -73.95 - (f * 0.0043) % 0.1,
-            1 + i % 5
-        )
+/// The scenarios; the predict bodies hold trips of a `trainer synth`
+/// sample (the project's one trip generator), not rows made up here.
+fn scenarios(work: &Path) -> Result<Vec<Scenario>> {
+    let rows = synthetic_trips(work, 100)?;
+    let batch = |n: usize| {
+        let data: Vec<serde_json::Value> = rows[..n].iter().map(|r| trip_json(*r)).collect();
+        serde_json::json!({ "data": data }).to_string()
     };
-    let batch =
-        |n: usize| format!(r#"{{"data":[{}]}}"#, (0..n).map(row).collect::<Vec<_>>().join(","));
-    vec![
+    Ok(vec![
         Scenario { name: "GET /", path: "/", body: None },
         Scenario { name: "predict 1 row", path: "/api/predict/", body: Some(batch(1)) },
         Scenario { name: "predict 100 rows", path: "/api/predict/", body: Some(batch(100)) },
-    ]
+    ])
+}
+
+/// The first `n` valid trips of a seeded `trainer synth` sample, as values
+/// in [`model::Field::ALL`] order (the sample's dirty rows are skipped).
+fn synthetic_trips(work: &Path, n: usize) -> Result<Vec<[f64; 5]>> {
+    let trainer = train::build_trainer()?;
+    // Twice as many rows as needed: a few percent are dirty on purpose.
+    let rows = 2 * n as u64;
+    let csv = work.join(format!("synth-{rows}.csv"));
+    train::ensure_synthetic(&trainer, &csv, rows, 7)?;
+    let text =
+        std::fs::read_to_string(&csv).with_context(|| format!("cannot read {}", csv.display()))?;
+    let trips = valid_trips(&text)?;
+    ensure!(trips.len() >= n, "{} holds {} valid trips, {n} needed", csv.display(), trips.len());
+    Ok(trips[..n].to_vec())
+}
+
+/// The valid trips of a CSV in the reference layout (columns found by
+/// header name).
+fn valid_trips(csv: &str) -> Result<Vec<[f64; 5]>> {
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().context("empty CSV")?.split(',').collect();
+    let columns = model::Field::ALL.map(|f| header.iter().position(|h| *h == f.name()));
+    let columns: Vec<usize> =
+        columns.into_iter().collect::<Option<_>>().context("a trip column is missing")?;
+    let trips = lines.filter_map(|line| {
+        let cells: Vec<&str> = line.split(',').collect();
+        let mut values = [0.0; 5];
+        for (value, &column) in values.iter_mut().zip(&columns) {
+            *value = cells.get(column)?.trim().parse().ok()?;
+        }
+        let nonzero = values[..4].iter().all(|v| *v != 0.0);
+        (nonzero && model::Trip::from_values(values).is_ok()).then_some(values)
+    });
+    Ok(trips.collect())
+}
+
+fn trip_json(values: [f64; 5]) -> serde_json::Value {
+    let mut row = serde_json::Map::new();
+    for (field, value) in model::Field::ALL.iter().zip(values) {
+        let value = match field {
+            model::Field::PassengerCount => serde_json::json!(value as u8),
+            _ => serde_json::json!(value),
+        };
+        row.insert(field.name().to_owned(), value);
+    }
+    serde_json::Value::Object(row)
 }
 
 fn start(server: Server, python: &Path, work: &Path, model: &Path) -> Result<LocalServer> {
@@ -597,6 +638,21 @@ Transfer/sec:      4.00MB
         assert_eq!(m.p99_ms, 1.52);
         assert_eq!(m.errors, 7);
         assert!(parse_wrk("garbage").is_err());
+    }
+
+    #[test]
+    fn keeps_only_valid_trips_and_finds_columns_by_name() {
+        let csv = ",key,fare_amount,pickup_datetime,pickup_longitude,pickup_latitude,\
+                   dropoff_longitude,dropoff_latitude,passenger_count\n\
+                   0,k,7.5,t,-73.99,40.75,-73.98,40.76,2\n\
+                   1,k,7.5,t,0,0,-73.98,40.76,1\n\
+                   2,k,7.5,t,-73.99,95.0,-73.98,40.76,1\n\
+                   3,broken line\n";
+        assert_eq!(valid_trips(csv).unwrap(), vec![[40.75, -73.99, 40.76, -73.98, 2.0]]);
+        let row = trip_json([40.75, -73.99, 40.76, -73.98, 2.0]);
+        assert_eq!(row["pickup_longitude"], -73.99);
+        assert_eq!(row["passenger_count"], 2);
+        assert!(valid_trips("a,b\n1,2\n").is_err());
     }
 
     #[test]

@@ -8,11 +8,11 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 
+use crate::effects::poll::{self, Poll};
 use crate::effects::process::{cmd, have, output, run};
 
 /// A `docker` command with the given arguments. The legacy builder is the
@@ -142,21 +142,19 @@ pub fn pull(reference: &str) -> Result<()> {
 /// Waits for Docker's health status `healthy`; on `unhealthy`, an exit or
 /// the timeout, fails with the container's log and health log.
 pub fn wait_healthy(container: &str, timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
+    let waited = poll::until(timeout, Duration::from_millis(250), || {
         let status = health(container)?;
-        if status == "healthy" {
-            return Ok(());
+        match status.as_str() {
+            "healthy" => Ok(Poll::Ready(())),
+            "starting" | "running" => Ok(Poll::Pending(status)),
+            _ => bail!("{status}"),
         }
-        let failed = status == "unhealthy" || !(status == "starting" || status == "running");
-        if failed || Instant::now() > deadline {
-            let reason = if failed { status } else { format!("not healthy after {timeout:?}") };
-            bail!(
-                "container {container} is {reason}\n--- its log ---\n{}\n--- its health log ---\n{}",
-                logs(container).trim_end(),
-                health_log(container).trim_end()
-            );
-        }
-        sleep(Duration::from_millis(250));
-    }
+    });
+    waited.map_err(|reason| {
+        anyhow!(
+            "container {container} is {reason:#}\n--- its log ---\n{}\n--- its health log ---\n{}",
+            logs(container).trim_end(),
+            health_log(container).trim_end()
+        )
+    })
 }

@@ -1,18 +1,19 @@
-//! A tiny blocking HTTP/1.1 client for the stages that probe our own
-//! servers on loopback: the registry's `/v2/`, the service in its container,
-//! the stack through nginx.
+//! The HTTP client of the stages and benchmarks: the registry's `/v2/`, the
+//! service on loopback or in its container, the stack through nginx.
 //!
-//! Why not a crate: the tests must send requests a polished client refuses
-//! to send (a wrong content type, a malformed body), every target is a plain
-//! `http://` server of ours on 127.0.0.1, and one request per connection
-//! (`Connection: close`) keeps the reader trivial. Chunked bodies are
-//! decoded because nginx may re-chunk an upstream answer.
+//! A thin layer over `ureq` (no TLS, no compression: every target is a
+//! plain `http://` server of ours). Nothing here must send a malformed
+//! request — the "bad input" checks send well-formed HTTP with a wrong
+//! content type or a broken JSON body, which ureq sends as given — so a
+//! well-kept client replaces the hand-written one. Statuses are answers,
+//! not errors: callers check them, and a connection error stays an
+//! `std::io::Error` in the chain (the registry probe tells "nothing
+//! listens" from "something else" by it).
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
+use ureq::http;
 
 /// An answer: status, headers (names lower-cased) and the whole body.
 #[derive(Debug, Clone)]
@@ -35,8 +36,13 @@ impl Response {
 
     /// The body parsed as JSON.
     pub fn json(&self) -> Result<serde_json::Value> {
+        self.parse()
+    }
+
+    /// The body parsed as JSON into `T`.
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
         serde_json::from_slice(&self.body)
-            .with_context(|| format!("answer is not JSON: {:?}", truncate(&self.text(), 200)))
+            .with_context(|| format!("unexpected answer: {:?}", truncate(&self.text(), 200)))
     }
 }
 
@@ -66,12 +72,14 @@ impl<'a> Request<'a> {
         }
     }
 
+    /// Sets a header, replacing one of the same name.
     pub fn header(mut self, name: &'a str, value: &'a str) -> Self {
         self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
         self.headers.push((name, value));
         self
     }
 
+    /// The bound on the whole exchange, connecting included.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -79,109 +87,47 @@ impl<'a> Request<'a> {
 
     /// Sends the request to `authority` (`host:port`) and reads the answer.
     pub fn send(&self, authority: &str) -> Result<Response> {
-        send(authority, self)
+        self.exchange(authority)
             .with_context(|| format!("{} http://{authority}{} failed", self.method, self.path))
+    }
+
+    fn exchange(&self, authority: &str) -> Result<Response> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_global(Some(self.timeout))
+            .build()
+            .into();
+        let mut builder = http::Request::builder()
+            .method(self.method)
+            .uri(format!("http://{authority}{}", self.path));
+        for (name, value) in &self.headers {
+            builder = builder.header(*name, *value);
+        }
+        let sent = if self.body.is_empty() && self.method == "GET" {
+            agent.run(builder.body(())?)
+        } else {
+            agent.run(builder.body(self.body)?)
+        };
+        let mut answer = sent.map_err(into_io)?;
+        let headers = answer
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into()))
+            .collect();
+        let body = answer.body_mut().read_to_vec().map_err(into_io)?;
+        Ok(Response { status: answer.status().as_u16(), headers, body })
     }
 }
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn send(authority: &str, req: &Request<'_>) -> Result<Response> {
-    let addr = authority
-        .to_socket_addrs()
-        .with_context(|| format!("cannot resolve {authority}"))?
-        .next()
-        .with_context(|| format!("{authority} resolves to no address"))?;
-    let mut stream = TcpStream::connect_timeout(&addr, req.timeout)?;
-    stream.set_read_timeout(Some(req.timeout))?;
-    stream.set_write_timeout(Some(req.timeout))?;
-
-    let mut head = format!("{} {} HTTP/1.1\r\nHost: {authority}\r\n", req.method, req.path);
-    for (name, value) in &req.headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if !req.body.is_empty() || req.method == "POST" || req.method == "PUT" {
-        head.push_str(&format!("Content-Length: {}\r\n", req.body.len()));
-    }
-    head.push_str("Connection: close\r\n\r\n");
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(req.body)?;
-    stream.flush()?;
-
-    read_response(BufReader::new(stream), req.method == "HEAD")
-}
-
-fn read_response(mut reader: impl BufRead, head_only: bool) -> Result<Response> {
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let status = parse_status_line(&line)?;
-    let mut headers = Vec::new();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 {
-            bail!("connection closed inside the response head");
-        }
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        let (name, value) =
-            l.split_once(':').with_context(|| format!("malformed header line {l:?}"))?;
-        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
-    }
-    let mut resp = Response { status, headers, body: Vec::new() };
-    if head_only || status == 204 || status == 304 || (100..200).contains(&status) {
-        return Ok(resp);
-    }
-    let chunked = resp
-        .header("transfer-encoding")
-        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-    if chunked {
-        resp.body = read_chunked(&mut reader)?;
-    } else if let Some(len) = resp.header("content-length") {
-        let len: usize = len.parse().with_context(|| format!("bad Content-Length {len:?}"))?;
-        let mut body = vec![0; len];
-        reader.read_exact(&mut body)?;
-        resp.body = body;
-    } else {
-        reader.read_to_end(&mut resp.body)?;
-    }
-    Ok(resp)
-}
-
-fn parse_status_line(line: &str) -> Result<u16> {
-    let mut parts = line.split_whitespace();
-    match (parts.next(), parts.next()) {
-        (Some(v), Some(code)) if v.starts_with("HTTP/1.") => {
-            code.parse().with_context(|| format!("bad status code in {line:?}"))
-        }
-        _ => bail!("not an HTTP/1.x status line: {:?}", truncate(line, 80)),
-    }
-}
-
-fn read_chunked(reader: &mut impl BufRead) -> Result<Vec<u8>> {
-    let mut body = Vec::new();
-    let mut line = String::new();
-    loop {
-        line.clear();
-        reader.read_line(&mut line)?;
-        let size_text = line.trim().split(';').next().unwrap_or("");
-        let size = usize::from_str_radix(size_text, 16)
-            .with_context(|| format!("bad chunk size {size_text:?}"))?;
-        if size == 0 {
-            // Trailers, up to the blank line.
-            loop {
-                line.clear();
-                if reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
-                    return Ok(body);
-                }
-            }
-        }
-        let start = body.len();
-        body.resize(start + size, 0);
-        reader.read_exact(&mut body[start..])?;
-        line.clear();
-        reader.read_line(&mut line)?;
+/// Keeps a socket error an `std::io::Error` in the chain, so callers can
+/// ask for its kind.
+fn into_io(e: ureq::Error) -> anyhow::Error {
+    match e {
+        ureq::Error::Io(io) => io.into(),
+        other => other.into(),
     }
 }
 
@@ -194,42 +140,73 @@ fn truncate(s: &str, max: usize) -> &str {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
     use super::*;
 
-    fn parse(raw: &str) -> Response {
-        read_response(raw.as_bytes(), false).unwrap()
+    /// A one-shot server on a free port: answers `raw` to the first
+    /// connection and hands back what the client sent.
+    fn serve_once(raw: &'static str) -> (String, std::thread::JoinHandle<Vec<u8>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let authority = listener.local_addr().unwrap().to_string();
+        let handle = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            stream.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+            let mut seen = Vec::new();
+            let mut buf = [0; 4096];
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.extend_from_slice(&buf[..n]);
+                if seen.windows(4).any(|w| w == b"\r\n\r\n") && seen.ends_with(b"}") {
+                    break;
+                }
+                if seen.ends_with(b"\r\n\r\n") && !seen.starts_with(b"POST") {
+                    break;
+                }
+            }
+            stream.write_all(raw.as_bytes()).unwrap();
+            seen
+        });
+        (authority, handle)
     }
 
     #[test]
-    fn reads_a_content_length_body() {
-        let r = parse("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhelloEXTRA");
-        assert_eq!(r.status, 200);
-        assert_eq!(r.body, b"hello");
-        assert_eq!(r.header("x-a"), Some("b"));
-        assert_eq!(r.header("X-A"), Some("b"));
-    }
-
-    #[test]
-    fn decodes_a_chunked_body() {
-        let r = parse(
-            "HTTP/1.1 422 Unprocessable Entity\r\nTransfer-Encoding: chunked\r\n\r\n\
-             4\r\n{\"a\"\r\n3;ext=1\r\n:1}\r\n0\r\nTrailer: x\r\n\r\n",
+    fn an_error_status_is_an_answer_with_its_body() {
+        let (at, server) = serve_once(
+            "HTTP/1.1 422 Unprocessable Entity\r\nTransfer-Encoding: chunked\r\nX-A: b\r\n\r\n\
+             4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n",
         );
+        let r = Request::post_json("/api/predict/", b"{\"data\":[]}")
+            .header("Content-Type", "text/plain")
+            .send(&at)
+            .unwrap();
         assert_eq!(r.status, 422);
-        assert_eq!(r.text(), "{\"a\":1}");
         assert_eq!(r.json().unwrap()["a"], 1);
+        assert_eq!(r.header("X-A"), Some("b"));
+        let sent = String::from_utf8(server.join().unwrap()).unwrap().to_ascii_lowercase();
+        assert!(sent.starts_with("post /api/predict/ http/1.1\r\n"), "{sent}");
+        assert!(sent.contains("content-type: text/plain\r\n"), "{sent}");
+        assert!(!sent.contains("application/json"), "{sent}");
+        assert!(sent.ends_with("{\"data\":[]}"), "{sent}");
     }
 
     #[test]
-    fn reads_to_eof_without_length() {
-        let r = parse("HTTP/1.0 503 Service Unavailable\r\n\r\nno model");
-        assert_eq!(r.status, 503);
-        assert_eq!(r.text(), "no model");
+    fn a_refused_connection_is_an_io_error() {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let err = Request::get("/").send(&format!("127.0.0.1:{port}")).unwrap_err();
+        let refused = err.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        });
+        assert!(refused, "{err:#}");
     }
 
     #[test]
-    fn refuses_a_non_http_answer() {
-        assert!(read_response("SSH-2.0-OpenSSH\r\n".as_bytes(), false).is_err());
-        assert!(read_response("HTTP/1.1 200 OK\r\nBroken\r\n\r\n".as_bytes(), false).is_err());
+    fn a_non_http_answer_is_an_error() {
+        let (at, _server) = serve_once("SSH-2.0-OpenSSH\r\n");
+        assert!(Request::get("/").send(&at).is_err());
     }
 }

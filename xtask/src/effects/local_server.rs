@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 
 use crate::effects::http::Request;
 use crate::effects::paths;
+use crate::effects::poll::{self, Poll};
 
 /// A free port on 127.0.0.1 (bound, then released for the server to take).
 pub fn free_port() -> Result<u16> {
@@ -60,28 +61,21 @@ impl LocalServer {
     pub fn wait_for(&mut self, path: &str, status: u16, timeout: Duration) -> Result<Duration> {
         let authority = self.authority();
         let probe = Request::get(path).timeout(Duration::from_millis(500));
-        loop {
-            let last = match probe.send(&authority) {
-                Ok(r) if r.status == status => return Ok(self.started.elapsed()),
-                Ok(r) => format!("answered {}", r.status),
-                Err(e) => format!("{e:#}"),
+        let left = timeout.saturating_sub(self.started.elapsed());
+        let waited = poll::until(left, Duration::from_millis(1), || {
+            let seen = match probe.send(&authority) {
+                Ok(r) if r.status == status => return Ok(Poll::Ready(self.started.elapsed())),
+                Ok(r) => format!("answering {}", r.status),
+                Err(e) => format!("failing ({e:#})"),
             };
-            if let Some(exit) = self.child.try_wait()? {
-                bail!(
-                    "{} exited ({exit}) before answering {path}:\n{}",
-                    self.name,
-                    self.log_tail()
-                );
+            match self.child.try_wait()? {
+                Some(exit) => bail!("exited ({exit})"),
+                None => Ok(Poll::Pending(seen)),
             }
-            if self.started.elapsed() > timeout {
-                bail!(
-                    "{} did not answer {path} with {status} within {timeout:?} ({last}):\n{}",
-                    self.name,
-                    self.log_tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        });
+        waited.map_err(|e| {
+            anyhow!("{} did not answer {path} with {status}: {e:#}\n{}", self.name, self.log_tail())
+        })
     }
 
     /// Resident set size in KiB, from `/proc/PID/status`.

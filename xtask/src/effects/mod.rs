@@ -12,6 +12,7 @@ pub mod docker;
 pub mod http;
 pub mod local_server;
 pub mod paths;
+pub mod poll;
 pub mod process;
 pub mod python;
 pub mod registry;

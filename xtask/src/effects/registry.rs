@@ -12,19 +12,20 @@ use std::fs::{self, File};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
 use bluegreen::REGISTRY_ADDR;
 
 use crate::effects::http::Request;
+use crate::effects::poll::{self, Poll};
 use crate::effects::process::{cmd, output};
 use crate::effects::{deps, paths};
 
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn dir() -> PathBuf {
     paths::target().join("registry")
@@ -145,47 +146,44 @@ pub fn ensure_running() -> Result<RegistryGuard> {
         log_file().display()
     );
 
-    let deadline = Instant::now() + START_TIMEOUT;
-    loop {
+    let answered = poll::until(START_TIMEOUT, Duration::from_millis(200), || {
         if answering() {
-            return Ok(RegistryGuard { child: Some(child) });
+            return Ok(Poll::Ready(()));
         }
-        if let Some(status) = child.try_wait()? {
-            let _ = fs::remove_file(pid_file());
-            bail!(
-                "the registry exited at start ({status}); its log ({}):\n{}",
-                log_file().display(),
-                log_tail()
-            );
+        match child.try_wait()? {
+            Some(status) => bail!("it exited at start ({status})"),
+            None => Ok(Poll::Pending("not answering GET /v2/".to_owned())),
         }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!(
-                "the registry did not answer GET http://{REGISTRY_ADDR}/v2/ within {START_TIMEOUT:?}; \
-                 its log:\n{}",
-                log_tail()
-            );
-        }
-        sleep(Duration::from_millis(200));
+    });
+    if let Err(e) = answered {
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = fs::remove_file(pid_file());
+        bail!(
+            "the registry on {REGISTRY_ADDR} did not start: {e:#}; its log ({}):\n{}",
+            log_file().display(),
+            log_tail()
+        );
     }
+    Ok(RegistryGuard { child: Some(child) })
 }
 
 /// Stops the registry recorded in the pid file (started by `up` or a stage
-/// of an earlier run). Returns whether one was running.
+/// of an earlier run). Returns whether one was running; fails, keeping the
+/// pid file, while it still runs.
 pub fn stop() -> Result<bool> {
-    let Ok(text) = fs::read_to_string(pid_file()) else {
-        return Ok(false);
+    let text = match fs::read_to_string(pid_file()) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", pid_file().display())),
     };
-    let _ = fs::remove_file(pid_file());
-    let Ok(pid) = text.trim().parse::<u32>() else {
-        return Ok(false);
-    };
-    if !is_registry(pid) {
-        return Ok(false);
+    let pid = text.trim().parse::<u32>().ok().filter(|pid| is_registry(*pid));
+    if let Some(pid) = pid {
+        terminate(pid)?;
     }
-    terminate(pid)?;
-    Ok(true)
+    // Gone (or the file named no live registry): the record goes too.
+    let _ = fs::remove_file(pid_file());
+    Ok(pid.is_some())
 }
 
 /// Whether `pid` is a live `docker-registry` (not a recycled pid).
@@ -195,18 +193,27 @@ fn is_registry(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-/// SIGTERM, then wait for the process to go, then SIGKILL.
+/// Whether the registry `pid` has exited (a zombie has: only its exit
+/// status is left for its parent to read).
+fn gone(pid: u32) -> bool {
+    !is_registry(pid) || is_zombie(pid)
+}
+
+/// SIGTERM, then wait for the process to go, then SIGKILL; fails unless it
+/// is gone.
 fn terminate(pid: u32) -> Result<()> {
     let _ = output(cmd("kill", ["-TERM", &pid.to_string()]));
-    let deadline = Instant::now() + STOP_TIMEOUT;
-    while is_registry(pid) && !is_zombie(pid) {
-        if Instant::now() > deadline {
-            output(cmd("kill", ["-KILL", &pid.to_string()]))?;
-            break;
-        }
-        sleep(Duration::from_millis(100));
+    let wait = |timeout| {
+        poll::until(timeout, Duration::from_millis(100), || {
+            Ok(if gone(pid) { Poll::Ready(()) } else { Poll::Pending("running".to_owned()) })
+        })
+    };
+    if wait(STOP_TIMEOUT).is_ok() {
+        return Ok(());
     }
-    Ok(())
+    eprintln!("the registry (pid {pid}) ignored SIGTERM for {STOP_TIMEOUT:?}; sending SIGKILL");
+    let _ = output(cmd("kill", ["-KILL", &pid.to_string()]));
+    wait(KILL_TIMEOUT).with_context(|| format!("the registry (pid {pid}) survives SIGKILL"))
 }
 
 fn is_zombie(pid: u32) -> bool {

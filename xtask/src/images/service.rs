@@ -5,8 +5,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
 
-use crate::effects::process::{cmd, output, run};
+use crate::effects::process::{cmd, run};
 use crate::effects::{docker, paths};
 
 /// The Rust target the service is built for: static glibc (static-pie).
@@ -69,13 +70,14 @@ pub fn build_image(
     docker::build(&context, &[reference], build_args)
 }
 
-/// The file's sha256, by coreutils' `sha256sum` (always on Debian).
+/// The file's sha256, hex, read in a stream.
 pub fn sha256_of(path: &Path) -> Result<String> {
-    let out = output(cmd("sha256sum", [path]))?;
-    out.split_whitespace()
-        .next()
-        .map(str::to_owned)
-        .with_context(|| format!("unexpected sha256sum output {out:?}"))
+    let mut file =
+        fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(format!("{:x}", hasher.finalize()))
 }
 
 #[cfg(test)]
@@ -109,5 +111,17 @@ mod tests {
         let me = fs::read(std::env::current_exe().unwrap()).unwrap();
         // Test binaries are built without crt-static: they need ld.so.
         assert!(elf_needs_interpreter(&me).unwrap());
+    }
+
+    #[test]
+    fn hashes_a_file_as_sha256sum_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("abc");
+        fs::write(&file, "abc").unwrap();
+        assert_eq!(
+            sha256_of(&file).unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert!(sha256_of(&dir.path().join("missing")).is_err());
     }
 }

@@ -12,7 +12,6 @@
 use std::fs;
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -22,6 +21,7 @@ use bluegreen::{Color, NETWORK, PROJECT, REGISTRY_ADDR, Upstream, label};
 use crate::effects::compose::Tool;
 use crate::effects::docker::{self, docker};
 use crate::effects::http::Request;
+use crate::effects::poll::{self, Poll};
 use crate::effects::process::{output, run};
 use crate::effects::{deps, paths, registry};
 use crate::stages::build::{self, BuildArgs, Built};
@@ -197,22 +197,17 @@ fn container_of(tool: Tool, service: &str) -> Result<String> {
 }
 
 fn wait_for_prediction(timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let last = Request::post_json("/api/predict/", DOCUMENTED_REQUEST.as_bytes())
+    poll::until(timeout, Duration::from_millis(500), || {
+        let answer = Request::post_json("/api/predict/", DOCUMENTED_REQUEST.as_bytes())
             .timeout(Duration::from_secs(5))
             .send(FRONT);
-        match last {
-            Ok(r) if r.status == 200 => return Ok(()),
-            _ if Instant::now() < deadline => sleep(Duration::from_millis(500)),
-            Ok(r) => bail!(
-                "POST http://{FRONT}/api/predict/ still answers {} after {timeout:?}: {}",
-                r.status,
-                r.text()
-            ),
-            Err(e) => return Err(e.context(format!("nginx on {FRONT} does not answer"))),
-        }
-    }
+        Ok(match answer {
+            Ok(r) if r.status == 200 => Poll::Ready(()),
+            Ok(r) => Poll::Pending(format!("answering {}: {}", r.status, r.text())),
+            Err(e) => Poll::Pending(format!("failing ({e:#})")),
+        })
+    })
+    .with_context(|| format!("POST http://{FRONT}/api/predict/ through nginx"))
 }
 
 pub fn down() -> Result<()> {
