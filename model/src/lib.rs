@@ -2,8 +2,9 @@
 //!
 //! Everything both sides must agree on lives here and only here: the trip
 //! schema and its validation rules ([`trip`]), the feature engineering
-//! ([`features`]), the versioned JSON artifact ([`artifact`]) and
-//! [`predict`](artifact::ModelArtifact::predict).
+//! ([`features`]), the versioned JSON artifact ([`artifact`]),
+//! [`predict`](artifact::ModelArtifact::predict) and what a training run
+//! reports ([`metrics`]).
 //!
 //! Architecture invariant: this crate does no IO and links no BLAS/LAPACK;
 //! its only dependency beyond `thiserror` is serde.
@@ -11,6 +12,7 @@
 pub mod artifact;
 pub mod features;
 pub mod geo;
+pub mod metrics;
 pub mod scores;
 pub mod trip;
 
@@ -19,5 +21,6 @@ pub use features::{
     FEATURE_NAMES, FEATURE_SET, FeatureRange, FeatureSpec, N_FEATURES, feature_domain,
     feature_specs, features,
 };
+pub use metrics::Metrics;
 pub use scores::{ScoreAccumulator, Scores};
-pub use trip::{Field, Trip, Violation, ViolationKind};
+pub use trip::{DOCUMENTED_TRIP, Field, Trip, Violation, ViolationKind};

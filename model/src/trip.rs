@@ -63,6 +63,12 @@ impl Field {
 /// The largest passenger count the API accepts.
 pub const MAX_PASSENGERS: u8 = 9;
 
+/// The trip of the API's documented request (DESIGN.md), in
+/// [`Field::ALL`] order: valid, and far outside New York, so it must be
+/// predicted (and flagged), never refused. The service's OpenAPI example,
+/// the pipeline's smoke and integration checks and `up` all send it.
+pub const DOCUMENTED_TRIP: [f64; 5] = [70.15, -40.22, 70.83, -1.0, 2.0];
+
 /// Why a value was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ViolationKind {
@@ -186,7 +192,7 @@ mod tests {
         use Field::*;
         use ViolationKind::*;
         check([40.7, -73.9, 40.8, -73.95, 1.0], &[]);
-        check([70.15, -40.22, 70.83, -1.0, 2.0], &[]);
+        check(DOCUMENTED_TRIP, &[]);
         check([90.0, 180.0, -90.0, -180.0, 0.0], &[]);
         check([40.7, -73.9, 40.8, -73.95, 9.0], &[]);
         check([90.1, -73.9, 40.8, -73.95, 1.0], &[(PickupLatitude, OutOfRange)]);
@@ -205,7 +211,7 @@ mod tests {
 
     #[test]
     fn documented_request_is_valid_but_outside_the_service_area() {
-        let t = Trip::from_values([70.15, -40.22, 70.83, -1.0, 2.0]).unwrap();
+        let t = Trip::from_values(DOCUMENTED_TRIP).unwrap();
         assert!(!t.in_service_area());
         assert!(t.validate().is_ok());
     }

@@ -15,9 +15,10 @@ use clap::{Args, Parser, Subcommand};
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
+use model::Metrics;
 use trainer::clean::DropReason;
 use trainer::output::{write_atomic, write_atomic_with};
-use trainer::report::{self, Metrics};
+use trainer::report;
 use trainer::train::{TrainConfig, train};
 use trainer::{lineage, synth};
 
@@ -145,8 +146,9 @@ fn run_train(args: &TrainArgs) -> Result<ExitCode> {
     };
     write_atomic(&destination, trained.artifact.to_json()?.as_bytes())?;
     if let Some(path) = &args.metrics {
-        let metrics =
-            serde_json::to_string_pretty(&Metrics::of(&trained)).context("serialising metrics")?;
+        let metrics = Metrics::of(&trained.artifact, trained.condition)
+            .to_json()
+            .context("serialising metrics")?;
         write_atomic(path, metrics.as_bytes())?;
     }
     info!(

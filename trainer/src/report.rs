@@ -1,69 +1,12 @@
-//! What a run tells people and machines: the readable report on stdout and
-//! `metrics.json` (the shape the pipeline's quality gate and CI read).
+//! What a run tells people: the readable report on stdout. What it tells
+//! machines, `metrics.json`, is [`model::Metrics`].
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use model::{FEATURE_NAMES, Scores};
-use serde::Serialize;
+use model::FEATURE_NAMES;
 
 use crate::clean::DropReason;
 use crate::train::Trained;
-
-/// `metrics.json`: the DESIGN shape plus identification and the fit.
-#[derive(Debug, Serialize)]
-pub struct Metrics {
-    pub model: Scores,
-    pub baseline: Scores,
-    pub rows: Rows,
-    pub model_version: String,
-    pub data_file: String,
-    pub data_sha256: String,
-    pub split_seed: u64,
-    pub test_fraction: f64,
-    pub condition_number: f64,
-    pub intercept: f64,
-    pub coefficients: BTreeMap<String, f64>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Rows {
-    pub read: u64,
-    pub used: u64,
-    pub train: u64,
-    pub test: u64,
-    pub dropped: BTreeMap<String, u64>,
-}
-
-impl Metrics {
-    pub fn of(t: &Trained) -> Metrics {
-        let a = &t.artifact;
-        let l = &a.lineage;
-        Metrics {
-            model: l.metrics,
-            baseline: l.baseline,
-            rows: Rows {
-                read: l.rows_read,
-                used: l.rows_used,
-                train: l.rows_train,
-                test: l.rows_test,
-                dropped: l.rows_dropped.clone(),
-            },
-            model_version: a.model_version.clone(),
-            data_file: l.data_file.clone(),
-            data_sha256: l.data_sha256.clone(),
-            split_seed: l.split_seed,
-            test_fraction: l.test_fraction,
-            condition_number: t.condition,
-            intercept: a.intercept,
-            coefficients: FEATURE_NAMES
-                .iter()
-                .zip(&a.coefficients)
-                .map(|(n, c)| ((*n).to_owned(), *c))
-                .collect(),
-        }
-    }
-}
 
 /// The human-readable report.
 pub fn render(t: &Trained) -> String {

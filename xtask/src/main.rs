@@ -1,6 +1,7 @@
 //! `cargo xtask <stage>`: every pipeline stage, the local stack and the
 //! benchmarks, runnable the same way on a laptop, in CI and in `.ci/run`.
 
+mod api;
 mod bench;
 mod effects;
 mod images;

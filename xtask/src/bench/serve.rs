@@ -15,11 +15,12 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use model::ModelArtifact;
 
+use crate::api;
 use crate::effects::http::Request;
 use crate::effects::local_server::{LocalServer, free_port};
 use crate::effects::process::{self, cmd, output};
 use crate::effects::{deps, paths, python};
-use crate::stages::{build, smoke, train};
+use crate::stages::{artifacts, smoke, train};
 
 #[derive(clap::Args, Debug)]
 pub struct BenchServeArgs {
@@ -171,7 +172,7 @@ pub fn run(args: &BenchServeArgs) -> Result<()> {
 
 /// The artifact to serve: the trained one when present, else the stub.
 fn model(args: &BenchServeArgs, work: &Path) -> Result<(PathBuf, ModelArtifact)> {
-    let trained = build::default_model();
+    let trained = artifacts::model_path();
     let path = match &args.model {
         Some(p) => p.clone(),
         None if trained.is_file() => trained,
@@ -181,7 +182,7 @@ fn model(args: &BenchServeArgs, work: &Path) -> Result<(PathBuf, ModelArtifact)>
             stub
         }
     };
-    let artifact = build::load_model(&path)?;
+    let artifact = artifacts::load_model(&path)?;
     Ok((path, artifact))
 }
 
@@ -189,10 +190,7 @@ fn model(args: &BenchServeArgs, work: &Path) -> Result<(PathBuf, ModelArtifact)>
 /// sample (the project's one trip generator), not rows made up here.
 fn scenarios(work: &Path) -> Result<Vec<Scenario>> {
     let rows = synthetic_trips(work, 100)?;
-    let batch = |n: usize| {
-        let data: Vec<serde_json::Value> = rows[..n].iter().map(|r| trip_json(*r)).collect();
-        serde_json::json!({ "data": data }).to_string()
-    };
+    let batch = |n: usize| api::predict_body(&rows[..n]);
     Ok(vec![
         Scenario { name: "GET /", path: "/", body: None },
         Scenario { name: "predict 1 row", path: "/api/predict/", body: Some(batch(1)) },
@@ -233,18 +231,6 @@ fn valid_trips(csv: &str) -> Result<Vec<[f64; 5]>> {
         (nonzero && model::Trip::from_values(values).is_ok()).then_some(values)
     });
     Ok(trips.collect())
-}
-
-fn trip_json(values: [f64; 5]) -> serde_json::Value {
-    let mut row = serde_json::Map::new();
-    for (field, value) in model::Field::ALL.iter().zip(values) {
-        let value = match field {
-            model::Field::PassengerCount => serde_json::json!(value as u8),
-            _ => serde_json::json!(value),
-        };
-        row.insert(field.name().to_owned(), value);
-    }
-    serde_json::Value::Object(row)
 }
 
 fn start(server: Server, python: &Path, work: &Path, model: &Path) -> Result<LocalServer> {
@@ -649,9 +635,6 @@ Transfer/sec:      4.00MB
                    2,k,7.5,t,-73.99,95.0,-73.98,40.76,1\n\
                    3,broken line\n";
         assert_eq!(valid_trips(csv).unwrap(), vec![[40.75, -73.99, 40.76, -73.98, 2.0]]);
-        let row = trip_json([40.75, -73.99, 40.76, -73.98, 2.0]);
-        assert_eq!(row["pickup_longitude"], -73.99);
-        assert_eq!(row["passenger_count"], 2);
         assert!(valid_trips("a,b\n1,2\n").is_err());
     }
 

@@ -17,7 +17,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use crate::effects::{deps, paths, python};
-use crate::stages::train;
+use crate::stages::{artifacts, train};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchTrainArgs {
@@ -174,8 +174,9 @@ fn run_trainer(trainer: &Path, csv: &Path, repeat: u32, scratch: &Path) -> Resul
         metrics.display().to_string(),
     ];
     let (cost, _) = measure(trainer, &args, repeat, scratch)?;
-    let reported = train::Reported::read(&metrics)?;
-    Ok((Measured { cost, r2: reported.r2, rmse: reported.rmse }, reported.rows_read))
+    let reported = artifacts::read_metrics(&metrics)?;
+    let scores = reported.model;
+    Ok((Measured { cost, r2: scores.r2, rmse: scores.rmse }, reported.rows.read))
 }
 
 /// How the original stack reads the CSV.

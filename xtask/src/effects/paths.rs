@@ -1,4 +1,5 @@
 //! Where things are: the workspace root, build outputs, the reference data.
+//! (What the stages hand each other in `artifacts/` is `stages::artifacts`.)
 
 use std::path::{Path, PathBuf};
 
@@ -10,12 +11,6 @@ pub fn root() -> PathBuf {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
-}
-
-/// Where stages put what later stages (and CI job artifacts) pick up:
-/// `model.json`, `metrics.json`, generated samples, image tags.
-pub fn artifacts() -> PathBuf {
-    root().join("artifacts")
 }
 
 /// The reference data set, `../shared/data/uber.csv`, when this checkout

@@ -18,14 +18,16 @@ use anyhow::{Context, Result, bail};
 
 use bluegreen::{Color, NETWORK, PROJECT, REGISTRY_ADDR, Upstream, label};
 
+use crate::api;
 use crate::effects::compose::Tool;
 use crate::effects::docker::{self, docker};
 use crate::effects::http::Request;
 use crate::effects::poll::{self, Poll};
 use crate::effects::process::{output, run};
 use crate::effects::{deps, paths, registry};
-use crate::stages::build::{self, BuildArgs, Built};
-use crate::stages::integration::{self, DOCUMENTED_REQUEST};
+use crate::stages::artifacts::{self, Built};
+use crate::stages::build::{self, BuildArgs};
+use crate::stages::integration;
 use crate::stages::train;
 
 #[derive(clap::Args, Debug)]
@@ -74,7 +76,7 @@ pub fn up(args: &UpArgs) -> Result<()> {
 
     let mut build = args.build.clone();
     if args.no_train {
-        build::load_model(&build.model.clone().unwrap_or_else(build::default_model))?;
+        artifacts::load_model(&build.model.clone().unwrap_or_else(artifacts::model_path))?;
     } else {
         let trained = train::run(&train::TrainArgs::default())?;
         println!(
@@ -116,7 +118,7 @@ pub fn up(args: &UpArgs) -> Result<()> {
     println!("Try:");
     println!(
         "  curl -X POST localhost:8080/api/predict/ -H 'Content-Type: application/json' -d '{}'",
-        DOCUMENTED_REQUEST
+        api::documented_request()
     );
     println!("Stop everything with `cargo xtask down`.");
     Ok(())
@@ -197,8 +199,9 @@ fn container_of(tool: Tool, service: &str) -> Result<String> {
 }
 
 fn wait_for_prediction(timeout: Duration) -> Result<()> {
+    let documented = api::documented_request();
     poll::until(timeout, Duration::from_millis(500), || {
-        let answer = Request::post_json("/api/predict/", DOCUMENTED_REQUEST.as_bytes())
+        let answer = Request::post_json("/api/predict/", documented.as_bytes())
             .timeout(Duration::from_secs(5))
             .send(FRONT);
         Ok(match answer {

@@ -5,19 +5,18 @@
 //! The recipes themselves live in [`crate::images`]; this stage runs them,
 //! pushes, and records what it built in `artifacts/images.json`.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
-use serde::{Deserialize, Serialize};
+use anyhow::{Context, Result};
 
 use bluegreen::{REGISTRY_ADDR, SERVICE_REPOSITORY};
 
 use crate::effects::docker::{self, docker};
 use crate::effects::process::{output, run};
+use crate::effects::registry;
 use crate::effects::revision::{self, Revision};
-use crate::effects::{paths, registry};
 use crate::images::{nginx, service};
+use crate::stages::artifacts::{self, Built};
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct BuildArgs {
@@ -31,59 +30,12 @@ pub struct BuildArgs {
     pub debian_mirror: Option<String>,
 }
 
-/// What a build produced; also written to `artifacts/images.json` for the
-/// stages (and CI jobs) that come after.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Built {
-    /// `localhost:5000/taxi/service:<sha>[-dirty]`, pushed.
-    pub service: String,
-    /// `taxi/nginx:<sha>[-dirty]`, local.
-    pub nginx: String,
-    /// The revision tag both carry.
-    pub tag: String,
-    /// The model version baked into the service image.
-    pub model_version: String,
-    pub service_bytes: u64,
-    pub nginx_bytes: u64,
-}
-
-/// Where a build records what it produced.
-pub fn record_path() -> PathBuf {
-    paths::artifacts().join("images.json")
-}
-
-/// What the last build in this workspace produced, if any.
-pub fn last_built() -> Option<Built> {
-    let text = fs::read_to_string(record_path()).ok()?;
-    serde_json::from_str(&text).ok()
-}
-
-/// The default model artifact path.
-pub fn default_model() -> PathBuf {
-    paths::artifacts().join("model.json")
-}
-
-/// The model artifact a build bakes in: read, and validated by the `model`
-/// crate exactly as the service will.
-pub fn load_model(path: &Path) -> Result<model::ModelArtifact> {
-    let text = match fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
-            "no model artifact at {}: run `cargo xtask train` first (or pass --model)",
-            path.display()
-        ),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    };
-    model::ModelArtifact::from_json(&text)
-        .with_context(|| format!("{} is not a usable model artifact", path.display()))
-}
-
 pub fn build(args: &BuildArgs) -> Result<Built> {
     docker::ensure_running()?;
     // First, so a taken port 5000 fails the stage before minutes of building.
     let registry_guard = registry::ensure_running()?;
-    let model_path = args.model.clone().unwrap_or_else(default_model);
-    let artifact = load_model(&model_path)?;
+    let model_path = args.model.clone().unwrap_or_else(artifacts::model_path);
+    let artifact = artifacts::load_model(&model_path)?;
     let revision = Revision::current()?;
     let tag = revision.tag();
     // The commit's time, not the clock's (as SOURCE_DATE_EPOCH would):
@@ -130,8 +82,7 @@ pub fn build(args: &BuildArgs) -> Result<Built> {
         tag,
         model_version: artifact.model_version,
     };
-    fs::create_dir_all(paths::artifacts())?;
-    fs::write(record_path(), serde_json::to_string_pretty(&built)?)?;
+    built.record()?;
     println!("service image  {}  {}", built.service, megabytes(built.service_bytes));
     println!("nginx image    {}  {}", built.nginx, megabytes(built.nginx_bytes));
     println!("pushed {} (and :latest) to {}", built.service, REGISTRY_ADDR);
@@ -157,15 +108,4 @@ fn image_size(reference: &str) -> Result<u64> {
 /// Bytes as megabytes (10^6, as `docker images` counts them).
 pub fn megabytes(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_missing_model_is_named() {
-        let err = load_model(Path::new("/nonexistent/model.json")).unwrap_err();
-        assert!(format!("{err:#}").contains("cargo xtask train"), "{err:#}");
-    }
 }

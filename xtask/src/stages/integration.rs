@@ -16,21 +16,18 @@ use anyhow::{Context, Result, bail, ensure};
 use bluegreen::{REGISTRY_HOST, SERVICE_REPOSITORY};
 use serde_json::{Value, json};
 
+use crate::api;
 use crate::effects::docker::{self, docker};
 use crate::effects::http::{Request, Response};
 use crate::effects::process::{self, output};
 use crate::effects::registry;
 use crate::effects::revision::Revision;
-use crate::stages::build;
-
-/// The request the API documents (DESIGN.md): it lies outside New York and
-/// must still answer 200.
-pub const DOCUMENTED_REQUEST: &str = r#"{"data":[{"pickup_latitude":70.15,"pickup_longitude":-40.22,"dropoff_latitude":70.83,"dropoff_longitude":-1.0,"passenger_count":2}]}"#;
+use crate::stages::artifacts::{self, Built};
 
 /// Trips whose predictions are compared with the `model` crate's, as
 /// [pickup lat, pickup lon, dropoff lat, dropoff lon, passengers].
 const ROWS: [[f64; 5]; 6] = [
-    [70.15, -40.22, 70.83, -1.0, 2.0],
+    model::DOCUMENTED_TRIP,
     [40.7614, -73.9776, 40.6413, -73.7781, 1.0],
     [40.7128, -74.0060, 40.7306, -73.9352, 3.0],
     [40.7769, -73.8740, 40.7580, -73.9855, 0.0],
@@ -76,7 +73,7 @@ impl IntegrationArgs {
         if let Some(image) = &self.image {
             return Ok(image.clone());
         }
-        if let Some(built) = build::last_built() {
+        if let Some(built) = Built::last()? {
             return Ok(built.service);
         }
         Ok(format!("{SERVICE_REPOSITORY}:{}", Revision::current()?.tag()))
@@ -141,8 +138,8 @@ impl Checks {
 pub fn run(args: &IntegrationArgs) -> Result<()> {
     docker::ensure_running()?;
     let image = args.image()?;
-    let model_path = args.model.clone().unwrap_or_else(build::default_model);
-    let artifact = build::load_model(&model_path)?;
+    let model_path = args.model.clone().unwrap_or_else(artifacts::model_path);
+    let artifact = artifacts::load_model(&model_path)?;
     let tag = image.rsplit_once(':').map(|(_, t)| t.to_owned()).unwrap_or_default();
     println!("integration: testing {image}");
 
@@ -282,8 +279,10 @@ fn api_checks(checks: &mut Checks, addr: &str, tag: &str, artifact: &model::Mode
     checks.run("GET /ready answers 200", || {
         expect_status(get("/ready")?, 200).map(|_| Outcome::Pass)
     });
+    let documented = api::documented_request();
+    let documented = documented.as_str();
     checks.run("POST /api/predict/ answers the documented request", || {
-        let r = expect_status(post("/api/predict/", DOCUMENTED_REQUEST)?, 200)?;
+        let r = expect_status(post("/api/predict/", documented)?, 200)?;
         let body = r.json()?;
         let predictions = body["predictions"].as_array().context("no predictions array")?;
         ensure!(predictions.len() == 1, "{} predictions for 1 row", predictions.len());
@@ -297,11 +296,10 @@ fn api_checks(checks: &mut Checks, addr: &str, tag: &str, artifact: &model::Mode
         Ok(Outcome::Pass)
     });
     checks.run("POST /api/predict (no slash) answers too", || {
-        expect_status(post("/api/predict", DOCUMENTED_REQUEST)?, 200).map(|_| Outcome::Pass)
+        expect_status(post("/api/predict", documented)?, 200).map(|_| Outcome::Pass)
     });
     checks.run("predictions equal the model crate's, row for row", || {
-        let rows: Vec<Value> = ROWS.iter().map(|r| row_json(*r)).collect();
-        let body = json!({ "data": rows }).to_string();
+        let body = api::predict_body(&ROWS);
         let r = expect_status(post("/api/predict/", &body)?, 200)?;
         let got: Vec<f64> = r.json()?["predictions"]
             .as_array()
@@ -330,9 +328,9 @@ fn api_checks(checks: &mut Checks, addr: &str, tag: &str, artifact: &model::Mode
         Ok(Outcome::Pass)
     });
     checks.run("an out-of-range latitude is refused with 422 naming the field", || {
-        let mut bad = row_json(ROWS[1]);
+        let mut bad = api::trip_json(ROWS[1]);
         bad["pickup_latitude"] = json!(91.0);
-        let body = json!({ "data": [row_json(ROWS[0]), bad] }).to_string();
+        let body = json!({ "data": [api::trip_json(ROWS[0]), bad] }).to_string();
         let r = expect_status(post("/api/predict/", &body)?, 422)?;
         let detail = r.json()?;
         let locs: Vec<&Value> = detail["detail"]
@@ -353,7 +351,7 @@ fn api_checks(checks: &mut Checks, addr: &str, tag: &str, artifact: &model::Mode
         expect_status(post("/api/predict/", r#"{"data":[]}"#)?, 422).map(|_| Outcome::Pass)
     });
     checks.run("a wrong content type is refused with 415", || {
-        let r = Request::post_json("/api/predict/", DOCUMENTED_REQUEST.as_bytes())
+        let r = Request::post_json("/api/predict/", documented.as_bytes())
             .header("Content-Type", "text/plain")
             .send(addr)?;
         expect_status(r, 415).map(|_| Outcome::Pass)
@@ -375,16 +373,6 @@ fn expect_status(r: Response, status: u16) -> Result<Response> {
     Ok(r)
 }
 
-fn row_json([plat, plon, dlat, dlon, n]: [f64; 5]) -> Value {
-    json!({
-        "pickup_latitude": plat,
-        "pickup_longitude": plon,
-        "dropoff_latitude": dlat,
-        "dropoff_longitude": dlon,
-        "passenger_count": n as u8,
-    })
-}
-
 fn expected_predictions(artifact: &model::ModelArtifact) -> Result<Vec<f64>> {
     ROWS.iter()
         .map(|r| {
@@ -398,22 +386,6 @@ fn expected_predictions(artifact: &model::ModelArtifact) -> Result<Vec<f64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_documented_request_is_valid_json_with_one_valid_row() {
-        let v: Value = serde_json::from_str(DOCUMENTED_REQUEST).unwrap();
-        let row = &v["data"][0];
-        let values = [
-            "pickup_latitude",
-            "pickup_longitude",
-            "dropoff_latitude",
-            "dropoff_longitude",
-            "passenger_count",
-        ]
-        .map(|f| row[f].as_f64().unwrap());
-        assert!(model::Trip::from_values(values).is_ok());
-        assert_eq!(row_json(ROWS[0]), *row);
-    }
 
     #[test]
     fn defaults_match_the_command_line() {

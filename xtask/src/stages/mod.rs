@@ -3,6 +3,7 @@
 //! CI job (`cargo xtask <stage>`), so the pipeline runs the same way on a
 //! laptop, in CI and in `.ci/run`.
 
+pub mod artifacts;
 pub mod build;
 pub mod ci;
 pub mod integration;

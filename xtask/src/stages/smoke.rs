@@ -11,11 +11,11 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use model::{Lineage, ModelArtifact, N_FEATURES};
 
+use crate::api;
 use crate::effects::http::Request;
 use crate::effects::local_server::{LocalServer, free_port};
 use crate::effects::paths;
 use crate::effects::process::{self, cmd};
-use crate::stages::integration::DOCUMENTED_REQUEST;
 
 /// The `model_version` of the stub artifact.
 pub const STUB_VERSION: &str = "smoke-stub-not-for-production";
@@ -88,7 +88,8 @@ fn no_model(binary: &Path) -> Result<()> {
     ensure!(body["status"] == "ok", "GET / status is {}", body["status"]);
     ensure!(body["model_loaded"] == false, "GET / says a model is loaded: {body}");
     check_status(&at, Request::get("/ready"), 503)?;
-    check_status(&at, Request::post_json("/api/predict/", DOCUMENTED_REQUEST.as_bytes()), 503)?;
+    let documented = api::documented_request();
+    check_status(&at, Request::post_json("/api/predict/", documented.as_bytes()), 503)?;
     check_healthcheck(binary, server.port, false)?;
     println!("smoke: no model: / 200 (model_loaded=false), /ready 503, predict 503, healthcheck 1");
     Ok(())
@@ -100,7 +101,8 @@ fn stub_model(binary: &Path, stub: &Path) -> Result<()> {
     check_status(&at, Request::get("/ready"), 200)?;
     let live = Request::get("/").send(&at)?.json()?;
     ensure!(live["model_version"] == STUB_VERSION, "GET / reports model {}", live["model_version"]);
-    let predicted = Request::post_json("/api/predict/", DOCUMENTED_REQUEST.as_bytes()).send(&at)?;
+    let documented = api::documented_request();
+    let predicted = Request::post_json("/api/predict/", documented.as_bytes()).send(&at)?;
     ensure!(predicted.status == 200, "predict answered {}: {}", predicted.status, predicted.text());
     let body = predicted.json()?;
     let fares = body["predictions"].as_array().context("no predictions array")?;

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
-use serde_json::Value;
 
 use crate::effects::process::{self, cmd};
 use crate::effects::{deps, paths};
+use crate::stages::artifacts;
 
 /// The quality gate on the reference data: the bar for held-out R².
 pub const MIN_R2_REFERENCE: f64 = 0.77;
@@ -90,7 +90,7 @@ pub fn ensure_synthetic(trainer: &Path, path: &Path, rows: u64, seed: u64) -> Re
 
 pub fn run(args: &TrainArgs) -> Result<TrainOutput> {
     let trainer = build_trainer()?;
-    let out_dir = paths::artifacts();
+    let out_dir = artifacts::dir();
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let reference = if args.sample { None } else { paths::reference_csv() };
     let (data, default_gate) = match (&args.csv, reference) {
@@ -119,8 +119,8 @@ pub fn run(args: &TrainArgs) -> Result<TrainOutput> {
         }
     };
     let min_r2 = args.min_r2.unwrap_or(default_gate);
-    let model = out_dir.join("model.json");
-    let metrics = out_dir.join("metrics.json");
+    let model = artifacts::model_path();
+    let metrics = artifacts::metrics_path();
 
     let mut c = Command::new(&trainer);
     c.arg("train")
@@ -144,37 +144,12 @@ pub fn run(args: &TrainArgs) -> Result<TrainOutput> {
         ),
         _ => bail!("the trainer failed ({status})"),
     }
-    let Reported { r2, rmse, .. } = Reported::read(&metrics)?;
+    let scores = artifacts::read_metrics(&metrics)?.model;
+    let (r2, rmse) = (scores.r2, scores.rmse);
     eprintln!(
         "train: held-out R² {r2:.4}, RMSE {rmse:.3} (gate R² >= {min_r2}); wrote {} and {}",
         model.display(),
         metrics.display()
     );
     Ok(TrainOutput { model, data, r2, rmse })
-}
-
-/// What a trainer run reported in its metrics.json.
-#[derive(Debug, Clone, Copy)]
-pub struct Reported {
-    /// Held-out R² and RMSE of the model.
-    pub r2: f64,
-    pub rmse: f64,
-    /// Data records read from the CSV.
-    pub rows_read: u64,
-}
-
-impl Reported {
-    pub fn read(metrics: &Path) -> Result<Reported> {
-        let text = std::fs::read_to_string(metrics)
-            .with_context(|| format!("reading {}", metrics.display()))?;
-        let parsed: Value = serde_json::from_str(&text)
-            .with_context(|| format!("parsing {}", metrics.display()))?;
-        let score = |key: &str| parsed["model"][key].as_f64();
-        let (Some(r2), Some(rmse), Some(rows_read)) =
-            (score("r2"), score("rmse"), parsed["rows"]["read"].as_u64())
-        else {
-            bail!("{} lacks model.r2, model.rmse or rows.read", metrics.display());
-        };
-        Ok(Reported { r2, rmse, rows_read })
-    }
 }
