@@ -16,3 +16,12 @@ pub mod reference;
 
 #[cfg(test)]
 mod fixtures;
+pub mod docker;
+pub mod error;
+pub mod nginx;
+pub mod platform;
+pub mod probe;
+pub mod metrics;
+pub mod status;
+pub mod atomic_file;
+pub mod store;

@@ -1,0 +1,266 @@
+//! The app containers and the nginx container, through the Docker Engine
+//! API (bollard). Only IO: what to do is decided elsewhere.
+//!
+//! Containers are found by label, never by remembered IDs. Idempotent
+//! outcomes (304 already started/stopped, 404 already gone, 409 already
+//! being removed) count as success.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bluegreen::{Color, label};
+use bollard::Docker;
+use bollard::errors::Error as BollardError;
+use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, EventMessage, HealthStatusEnum, HostConfig, NetworkingConfig,
+    PortBinding, RestartPolicy, RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, EventsOptions, InspectContainerOptions,
+    ListContainersOptions, RemoveContainerOptions, StopContainerOptions,
+};
+use futures_util::{Stream, StreamExt, TryStreamExt};
+
+use crate::error::{Error, Result};
+use crate::observed::{Container, Health};
+
+/// The oldest Engine API the controller speaks (Docker 20.10).
+const MIN_API: (u32, u32) = (1, 41);
+/// How long a replaced color's containers get to finish their requests
+/// after SIGTERM before they are killed.
+const STOP_GRACE: Duration = Duration::from_secs(30);
+
+#[derive(Clone)]
+pub struct Engine {
+    docker: Docker,
+}
+
+fn is_status(e: &BollardError, codes: &[u16]) -> bool {
+    matches!(e, BollardError::DockerResponseServerError { status_code, .. } if codes.contains(status_code))
+}
+
+fn project_filter(extra: &[(&str, &str)]) -> HashMap<String, Vec<String>> {
+    let mut labels = vec![format!("{}={}", label::PROJECT, bluegreen::PROJECT)];
+    labels.extend(extra.iter().map(|(k, v)| format!("{k}={v}")));
+    HashMap::from([("label".to_owned(), labels)])
+}
+
+impl Engine {
+    /// Connects to the local Engine (`DOCKER_HOST` or the default socket)
+    /// and refuses an Engine older than API 1.41.
+    pub async fn connect() -> Result<Engine> {
+        let docker = Docker::connect_with_local_defaults()?;
+        let version = docker.version().await?;
+        let api = version.api_version.unwrap_or_default();
+        let mut parts = api.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        if found < MIN_API {
+            return Err(Error::DockerTooOld { found: api, required: format!("{}.{}", MIN_API.0, MIN_API.1) });
+        }
+        Ok(Engine { docker })
+    }
+
+    /// Every app container of the project, with its Docker health.
+    pub async fn app_containers(&self) -> Result<Vec<Container>> {
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(project_filter(&[(label::ROLE, label::ROLE_APP)])),
+            ..Default::default()
+        };
+        let mut found = Vec::new();
+        for summary in self.docker.list_containers(Some(options)).await? {
+            let Some(id) = summary.id else { continue };
+            let labels = summary.labels.unwrap_or_default();
+            let Some(color) = labels.get(label::COLOR).and_then(|c| c.parse::<Color>().ok()) else {
+                continue;
+            };
+            let inspect = match self.docker.inspect_container(&id, None::<InspectContainerOptions>).await {
+                Ok(i) => i,
+                // Removed between the list and the inspect.
+                Err(e) if is_status(&e, &[404]) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let state = inspect.state.unwrap_or_default();
+            let health = match state.health.and_then(|h| h.status) {
+                Some(HealthStatusEnum::HEALTHY) => Health::Healthy,
+                Some(HealthStatusEnum::UNHEALTHY) => Health::Unhealthy,
+                Some(HealthStatusEnum::STARTING) => Health::Starting,
+                _ => Health::None,
+            };
+            let status = state.status.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into());
+            let running = status == "running";
+            found.push(Container {
+                name: inspect.name.unwrap_or_default().trim_start_matches('/').to_owned(),
+                id,
+                color,
+                replica: labels.get(label::NUMBER).and_then(|n| n.parse().ok()).unwrap_or(1),
+                tag: labels.get(label::TAG).cloned().unwrap_or_default(),
+                exit_code: if running { None } else { state.exit_code },
+                state: status,
+                health,
+            });
+        }
+        Ok(found)
+    }
+
+    /// Pulls `repository:tag` from its registry.
+    pub async fn pull(&self, image: &str) -> Result<()> {
+        let (repository, tag) = image.rsplit_once(':').unwrap_or((image, "latest"));
+        let options = CreateImageOptions {
+            from_image: Some(repository.to_owned()),
+            tag: Some(tag.to_owned()),
+            ..Default::default()
+        };
+        let mut progress = self.docker.create_image(Some(options), None, None);
+        while let Some(item) = progress.next().await {
+            item.map_err(|e| Error::Pull { image: image.to_owned(), message: docker_message(&e) })?;
+        }
+        Ok(())
+    }
+
+    /// Creates (if missing) and starts replica `replica` of `color`
+    /// running `image`; a container of that name running another tag is
+    /// replaced.
+    pub async fn start_replica(&self, color: Color, replica: u32, image: &str, tag: &str) -> Result<()> {
+        let name = bluegreen::container_name(color, replica);
+        match self.docker.inspect_container(&name, None::<InspectContainerOptions>).await {
+            Ok(existing) => {
+                let labels = existing.config.and_then(|c| c.labels).unwrap_or_default();
+                if labels.get(label::TAG).map(String::as_str) != Some(tag) {
+                    self.remove(&name, false).await?;
+                    self.create(color, replica, image, tag).await?;
+                }
+            }
+            Err(e) if is_status(&e, &[404]) => self.create(color, replica, image, tag).await?,
+            Err(e) => return Err(e.into()),
+        }
+        match self.docker.start_container(&name, None).await {
+            Err(e) if !is_status(&e, &[304]) => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    async fn create(&self, color: Color, replica: u32, image: &str, tag: &str) -> Result<()> {
+        let name = bluegreen::container_name(color, replica);
+        let labels = HashMap::from([
+            (label::PROJECT.to_owned(), bluegreen::PROJECT.to_owned()),
+            (label::SERVICE.to_owned(), color.service().to_owned()),
+            (label::NUMBER.to_owned(), replica.to_string()),
+            (label::ONEOFF.to_owned(), "False".to_owned()),
+            (label::ROLE.to_owned(), label::ROLE_APP.to_owned()),
+            (label::COLOR.to_owned(), color.as_str().to_owned()),
+            (label::TAG.to_owned(), tag.to_owned()),
+        ]);
+        // The first replica is published on loopback, so an operator can
+        // reach a color without nginx.
+        let port_bindings = (replica == 1).then(|| {
+            HashMap::from([(
+                format!("{}/tcp", bluegreen::APP_PORT),
+                Some(vec![PortBinding {
+                    host_ip: Some("127.0.0.1".into()),
+                    host_port: Some(bluegreen::published_port(color).to_string()),
+                }]),
+            )])
+        });
+        let body = ContainerCreateBody {
+            image: Some(image.to_owned()),
+            env: Some(vec![format!("COLOR={color}"), format!("VERSION={tag}")]),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                    maximum_retry_count: None,
+                }),
+                network_mode: Some(bluegreen::NETWORK.to_owned()),
+                readonly_rootfs: Some(true),
+                cap_drop: Some(vec!["ALL".into()]),
+                security_opt: Some(vec!["no-new-privileges:true".into()]),
+                port_bindings,
+                ..Default::default()
+            }),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    bluegreen::NETWORK.to_owned(),
+                    EndpointSettings {
+                        aliases: Some(vec![color.service().to_owned(), name.clone()]),
+                        ..Default::default()
+                    },
+                )])),
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptions { name: Some(name), ..Default::default() };
+        self.docker.create_container(Some(options), body).await?;
+        Ok(())
+    }
+
+    /// Removes a container; `graceful` first stops it with SIGTERM and a
+    /// grace period, so it finishes the requests it holds.
+    pub async fn remove(&self, id: &str, graceful: bool) -> Result<()> {
+        if graceful {
+            let options = StopContainerOptions { t: Some(STOP_GRACE.as_secs() as i32), ..Default::default() };
+            match self.docker.stop_container(id, Some(options)).await {
+                Err(e) if !is_status(&e, &[304, 404]) => return Err(e.into()),
+                _ => {}
+            }
+        }
+        let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
+        match self.docker.remove_container(id, Some(options)).await {
+            Err(e) if !is_status(&e, &[404, 409]) => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// The running nginx container of the project.
+    pub async fn nginx(&self) -> Result<String> {
+        let options = ListContainersOptions {
+            filters: Some(project_filter(&[(label::SERVICE, bluegreen::NGINX_SERVICE)])),
+            ..Default::default()
+        };
+        let list = self.docker.list_containers(Some(options)).await?;
+        list.into_iter().find_map(|c| c.id).ok_or(Error::NginxMissing(bluegreen::PROJECT))
+    }
+
+    /// Runs a command in a container; returns its exit code and output.
+    pub async fn exec(&self, container: &str, cmd: &[&str]) -> Result<(i64, String)> {
+        let options = CreateExecOptions {
+            cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        let exec = self.docker.create_exec(container, options).await?;
+        let mut text = String::new();
+        if let StartExecResults::Attached { mut output, .. } = self.docker.start_exec(&exec.id, None).await? {
+            while let Some(chunk) = output.try_next().await? {
+                text.push_str(&chunk.to_string());
+            }
+        }
+        let inspect = self.docker.inspect_exec(&exec.id).await?;
+        Ok((inspect.exit_code.unwrap_or(-1), text.trim().to_owned()))
+    }
+
+    /// The project's container events (health_status, die, destroy,
+    /// start), from `since` (Unix seconds) on. The stream ends when the
+    /// daemon restarts: the caller reconnects and resyncs.
+    pub fn events(&self, since: Option<i64>) -> impl Stream<Item = Result<EventMessage>> + use<> {
+        let mut filters = project_filter(&[]);
+        filters.insert("type".into(), vec!["container".into()]);
+        filters.insert(
+            "event".into(),
+            ["health_status", "die", "destroy", "start"].map(String::from).to_vec(),
+        );
+        let options = EventsOptions { since: since.map(|s| s.to_string()), until: None, filters: Some(filters) };
+        self.docker.events(Some(options)).map_err(Error::from)
+    }
+}
+
+/// The daemon's own message, without bollard's wrapping.
+fn docker_message(e: &BollardError) -> String {
+    match e {
+        BollardError::DockerResponseServerError { message, .. } => message.clone(),
+        BollardError::DockerStreamError { error } => error.clone(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,150 @@
+//! The controller's Prometheus metrics: rollouts by result and level,
+//! rollout and step durations, time from healthy to switched, the active
+//! color, reconcile errors by kind and manifest errors.
+
+use bluegreen::Color;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::record::{Finished, Outcome};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RolloutLabels {
+    result: String,
+    level: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StepLabels {
+    step: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ColorLabels {
+    color: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+fn seconds() -> Histogram {
+    // 5 ms to about 3 minutes.
+    Histogram::new(exponential_buckets(0.005, 2.0, 16))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    rollouts: Family<RolloutLabels, Counter>,
+    rollout_seconds: Histogram,
+    step_seconds: Family<StepLabels, Histogram, fn() -> Histogram>,
+    healthy_to_switched: Histogram,
+    active: Family<ColorLabels, Gauge>,
+    reconcile_errors: Family<KindLabels, Counter>,
+    manifest_errors: Counter,
+    reconciles: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let m = Metrics {
+            registry: Registry::with_prefix("controller"),
+            rollouts: Family::default(),
+            rollout_seconds: seconds(),
+            step_seconds: Family::new_with_constructor(seconds),
+            healthy_to_switched: seconds(),
+            active: Family::default(),
+            reconcile_errors: Family::default(),
+            manifest_errors: Counter::default(),
+            reconciles: Counter::default(),
+        };
+        let mut registry = m.registry;
+        registry.register("rollouts", "Finished rollouts by result and rollback level", m.rollouts.clone());
+        registry.register("rollout_duration_seconds", "Duration of finished rollouts", m.rollout_seconds.clone());
+        registry.register("step_duration_seconds", "Duration of each rollout step", m.step_seconds.clone());
+        registry.register(
+            "healthy_to_switched_seconds",
+            "From every new replica healthy to nginx reloaded on it",
+            m.healthy_to_switched.clone(),
+        );
+        registry.register("active_color", "1 for the color nginx sends traffic to", m.active.clone());
+        registry.register("reconcile_errors", "Failed reconcile steps by kind", m.reconcile_errors.clone());
+        registry.register("manifest_errors", "Manifest reads refused (parse or validation)", m.manifest_errors.clone());
+        registry.register("reconciles", "Reconcile steps taken", m.reconciles.clone());
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    pub fn finished(&self, f: &Finished) {
+        let result = match f.result {
+            Outcome::Succeeded => "succeeded",
+            Outcome::RolledBack => "rolled_back",
+        };
+        let level = f.level.map(|l| l.to_string()).unwrap_or_else(|| "none".into());
+        self.rollouts.get_or_create(&RolloutLabels { result: result.into(), level }).inc();
+        self.rollout_seconds.observe(f.finished_at.millis_since(f.started_at) as f64 / 1000.0);
+        for s in &f.steps {
+            self.step_seconds.get_or_create(&StepLabels { step: s.step.clone() }).observe(s.ms as f64 / 1000.0);
+        }
+        if let Some(ms) = f.healthy_to_switched_ms {
+            self.healthy_to_switched.observe(ms as f64 / 1000.0);
+        }
+    }
+
+    pub fn active(&self, live: Option<Color>) {
+        for c in Color::ALL {
+            self.active.get_or_create(&ColorLabels { color: c.to_string() }).set(i64::from(live == Some(c)));
+        }
+    }
+
+    pub fn reconcile_error(&self, kind: &str) {
+        self.reconcile_errors.get_or_create(&KindLabels { kind: kind.into() }).inc();
+    }
+
+    pub fn manifest_error(&self) {
+        self.manifest_errors.inc();
+    }
+
+    pub fn reconciled(&self) {
+        self.reconciles.inc();
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Timestamp;
+    use crate::fixtures::desired;
+    use crate::record::{Record, Stage};
+
+    #[test]
+    fn counts_rollouts_and_errors_by_label() {
+        let m = Metrics::default();
+        let mut r = Record::default();
+        r.begin(&desired("v1"), Color::Blue, None, Timestamp(0));
+        r.enter(Stage::Rollback { level: 2, reason: "probe".into() }, Timestamp(500));
+        m.finished(&r.finish(Timestamp(1000)).unwrap());
+        m.active(Some(Color::Green));
+        m.reconcile_error("nginx_test");
+        let text = m.encode();
+        assert!(text.contains(r#"controller_rollouts_total{result="rolled_back",level="2"} 1"#), "{text}");
+        assert!(text.contains(r#"controller_active_color{color="green"} 1"#), "{text}");
+        assert!(text.contains(r#"controller_active_color{color="blue"} 0"#), "{text}");
+        assert!(text.contains(r#"controller_reconcile_errors_total{kind="nginx_test"} 1"#), "{text}");
+        assert!(text.contains(r#"controller_step_duration_seconds_count{step="rollback"} 1"#), "{text}");
+    }
+}
