@@ -25,3 +25,7 @@ pub mod metrics;
 pub mod status;
 pub mod atomic_file;
 pub mod store;
+pub mod controller;
+pub mod watch;
+pub mod api;
+pub mod manifest_file;

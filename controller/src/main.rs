@@ -1,1 +1,267 @@
-fn main() {}
+//! `controller`: the blue-green deployment controller daemon (`run`) and
+//! the commands that talk to it.
+
+mod cli;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use controller::controller::{Reconciler, Shared};
+use controller::docker::Engine;
+use controller::metrics::Metrics;
+use controller::platform::DockerNginx;
+use controller::record::Record;
+use controller::status::{self, ManifestState};
+use controller::store::{self, Store};
+use controller::{api, manifest_file, watch};
+use tokio::sync::{Mutex, mpsc};
+use tracing::info;
+
+#[derive(Parser)]
+#[command(
+    name = "controller",
+    version,
+    about = "Blue-green deployment controller for the taxi-fare service",
+    long_about = "Blue-green deployment controller for the taxi-fare service.\n\n\
+        `controller run` watches a desired-state manifest (spec.image.tag) and takes each new \
+        tag to production: it starts the idle color, waits for Docker health, points nginx at \
+        it, probes through nginx, and rolls back when any of that fails. The other commands \
+        talk to a running controller over its API."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct ApiArgs {
+    /// The running controller's API.
+    #[arg(long, env = "CONTROLLER_URL", default_value = "http://127.0.0.1:9300")]
+    url: String,
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    /// The API token file (`controller run` creates it, mode 0600, in its
+    /// state directory).
+    #[arg(long, env = "CONTROLLER_TOKEN_FILE", default_value = "target/stack/controller/token")]
+    token_file: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controller until SIGTERM or SIGINT.
+    Run(RunArgs),
+    /// Show the controller's status (phase, desired and active tag, colors, last rollout).
+    Status {
+        /// Print the raw /status JSON document.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// List finished rollouts, newest first.
+    History {
+        /// Print them as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Deploy an image tag: sets spec.image.tag in the manifest.
+    SetImage {
+        /// The image tag (the repository is the manifest's).
+        tag: String,
+        /// Edit this manifest file directly instead of asking the controller.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(flatten)]
+        token: TokenArgs,
+    },
+    /// Go back to the newest tag that succeeded before the desired one.
+    Rollback {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(flatten)]
+        token: TokenArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The desired-state manifest to watch (its directory is watched).
+    #[arg(long, env = "CONTROLLER_MANIFEST", default_value = "manifests/rollout.yaml")]
+    manifest: PathBuf,
+    /// Where the record (state.json) and the API token live.
+    #[arg(long, env = "CONTROLLER_STATE_DIR", default_value = "target/stack/controller")]
+    state_dir: PathBuf,
+    /// The directory nginx includes upstream.conf from.
+    #[arg(long, env = "CONTROLLER_UPSTREAM_DIR", default_value = "target/stack/upstream")]
+    upstream_dir: PathBuf,
+    /// nginx's URL as the controller reaches it, for the probe.
+    #[arg(long, env = "CONTROLLER_PROXY_URL", default_value = "http://127.0.0.1:80")]
+    proxy_url: String,
+    /// The API's address; loopback unless told otherwise.
+    #[arg(long, env = "CONTROLLER_LISTEN", default_value = "127.0.0.1:9300")]
+    listen: SocketAddr,
+    /// The periodic resync, a safety net for missed events.
+    #[arg(long, env = "CONTROLLER_RESYNC", default_value = "5s", value_parser = humantime::parse_duration)]
+    resync: Duration,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("controller: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("controller: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> Result<()> {
+    match command {
+        Command::Run(args) => run(args).await,
+        Command::Status { json, api } => {
+            let status = cli::Client::new(&api.url).status().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", cli::summary(&status));
+            }
+            Ok(())
+        }
+        Command::History { json, api } => {
+            let status = cli::Client::new(&api.url).status().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status.history)?);
+            } else if status.history.is_empty() {
+                println!("no rollout has finished yet");
+            }
+            if !json {
+                for f in &status.history {
+                    println!("{} (started {})", cli::history_line(f), f.started_at);
+                }
+            }
+            Ok(())
+        }
+        Command::SetImage { tag, manifest: Some(path), .. } => {
+            manifest_file::write_tag(&path, &tag)?;
+            println!("{}: spec.image.tag is now {tag}", path.display());
+            Ok(())
+        }
+        Command::SetImage { tag, manifest: None, api, token } => {
+            let token = cli::read_token(&token.token_file)?;
+            let accepted = cli::Client::new(&api.url).set_image(&token, &tag).await?;
+            println!("{}: spec.image.tag is now {}; follow it with `controller status`", accepted.manifest, accepted.tag);
+            Ok(())
+        }
+        Command::Rollback { api, token } => {
+            let token = cli::read_token(&token.token_file)?;
+            let accepted = cli::Client::new(&api.url).rollback(&token).await?;
+            println!("rolling back to {} ({})", accepted.tag, accepted.manifest);
+            Ok(())
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f == "json");
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}
+
+async fn run(args: RunArgs) -> Result<()> {
+    init_tracing();
+    let manifest = absolute(&args.manifest);
+    std::fs::create_dir_all(&args.state_dir)
+        .with_context(|| format!("cannot create the state directory {}", args.state_dir.display()))?;
+    let token = store::token(&args.state_dir.join("token")).context("cannot read or create the API token")?;
+    let engine = Engine::connect().await.context("cannot use the Docker Engine")?;
+    let platform = DockerNginx::new(engine.clone(), args.upstream_dir.clone(), args.proxy_url.clone());
+
+    let (triggers, trigger_rx) = mpsc::channel(64);
+    let source = manifest.display().to_string();
+    let initial = status::build(
+        &ManifestState { desired: None, error: None, source: &source },
+        None,
+        &Record::default(),
+        None,
+        controller::clock::Timestamp::now(),
+    );
+    let shared = Arc::new(Shared {
+        status: tokio::sync::watch::channel(initial).0,
+        metrics: Metrics::default(),
+        manifest: manifest.clone(),
+        manifest_lock: Mutex::new(()),
+        triggers: triggers.clone(),
+        token,
+    });
+    let reconciler = Reconciler::new(platform, shared.clone(), Store::new(&args.state_dir), args.resync)?;
+    let _watcher = watch::manifest(&manifest, triggers.clone())
+        .with_context(|| format!("cannot watch the directory of {}", manifest.display()))?;
+    tokio::spawn(watch::docker_events(engine, triggers));
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut server_stop = stopped.clone();
+    let server = axum::serve(listener, api::router(shared)).with_graceful_shutdown(async move {
+        let _ = server_stop.wait_for(|s| *s).await;
+    });
+    let server = tokio::spawn(async move { server.await });
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        info!("stopping after the step under way");
+        let _ = stop.send(true);
+    });
+    info!(
+        listen = %args.listen,
+        manifest = %manifest.display(),
+        upstream = %args.upstream_dir.display(),
+        proxy = %args.proxy_url,
+        "controller running"
+    );
+    reconciler.run(trigger_rx, stopped).await;
+    server.await.context("the API server panicked")?.context("the API server failed")?;
+    info!("controller stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Without handlers the default action (exit) still applies.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

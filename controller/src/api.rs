@@ -1,0 +1,127 @@
+//! The controller's HTTP API: `/status`, `/metrics`, `/healthz`, and the
+//! authenticated mutations. A mutation edits the manifest, never the
+//! world: the file stays the truth and the loop carries it out.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tracing::info;
+
+use crate::controller::{Shared, Trigger};
+use crate::manifest_file;
+use crate::record::Outcome;
+
+pub const SET_IMAGE: &str = "/api/v1/image";
+pub const ROLLBACK: &str = "/api/v1/rollback";
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/status", get(status))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route(SET_IMAGE, post(set_image))
+        .route(ROLLBACK, post(rollback))
+        .with_state(shared)
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SetImage {
+    pub tag: String,
+}
+
+/// What a mutation answers.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Accepted {
+    pub tag: String,
+    pub manifest: String,
+}
+
+fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+async fn status(State(shared): State<Arc<Shared>>) -> Response {
+    Json(shared.status.borrow().clone()).into_response()
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        shared.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// Checks `Authorization: Bearer <token>` in constant time.
+fn authorized(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let expected = shared.token.as_bytes();
+    let same = given.len() == expected.len()
+        && given.bytes().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+    if same {
+        Ok(())
+    } else {
+        Err(refuse(StatusCode::UNAUTHORIZED, "a valid `Authorization: Bearer <token>` is required"))
+    }
+}
+
+async fn write_tag(shared: &Shared, tag: String, why: &'static str) -> Response {
+    let _editing = shared.manifest_lock.lock().await;
+    let path = shared.manifest.clone();
+    let written = {
+        let (path, tag) = (path.clone(), tag.clone());
+        tokio::task::spawn_blocking(move || manifest_file::write_tag(&path, &tag)).await
+    };
+    match written {
+        Ok(Ok(())) => {
+            info!(%tag, command = why, "manifest updated");
+            let _ = shared.triggers.try_send(Trigger::Command(why));
+            let body = Accepted { tag, manifest: path.display().to_string() };
+            (StatusCode::ACCEPTED, Json(body)).into_response()
+        }
+        Ok(Err(crate::error::Error::Manifest(e))) => refuse(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        Ok(Err(e)) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn set_image(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Option<Json<SetImage>>) -> Response {
+    if let Err(r) = authorized(&shared, &headers) {
+        return r;
+    }
+    let Some(Json(SetImage { tag })) = body else {
+        return refuse(StatusCode::UNPROCESSABLE_ENTITY, r#"the body must be JSON: {"tag": "<image tag>"}"#);
+    };
+    write_tag(&shared, tag, "set-image").await
+}
+
+/// Back to the newest tag that succeeded, other than the desired one.
+async fn rollback(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&shared, &headers) {
+        return r;
+    }
+    let target = {
+        let status = shared.status.borrow();
+        let current = status.desired.tag.clone();
+        status
+            .history
+            .iter()
+            .filter(|f| f.result == Outcome::Succeeded)
+            .map(|f| f.tag.clone())
+            .find(|t| Some(t) != current.as_ref())
+    };
+    match target {
+        Some(tag) => write_tag(&shared, tag, "rollback").await,
+        None => refuse(StatusCode::CONFLICT, "no earlier tag has succeeded: nothing to roll back to"),
+    }
+}

@@ -1,0 +1,276 @@
+//! The reconcile loop: read the manifest, observe, decide, perform one
+//! step, record it; wait for a trigger (manifest change, Docker event,
+//! operator command), a deadline of the rollout, or the periodic resync.
+//! One reconcile at a time: this loop is the only place steps run.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Mutex, mpsc, watch};
+use tracing::{error, info, warn};
+
+use crate::clock::Timestamp;
+use crate::error::{Error, Result};
+use crate::manifest::{self, Desired};
+use crate::metrics::Metrics;
+use crate::observed::Observed;
+use crate::platform::Platform;
+use crate::reconcile::{Removal, Step, decide};
+use crate::record::{Record, Stage};
+use crate::status::{self, ManifestState, Status};
+use crate::store::Store;
+
+/// How long to wait before retrying a step that failed.
+const BACKOFF: Duration = Duration::from_secs(2);
+
+/// Why a reconcile runs; only logged — the reconcile assumes nothing.
+#[derive(Debug, Clone)]
+pub enum Trigger {
+    Manifest,
+    Docker(String),
+    Command(&'static str),
+}
+
+/// What the loop shares with the API.
+pub struct Shared {
+    pub status: watch::Sender<Status>,
+    pub metrics: Metrics,
+    /// The manifest file the controller watches and edits.
+    pub manifest: PathBuf,
+    /// Held while the API edits the manifest.
+    pub manifest_lock: Mutex<()>,
+    pub triggers: mpsc::Sender<Trigger>,
+    pub token: String,
+}
+
+pub struct Reconciler<P> {
+    platform: P,
+    shared: Arc<Shared>,
+    store: Store,
+    record: Record,
+    desired: Option<Desired>,
+    manifest_error: Option<String>,
+    observed: Option<Observed>,
+    last_error: Option<String>,
+    resync: Duration,
+}
+
+enum Flow {
+    /// Take the next step at once.
+    Next,
+    /// Wait for a trigger, or until this instant (or the resync).
+    Wait(Option<Timestamp>),
+}
+
+impl<P: Platform> Reconciler<P> {
+    /// Loads the record and notes a restart in the rollout it holds.
+    pub fn new(platform: P, shared: Arc<Shared>, store: Store, resync: Duration) -> Result<Reconciler<P>> {
+        let (mut record, warning) = store.load()?;
+        if let Some(w) = warning {
+            warn!(problem = %w, "the state file was corrupt; starting from what is observed");
+        }
+        if let Some(r) = &record.rollout {
+            info!(revision = r.revision, tag = %r.tag, step = r.stage.name(), "resuming the rollout in flight");
+        }
+        record.note_restart();
+        store.save(&record)?;
+        Ok(Reconciler {
+            platform,
+            shared,
+            store,
+            record,
+            desired: None,
+            manifest_error: None,
+            observed: None,
+            last_error: None,
+            resync,
+        })
+    }
+
+    /// Runs until `shutdown` turns true; a step under way is finished
+    /// first, so the record never lags the world by more than one step.
+    pub async fn run(mut self, mut triggers: mpsc::Receiver<Trigger>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let until = match self.reconcile().await {
+                Flow::Next => continue,
+                Flow::Wait(until) => until,
+            };
+            let pause = until.map_or(self.resync, |t| t.remaining(Timestamp::now()).min(self.resync));
+            tokio::select! {
+                trigger = triggers.recv() => {
+                    if let Some(t) = trigger {
+                        tracing::debug!(trigger = ?t, "reconcile");
+                    }
+                    // Several triggers at once need one reconcile.
+                    while triggers.try_recv().is_ok() {}
+                }
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    async fn reconcile(&mut self) -> Flow {
+        self.read_manifest().await;
+        let observed = match self.platform.observe().await {
+            Ok(o) => o,
+            Err(e) => return self.failed(e),
+        };
+        self.shared.metrics.active(observed.live_color());
+        let now = Timestamp::now();
+        let step = decide(self.desired.as_ref(), &observed, &self.record, now);
+        self.observed = Some(observed);
+        self.publish(now);
+        if let Step::Wait { until } = step {
+            return Flow::Wait(until);
+        }
+        self.shared.metrics.reconciled();
+        match self.perform(step).await {
+            Ok(()) => {
+                self.last_error = None;
+                match self.store.save(&self.record) {
+                    Ok(()) => Flow::Next,
+                    Err(e) => self.failed(e),
+                }
+            }
+            Err(e) => {
+                // What the step changed in the record is kept too.
+                if let Err(save) = self.store.save(&self.record) {
+                    error!(error = %save, "cannot save the state");
+                }
+                self.failed(e)
+            }
+        }
+    }
+
+    fn failed(&mut self, e: Error) -> Flow {
+        self.shared.metrics.reconcile_error(e.metric_label());
+        warn!(error = %e, kind = e.metric_label(), "reconcile step failed; retrying");
+        self.last_error = Some(e.to_string());
+        self.publish(Timestamp::now());
+        Flow::Wait(Some(Timestamp::now().plus(BACKOFF)))
+    }
+
+    /// Re-reads the whole manifest. A refused file keeps the last valid
+    /// desired state in force.
+    async fn read_manifest(&mut self) {
+        let path = &self.shared.manifest;
+        let result = match tokio::fs::read_to_string(path).await {
+            Ok(text) => manifest::parse(&text).map_err(|e| e.to_string()),
+            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        };
+        match result {
+            Ok(desired) => {
+                if self.manifest_error.take().is_some() {
+                    info!(manifest = %path.display(), "the manifest is valid again");
+                }
+                if self.desired.as_ref() != Some(&desired) {
+                    info!(tag = %desired.tag, replicas = desired.replicas, "desired state");
+                }
+                self.desired = Some(desired);
+            }
+            Err(message) => {
+                if self.manifest_error.as_deref() != Some(&message) {
+                    self.shared.metrics.manifest_error();
+                    warn!(manifest = %path.display(), error = %message, "manifest refused; the last valid desired state stays");
+                }
+                self.manifest_error = Some(message);
+            }
+        }
+    }
+
+    fn publish(&self, now: Timestamp) {
+        let source = self.shared.manifest.display().to_string();
+        let manifest =
+            ManifestState { desired: self.desired.as_ref(), error: self.manifest_error.as_deref(), source: &source };
+        let status =
+            status::build(&manifest, self.observed.as_ref(), &self.record, self.last_error.as_deref(), now);
+        self.shared.status.send_replace(status);
+    }
+
+    fn rollout_desired(&self) -> Option<Desired> {
+        self.record.rollout.as_ref().map(|r| r.desired.clone())
+    }
+
+    async fn perform(&mut self, step: Step) -> Result<()> {
+        let stage = self.record.rollout.as_ref().map(|r| r.stage.clone());
+        match step {
+            Step::Wait { .. } => {}
+            Step::Begin { color, from } => {
+                let Some(desired) = self.desired.clone() else { return Ok(()) };
+                self.record.begin(&desired, color, from, Timestamp::now());
+                let revision = self.record.rollout.as_ref().map_or(0, |r| r.revision);
+                info!(revision, tag = %desired.tag, %color, "rollout begins");
+            }
+            Step::Remove { color, why } => {
+                info!(%color, why = ?why, "removing the color's containers");
+                self.platform.remove_color(color, why == Removal::ScaleDown).await?;
+            }
+            Step::Start { color, image, tag, replicas } => {
+                info!(%color, %image, replicas, "pulling and starting");
+                let Some(desired) = self.rollout_desired() else { return Ok(()) };
+                match self.platform.start_color(color, &image, &tag, replicas).await {
+                    Ok(()) => {
+                        let now = Timestamp::now();
+                        self.record.enter(Stage::Health { deadline: now.plus(desired.health_timeout) }, now);
+                    }
+                    Err(e) => self.roll_back(1, e.to_string()),
+                }
+            }
+            Step::Healthy => {
+                info!("every new replica is healthy; switching");
+                self.record.enter(Stage::Switch, Timestamp::now());
+            }
+            Step::Switch { to, replicas } => {
+                let forward = stage == Some(Stage::Switch);
+                info!(to = ?to, forward, "switching nginx");
+                match self.platform.switch_traffic(to, replicas).await {
+                    Ok(()) if forward => self.record.enter(Stage::Verify, Timestamp::now()),
+                    Ok(()) => {}
+                    // nginx kept its old configuration: traffic never moved.
+                    Err(e @ (Error::NginxTest(_) | Error::NginxReload(_))) if forward => {
+                        self.roll_back(1, e.to_string())
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Step::Probe { color, tag } => {
+                let Some(desired) = self.rollout_desired() else { return Ok(()) };
+                match self.platform.probe(color, &tag, &desired.probe).await {
+                    Ok(()) => {
+                        let now = Timestamp::now();
+                        info!(%color, %tag, "the new color answers through nginx");
+                        self.record.enter(Stage::ScaleDown { not_before: now.plus(desired.scale_down_delay) }, now);
+                    }
+                    Err(e) => self.roll_back(2, e.to_string()),
+                }
+            }
+            Step::Fail { level, reason } => self.roll_back(level, reason),
+            Step::Finish => {
+                if let Some(f) = self.record.finish(Timestamp::now()) {
+                    self.shared.metrics.finished(&f);
+                    info!(
+                        revision = f.revision,
+                        tag = %f.tag,
+                        color = %f.color,
+                        result = ?f.result,
+                        level = ?f.level,
+                        reason = f.reason.as_deref().unwrap_or(""),
+                        healthy_to_switched_ms = ?f.healthy_to_switched_ms,
+                        "rollout finished"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn roll_back(&mut self, level: u8, reason: String) {
+        warn!(level, %reason, "rolling back");
+        self.record.enter(Stage::Rollback { level, reason }, Timestamp::now());
+    }
+}
