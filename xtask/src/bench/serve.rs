@@ -4,8 +4,10 @@
 //! DataFrame as the original service did), against a tuned Python port of
 //! it (the same app with numpy arrays instead of a DataFrame: Python's best
 //! case) and against a hello-world axum server (the ceiling), one after the
-//! other in the same run, with wrk on loopback. Prints requests/s, p50 and p99 per scenario with the ratios,
-//! then idle RSS and the time from spawn to ready.
+//! other in the same run, with wrk on loopback. Prints requests/s, p50 and
+//! p99 per scenario with the ratios, then idle RSS and the time from spawn
+//! to ready. The Python apps are `xtask/python/original_app.py`; both must
+//! predict the model crate's fares before they are measured.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -15,11 +17,12 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use model::ModelArtifact;
 
+use super::python;
 use crate::api;
 use crate::effects::http::Request;
 use crate::effects::local_server::{LocalServer, free_port};
 use crate::effects::process::{self, cmd, output};
-use crate::effects::{deps, paths, python};
+use crate::effects::{deps, paths, venv};
 use crate::stages::{artifacts, smoke, train};
 
 #[derive(clap::Args, Debug)]
@@ -118,9 +121,8 @@ pub fn run(args: &BenchServeArgs) -> Result<()> {
     build.current_dir(paths::root());
     process::run(build)?;
     let python =
-        python::venv("bench-serve", &["fastapi", "uvicorn", "scikit-learn", "numpy", "pandas"])?;
-    let app = work.join("original_app.py");
-    std::fs::write(&app, ORIGINAL_APP)?;
+        venv::python("bench-serve", &["fastapi", "uvicorn", "scikit-learn", "numpy", "pandas"])?;
+    python::install(&work)?;
 
     let scenarios = scenarios(&work)?;
     // Start every server first (one at a time, so start-up times do not
@@ -249,12 +251,14 @@ fn start(server: Server, python: &Path, work: &Path, model: &Path) -> Result<Loc
         }
         Server::Original | Server::NumpyPort => {
             let mut c = Command::new(python);
-            c.args(["-m", "uvicorn", "original_app:app", "--host", "127.0.0.1"])
+            let app = format!("{}:app", python::ORIGINAL_APP_MODULE);
+            c.args(["-m", "uvicorn", &app, "--host", "127.0.0.1"])
                 // uvicorn's defaults, access log included, as the original ran.
                 .args(["--port", &port.to_string()])
                 .current_dir(work)
                 .env("MODEL_PATH", model)
-                .env("FRAME", server.frame().unwrap_or("pandas"));
+                .env("FRAME", server.frame().unwrap_or("pandas"))
+                .env(python::CONSTANTS_ENV, python::constants());
             c
         }
     };
@@ -484,117 +488,6 @@ fn targets(args: &BenchServeArgs, runs: &[ServerRun]) -> String {
     }
     out
 }
-
-/// The original stack, as the project had it: FastAPI, pydantic rows, a
-/// pandas DataFrame per request, a scikit-learn LinearRegression; loaded
-/// here with the artifact's coefficients, the model crate's features
-/// computed in pandas. `FRAME=numpy` runs the tuned port instead.
-const ORIGINAL_APP: &str = r#"
-"""The original FastAPI service, for `cargo xtask bench serve` (generated)."""
-import json, os
-from typing import List
-
-import numpy as np
-import pandas as pd
-from fastapi import FastAPI, HTTPException
-from pydantic import BaseModel
-from sklearn.linear_model import LinearRegression
-
-R = 6371.0088
-JFK, LGA, EWR = (40.6413, -73.7781), (40.7769, -73.8740), (40.6895, -74.1745)
-
-with open(os.environ["MODEL_PATH"]) as f:
-    ARTIFACT = json.load(f)
-MODEL = LinearRegression()
-MODEL.coef_ = np.array(ARTIFACT["coefficients"], dtype=float)
-MODEL.intercept_ = float(ARTIFACT["intercept"])
-MODEL.n_features_in_ = len(ARTIFACT["coefficients"])
-FEATURE_NAMES = [f["name"] for f in ARTIFACT["features"]]
-# As if fitted on a DataFrame: scikit-learn then checks the column names.
-FRAME = os.environ.get("FRAME", "pandas")
-if FRAME == "pandas":
-    MODEL.feature_names_in_ = np.array(FEATURE_NAMES, dtype=object)
-# The service clamps each feature into its training range before predicting.
-LOW = np.array([r["min"] for r in ARTIFACT["feature_ranges"]], dtype=float)
-HIGH = np.array([r["max"] for r in ARTIFACT["feature_ranges"]], dtype=float)
-
-
-def haversine(lat1, lon1, lat2, lon2):
-    la1, la2 = np.radians(lat1), np.radians(lat2)
-    dlat = la2 - la1
-    dlon = np.radians(lon2 - lon1)
-    h = np.sin(dlat / 2) ** 2 + np.cos(la1) * np.cos(la2) * np.sin(dlon / 2) ** 2
-    return 2 * R * np.arcsin(np.minimum(np.sqrt(h), 1.0))
-
-
-def features(x):
-    plat, plon, dlat, dlon, pc = x.T
-    d = haversine(plat, plon, dlat, dlon)
-    cols = [d, np.sqrt(d), np.abs(plat - dlat) * 111.2 + np.abs(plon - dlon) * 84.2]
-    for a in (JFK, LGA, EWR):
-        cols += [haversine(plat, plon, *a), haversine(dlat, dlon, *a)]
-    cols.append(pc)
-    # Order as FEATURE_NAMES: dist, sqrt, manhattan, p/d JFK, p/d LGA, p/d EWR, passengers.
-    return np.column_stack(cols)
-
-
-def feature_frame(df):
-    """The same features, column by column on a DataFrame, as the original."""
-    plat, plon = df["pickup_latitude"], df["pickup_longitude"]
-    dlat, dlon = df["dropoff_latitude"], df["dropoff_longitude"]
-    d = haversine(plat, plon, dlat, dlon)
-    out = pd.DataFrame({
-        "haversine_km": d,
-        "sqrt_haversine_km": np.sqrt(d),
-        "manhattan_km": (plat - dlat).abs() * 111.2 + (plon - dlon).abs() * 84.2,
-    })
-    for name, a in (("jfk", JFK), ("lga", LGA), ("ewr", EWR)):
-        out[f"pickup_{name}_km"] = haversine(plat, plon, *a)
-        out[f"dropoff_{name}_km"] = haversine(dlat, dlon, *a)
-    out["passenger_count"] = df["passenger_count"].astype(float)
-    # The clamp the service applies; the original had none, so it is done
-    # the cheapest way, not to burden the original with it.
-    return pd.DataFrame(np.clip(out[FEATURE_NAMES].to_numpy(), LOW, HIGH), columns=FEATURE_NAMES)
-
-
-class Trip(BaseModel):
-    pickup_latitude: float
-    pickup_longitude: float
-    dropoff_latitude: float
-    dropoff_longitude: float
-    passenger_count: int
-
-
-class Batch(BaseModel):
-    data: List[Trip]
-
-
-app = FastAPI()
-
-
-@app.get("/")
-def root():
-    return {"status": "ok", "model_loaded": True, "model_version": ARTIFACT["model_version"]}
-
-
-@app.get("/ready")
-def ready():
-    return {"status": "ready"}
-
-
-@app.post("/api/predict/")
-def predict(batch: Batch):
-    if not batch.data:
-        raise HTTPException(status_code=422, detail="empty batch")
-    if FRAME == "pandas":
-        df = pd.DataFrame([t.model_dump() for t in batch.data])
-        y = np.maximum(MODEL.predict(feature_frame(df)), 0.0)
-    else:
-        x = np.array([[t.pickup_latitude, t.pickup_longitude, t.dropoff_latitude,
-                       t.dropoff_longitude, t.passenger_count] for t in batch.data], dtype=float)
-        y = np.maximum(MODEL.predict(np.clip(features(x), LOW, HIGH)), 0.0)
-    return {"predictions": y.tolist(), "model_version": ARTIFACT["model_version"]}
-"#;
 
 #[cfg(test)]
 mod tests {

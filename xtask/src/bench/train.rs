@@ -1,22 +1,27 @@
 //! `cargo xtask bench train`: the trainer against the original stack
 //! (pandas + scikit-learn LinearRegression, with the same cleaning and the
-//! same features computed in numpy), side by side in one run, on the
-//! reference data and on synthetic trips. Each command is timed from spawn
-//! to exit (the best of `--repeat` runs; Python's imports count, as they do
-//! for a user), and its CPU time and peak RSS are read from GNU time. Both report their
-//! held-out R² and RMSE, to show that they fit the same model. A last table
-//! trains on 1M and 10M synthetic rows to show that the trainer's peak
-//! memory does not grow with the row count.
+//! same features computed in numpy: `xtask/python/bench_train.py`), side by
+//! side in one run, on the reference data and on synthetic trips. Each
+//! command is timed from spawn to exit (the best of `--repeat` runs;
+//! Python's imports count, as they do for a user), and its CPU time and
+//! peak RSS are read from GNU time.
+//!
+//! A faster number must not be a different answer, so the run fails unless
+//! both sides keep the same rows, the script's features give the model
+//! crate's predictions for the trips it kept, and the two fits score alike
+//! on held-out data. A last table trains on 1M and 10M synthetic rows to
+//! show that the trainer's peak memory does not grow with the row count.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
-use serde_json::Value;
+use anyhow::{Context, Result, anyhow, bail, ensure};
 
-use crate::effects::{deps, paths, python};
+use super::python;
+use crate::effects::venv;
+use crate::effects::{deps, paths};
 use crate::stages::{artifacts, train};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -32,65 +37,6 @@ pub struct BenchTrainArgs {
     #[arg(long)]
     pub no_scaling: bool,
 }
-
-/// The original stack, written out for the run: the same cleaning rules
-/// and features as the trainer (model crate), pandas to read, scikit-learn
-/// to split, fit and score. Prints one JSON line.
-const REFERENCE_SCRIPT: &str = r#"
-import json, sys, time
-started = time.perf_counter()
-import numpy as np
-import pandas as pd
-from sklearn.linear_model import LinearRegression
-from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
-from sklearn.model_selection import train_test_split
-imported = time.perf_counter() - started
-
-path, seed, test_fraction = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-lean = sys.argv[4] == "usecols"
-cols = ["pickup_latitude", "pickup_longitude", "dropoff_latitude", "dropoff_longitude",
-        "passenger_count", "fare_amount"]
-df = pd.read_csv(path, on_bad_lines="skip", usecols=cols if lean else None)
-read = len(df)
-for c in cols:
-    df[c] = pd.to_numeric(df[c], errors="coerce")
-df = df.dropna(subset=cols)
-plat, plon, dlat, dlon, pc, fare = (df[c].to_numpy(dtype=float) for c in cols)
-
-R = 6371.0088
-def hav(la1, lo1, la2, lo2):
-    la1, la2 = np.radians(la1), np.radians(la2)
-    dla, dlo = la2 - la1, np.radians(lo2 - lo1)
-    h = np.sin(dla / 2) ** 2 + np.cos(la1) * np.cos(la2) * np.sin(dlo / 2) ** 2
-    return 2 * R * np.arcsin(np.minimum(np.sqrt(h), 1.0))
-
-keep = (plat != 0) & (plon != 0) & (dlat != 0) & (dlon != 0)
-keep &= (pc >= 1) & (pc <= 6) & (pc == np.floor(pc))
-keep &= (plat >= 40.40) & (plat <= 41.10) & (dlat >= 40.40) & (dlat <= 41.10)
-keep &= (plon >= -74.50) & (plon <= -72.80) & (dlon >= -74.50) & (dlon <= -72.80)
-keep &= (fare >= 2.5) & (fare <= 100)
-dist = hav(plat, plon, dlat, dlon)
-keep &= dist >= 0.05
-plat, plon, dlat, dlon, pc, fare, dist = (a[keep] for a in (plat, plon, dlat, dlon, pc, fare, dist))
-
-airports = [(40.6413, -73.7781), (40.7769, -73.8740), (40.6895, -74.1745)]
-columns = [dist, np.sqrt(dist), np.abs(plat - dlat) * 111.2 + np.abs(plon - dlon) * 84.2]
-for lat, lon in airports:
-    columns += [hav(plat, plon, lat, lon), hav(dlat, dlon, lat, lon)]
-columns.append(pc)
-X = np.column_stack(columns)
-
-X_train, X_test, y_train, y_test = train_test_split(
-    X, fare, test_size=test_fraction, random_state=seed)
-model = LinearRegression().fit(X_train, y_train)
-predicted = np.maximum(model.predict(X_test), 0.0)
-print(json.dumps({
-    "r2": r2_score(y_test, predicted),
-    "rmse": mean_squared_error(y_test, predicted) ** 0.5,
-    "mae": mean_absolute_error(y_test, predicted),
-    "read": read, "used": int(len(fare)), "import_seconds": imported,
-}))
-"#;
 
 /// One command's cost and the quality it reported.
 #[derive(Debug, Clone, Copy)]
@@ -128,7 +74,8 @@ fn measure(program: &Path, args: &[String], repeat: u32, scratch: &Path) -> Resu
             // current numpy, so the comparison runs without them.
             .env_remove("OPENBLAS_CORETYPE")
             .env_remove("OPENBLAS_L2_SIZE")
-            .env("RUST_LOG", "warn");
+            .env("RUST_LOG", "warn")
+            .env(python::CONSTANTS_ENV, python::constants());
         let started = Instant::now();
         let out = c.output().with_context(|| format!("cannot run {}", program.display()))?;
         let wall = started.elapsed().as_secs_f64();
@@ -161,8 +108,14 @@ fn measure(program: &Path, args: &[String], repeat: u32, scratch: &Path) -> Resu
     Ok((cost, stdout))
 }
 
-/// Runs the trainer; returns what it cost and scored, and the rows it read.
-fn run_trainer(trainer: &Path, csv: &Path, repeat: u32, scratch: &Path) -> Result<(Measured, u64)> {
+/// Runs the trainer; returns what it cost and scored, and its metrics.
+/// Its model is left in `scratch/model.json`.
+fn run_trainer(
+    trainer: &Path,
+    csv: &Path,
+    repeat: u32,
+    scratch: &Path,
+) -> Result<(Measured, model::Metrics)> {
     let metrics = scratch.join("metrics.json");
     let args: Vec<String> = vec![
         "train".into(),
@@ -176,7 +129,7 @@ fn run_trainer(trainer: &Path, csv: &Path, repeat: u32, scratch: &Path) -> Resul
     let (cost, _) = measure(trainer, &args, repeat, scratch)?;
     let reported = artifacts::read_metrics(&metrics)?;
     let scores = reported.model;
-    Ok((Measured { cost, r2: scores.r2, rmse: scores.rmse }, reported.rows.read))
+    Ok((Measured { cost, r2: scores.r2, rmse: scores.rmse }, reported))
 }
 
 /// How the original stack reads the CSV.
@@ -189,31 +142,86 @@ enum Reading {
     UsedColumns,
 }
 
+/// Trips of the script's sample compared with the model crate.
+const SAMPLE: usize = 1000;
+
 fn run_python(
     python: &Path,
-    script: &Path,
+    scripts: &Path,
     csv: &Path,
     reading: Reading,
     repeat: u32,
     scratch: &Path,
-) -> Result<Measured> {
+) -> Result<(Measured, python::TrainReport)> {
     let mode = match reading {
         Reading::AllColumns => "all",
         Reading::UsedColumns => "usecols",
     };
     let args = vec![
-        script.display().to_string(),
+        scripts.join(python::BENCH_TRAIN).display().to_string(),
         csv.display().to_string(),
         "42".into(),
         "0.2".into(),
         mode.into(),
+        scratch.join("model.json").display().to_string(),
+        SAMPLE.to_string(),
     ];
     let (cost, stdout) = measure(python, &args, repeat, scratch)?;
-    let line = stdout.lines().last().unwrap_or_default();
-    let parsed: Value = serde_json::from_str(line)
-        .with_context(|| format!("the reference script printed {stdout:?}"))?;
-    let get = |k: &str| parsed[k].as_f64().unwrap_or(f64::NAN);
-    Ok(Measured { cost, r2: get("r2"), rmse: get("rmse") })
+    let report = python::TrainReport::parse(&stdout)?;
+    Ok((Measured { cost, r2: report.r2, rmse: report.rmse }, report))
+}
+
+/// Held-out R² of two fits on different random 80 % of the same rows
+/// differ by sampling noise only; more means they fit different models.
+const R2_TOLERANCE: f64 = 0.02;
+
+/// Fails unless the original stack agrees with the trainer: the same rows
+/// kept by cleaning, the model crate's predictions (under the trainer's
+/// model) for the trips it kept, and the same quality of fit.
+fn check_agreement(
+    rust: &model::Metrics,
+    rust_r2: f64,
+    artifact: &model::ModelArtifact,
+    py: &python::TrainReport,
+) -> Result<()> {
+    ensure!(
+        rust.rows.used == py.used,
+        "the rows kept disagree: the trainer keeps {} of {}, {} keeps {} \
+         (a cleaning rule differs: compare trainer/src/clean.rs with xtask/python/)",
+        rust.rows.used,
+        rust.rows.read,
+        python::BENCH_TRAIN,
+        py.used
+    );
+    let sample = &py.sample;
+    ensure!(
+        sample.trips.len() == sample.predictions.len()
+            && sample.trips.len() == SAMPLE.min(py.used as usize),
+        "{} returned {} trips and {} predictions, expected {}",
+        python::BENCH_TRAIN,
+        sample.trips.len(),
+        sample.predictions.len(),
+        SAMPLE.min(py.used as usize)
+    );
+    for (values, theirs) in sample.trips.iter().zip(&sample.predictions) {
+        let trip = model::Trip::from_values(*values).map_err(|v| {
+            anyhow!("{} kept an invalid trip {values:?}: {v:?}", python::BENCH_TRAIN)
+        })?;
+        let ours = artifact.predict(&trip);
+        ensure!(
+            (ours - theirs).abs() <= 1e-6 + 1e-9 * ours.abs(),
+            "for {values:?} the model crate predicts {ours}, {} {theirs} \
+             (a feature differs: compare model/src/features.rs with xtask/python/nyc_features.py)",
+            python::BENCH_TRAIN
+        );
+    }
+    ensure!(
+        (rust_r2 - py.r2).abs() <= R2_TOLERANCE,
+        "held-out R² {rust_r2:.4} (trainer) and {:.4} (scikit-learn) differ by more than \
+         {R2_TOLERANCE}: the two fit different models",
+        py.r2
+    );
+    Ok(())
 }
 
 /// The 1-minute load average, as text ("?" where unavailable).
@@ -227,11 +235,10 @@ fn load_average() -> String {
 pub fn run(args: &BenchTrainArgs) -> Result<()> {
     deps::ensure(deps::BENCH_TRAIN)?;
     let trainer = train::build_trainer()?;
-    let python = python::venv("bench-train", &["pandas", "scikit-learn"])?;
+    let venv = venv::python("bench-train", &["pandas", "scikit-learn"])?;
     let scratch = paths::target().join("bench-train");
-    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
-    let script = scratch.join("original_stack.py");
-    std::fs::write(&script, REFERENCE_SCRIPT)?;
+    let scripts = scratch.join("python");
+    python::install(&scripts)?;
 
     let mut datasets: Vec<(String, PathBuf)> = Vec::new();
     match paths::reference_csv() {
@@ -269,11 +276,20 @@ pub fn run(args: &BenchTrainArgs) -> Result<()> {
     );
     for (name, csv) in &datasets {
         eprintln!("bench: {name} ({})", csv.display());
-        let (rust, rows) = run_trainer(&trainer, csv, args.repeat, &scratch)?;
+        let (rust, metrics) = run_trainer(&trainer, csv, args.repeat, &scratch)?;
+        let artifact = artifacts::load_model(&scratch.join("model.json"))?;
+        let rows = metrics.rows.read;
         for (label, reading) in
             [("all columns", Reading::AllColumns), ("used columns", Reading::UsedColumns)]
         {
-            let py = run_python(&python, &script, csv, reading, args.repeat, &scratch)?;
+            let (py, report) = run_python(&venv, &scripts, csv, reading, args.repeat, &scratch)?;
+            check_agreement(&metrics, rust.r2, &artifact, &report)
+                .with_context(|| format!("bench train on {name}, {label}"))?;
+            eprintln!(
+                "bench: {name}, {label}: both keep {} rows; {} trips predicted alike",
+                report.used,
+                report.sample.trips.len()
+            );
             let (r, p) = (rust.cost, py.cost);
             let _ = writeln!(
                 table,

@@ -2,7 +2,7 @@
 //! share: running programs ([`process`]), the Docker CLI ([`docker`]),
 //! Compose ([`compose`]), the local registry ([`registry`]), an HTTP client
 //! ([`http`]), our own servers on a free port ([`local_server`]), Debian
-//! packages ([`deps`]), Python virtualenvs ([`python`]), the source revision
+//! packages ([`deps`]), Python virtualenvs ([`venv`]), the source revision
 //! ([`revision`]) and where things are ([`paths`]). Nothing here knows about
 //! a particular stage.
 
@@ -14,6 +14,6 @@ pub mod local_server;
 pub mod paths;
 pub mod poll;
 pub mod process;
-pub mod python;
 pub mod registry;
 pub mod revision;
+pub mod venv;

@@ -10,7 +10,7 @@ use crate::effects::process::{cmd, run};
 
 /// Returns the interpreter of a virtualenv named `name` that has
 /// `packages` installed, creating or completing it as needed.
-pub fn venv(name: &str, packages: &[&str]) -> Result<PathBuf> {
+pub fn python(name: &str, packages: &[&str]) -> Result<PathBuf> {
     let dir = paths::target().join("venv").join(name);
     let python = dir.join("bin").join("python");
     let stamp = dir.join(".installed");
