@@ -89,18 +89,27 @@ async fn write_tag(shared: &Shared, tag: String, why: &'static str) -> Response 
             let body = Accepted { tag, manifest: path.display().to_string() };
             (StatusCode::ACCEPTED, Json(body)).into_response()
         }
-        Ok(Err(crate::error::Error::Manifest(e))) => refuse(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        Ok(Err(crate::error::Error::Manifest(e))) => {
+            refuse(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+        }
         Ok(Err(e)) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
-async fn set_image(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Option<Json<SetImage>>) -> Response {
+async fn set_image(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Option<Json<SetImage>>,
+) -> Response {
     if let Err(r) = authorized(&shared, &headers) {
         return r;
     }
     let Some(Json(SetImage { tag })) = body else {
-        return refuse(StatusCode::UNPROCESSABLE_ENTITY, r#"the body must be JSON: {"tag": "<image tag>"}"#);
+        return refuse(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            r#"the body must be JSON: {"tag": "<image tag>"}"#,
+        );
     };
     write_tag(&shared, tag, "set-image").await
 }
@@ -122,6 +131,8 @@ async fn rollback(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Resp
     };
     match target {
         Some(tag) => write_tag(&shared, tag, "rollback").await,
-        None => refuse(StatusCode::CONFLICT, "no earlier tag has succeeded: nothing to roll back to"),
+        None => {
+            refuse(StatusCode::CONFLICT, "no earlier tag has succeeded: nothing to roll back to")
+        }
     }
 }

@@ -18,7 +18,11 @@ impl Client {
         Client { base: base.trim_end_matches('/').to_owned(), http: controller::probe::client() }
     }
 
-    async fn read<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder, what: &str) -> Result<T> {
+    async fn read<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &str,
+    ) -> Result<T> {
         let response = request.send().await.with_context(|| {
             format!("the controller does not answer at {} (is `controller run` up?)", self.base)
         })?;
@@ -39,19 +43,24 @@ impl Client {
     }
 
     pub async fn set_image(&self, token: &str, tag: &str) -> Result<Accepted> {
-        let request =
-            self.http.post(format!("{}{SET_IMAGE}", self.base)).bearer_auth(token).json(&SetImage { tag: tag.into() });
+        let request = self
+            .http
+            .post(format!("{}{SET_IMAGE}", self.base))
+            .bearer_auth(token)
+            .json(&SetImage { tag: tag.into() });
         self.read(request, "set-image").await
     }
 
     pub async fn rollback(&self, token: &str) -> Result<Accepted> {
-        self.read(self.http.post(format!("{}{ROLLBACK}", self.base)).bearer_auth(token), "rollback").await
+        self.read(self.http.post(format!("{}{ROLLBACK}", self.base)).bearer_auth(token), "rollback")
+            .await
     }
 }
 
 pub fn read_token(path: &Path) -> Result<String> {
-    let token = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the API token at {} (see --token-file)", path.display()))?;
+    let token = std::fs::read_to_string(path).with_context(|| {
+        format!("cannot read the API token at {} (see --token-file)", path.display())
+    })?;
     Ok(token.trim().to_owned())
 }
 
@@ -83,7 +92,10 @@ pub fn summary(s: &Status) -> String {
     );
     for (name, containers) in [("blue", &s.colors.blue), ("green", &s.colors.green)] {
         let list = containers.as_ref().map_or("-".into(), |cs| {
-            cs.iter().map(|c| format!("{} {} {}/{}", c.name, c.tag, c.state, c.health)).collect::<Vec<_>>().join(", ")
+            cs.iter()
+                .map(|c| format!("{} {} {}/{}", c.name, c.tag, c.state, c.health))
+                .collect::<Vec<_>>()
+                .join(", ")
         });
         out += &format!("{name:<9} {list}\n");
     }

@@ -65,7 +65,12 @@ enum Flow {
 
 impl<P: Platform> Reconciler<P> {
     /// Loads the record and notes a restart in the rollout it holds.
-    pub fn new(platform: P, shared: Arc<Shared>, store: Store, resync: Duration) -> Result<Reconciler<P>> {
+    pub fn new(
+        platform: P,
+        shared: Arc<Shared>,
+        store: Store,
+        resync: Duration,
+    ) -> Result<Reconciler<P>> {
         let (mut record, warning) = store.load()?;
         if let Some(w) = warning {
             warn!(problem = %w, "the state file was corrupt; starting from what is observed");
@@ -90,7 +95,11 @@ impl<P: Platform> Reconciler<P> {
 
     /// Runs until `shutdown` turns true; a step under way is finished
     /// first, so the record never lags the world by more than one step.
-    pub async fn run(mut self, mut triggers: mpsc::Receiver<Trigger>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(
+        mut self,
+        mut triggers: mpsc::Receiver<Trigger>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         loop {
             if *shutdown.borrow() {
                 return;
@@ -99,7 +108,8 @@ impl<P: Platform> Reconciler<P> {
                 Flow::Next => continue,
                 Flow::Wait(until) => until,
             };
-            let pause = until.map_or(self.resync, |t| t.remaining(Timestamp::now()).min(self.resync));
+            let pause =
+                until.map_or(self.resync, |t| t.remaining(Timestamp::now()).min(self.resync));
             tokio::select! {
                 trigger = triggers.recv() => {
                     if let Some(t) = trigger {
@@ -185,10 +195,18 @@ impl<P: Platform> Reconciler<P> {
 
     fn publish(&self, now: Timestamp) {
         let source = self.shared.manifest.display().to_string();
-        let manifest =
-            ManifestState { desired: self.desired.as_ref(), error: self.manifest_error.as_deref(), source: &source };
-        let status =
-            status::build(&manifest, self.observed.as_ref(), &self.record, self.last_error.as_deref(), now);
+        let manifest = ManifestState {
+            desired: self.desired.as_ref(),
+            error: self.manifest_error.as_deref(),
+            source: &source,
+        };
+        let status = status::build(
+            &manifest,
+            self.observed.as_ref(),
+            &self.record,
+            self.last_error.as_deref(),
+            now,
+        );
         self.shared.status.send_replace(status);
     }
 
@@ -216,7 +234,10 @@ impl<P: Platform> Reconciler<P> {
                 match self.platform.start_color(color, &image, &tag, replicas).await {
                     Ok(()) => {
                         let now = Timestamp::now();
-                        self.record.enter(Stage::Health { deadline: now.plus(desired.health_timeout) }, now);
+                        self.record.enter(
+                            Stage::Health { deadline: now.plus(desired.health_timeout) },
+                            now,
+                        );
                     }
                     Err(e) => self.roll_back(1, e.to_string()),
                 }
@@ -244,7 +265,10 @@ impl<P: Platform> Reconciler<P> {
                     Ok(()) => {
                         let now = Timestamp::now();
                         info!(%color, %tag, "the new color answers through nginx");
-                        self.record.enter(Stage::ScaleDown { not_before: now.plus(desired.scale_down_delay) }, now);
+                        self.record.enter(
+                            Stage::ScaleDown { not_before: now.plus(desired.scale_down_delay) },
+                            now,
+                        );
                     }
                     Err(e) => self.roll_back(2, e.to_string()),
                 }

@@ -13,8 +13,8 @@ use bollard::Docker;
 use bollard::errors::Error as BollardError;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, EventMessage, HealthStatusEnum, HostConfig, NetworkingConfig,
-    PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, EndpointSettings, EventMessage, HealthStatusEnum, HostConfig,
+    NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, EventsOptions, InspectContainerOptions,
@@ -56,7 +56,10 @@ impl Engine {
         let mut parts = api.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
         let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
         if found < MIN_API {
-            return Err(Error::DockerTooOld { found: api, required: format!("{}.{}", MIN_API.0, MIN_API.1) });
+            return Err(Error::DockerTooOld {
+                found: api,
+                required: format!("{}.{}", MIN_API.0, MIN_API.1),
+            });
         }
         Ok(Engine { docker })
     }
@@ -75,12 +78,13 @@ impl Engine {
             let Some(color) = labels.get(label::COLOR).and_then(|c| c.parse::<Color>().ok()) else {
                 continue;
             };
-            let inspect = match self.docker.inspect_container(&id, None::<InspectContainerOptions>).await {
-                Ok(i) => i,
-                // Removed between the list and the inspect.
-                Err(e) if is_status(&e, &[404]) => continue,
-                Err(e) => return Err(e.into()),
-            };
+            let inspect =
+                match self.docker.inspect_container(&id, None::<InspectContainerOptions>).await {
+                    Ok(i) => i,
+                    // Removed between the list and the inspect.
+                    Err(e) if is_status(&e, &[404]) => continue,
+                    Err(e) => return Err(e.into()),
+                };
             let state = inspect.state.unwrap_or_default();
             let health = match state.health.and_then(|h| h.status) {
                 Some(HealthStatusEnum::HEALTHY) => Health::Healthy,
@@ -122,7 +126,13 @@ impl Engine {
     /// Creates (if missing) and starts replica `replica` of `color`
     /// running `image`; a container of that name running another tag is
     /// replaced.
-    pub async fn start_replica(&self, color: Color, replica: u32, image: &str, tag: &str) -> Result<()> {
+    pub async fn start_replica(
+        &self,
+        color: Color,
+        replica: u32,
+        image: &str,
+        tag: &str,
+    ) -> Result<()> {
         let name = bluegreen::container_name(color, replica);
         match self.docker.inspect_container(&name, None::<InspectContainerOptions>).await {
             Ok(existing) => {
@@ -199,7 +209,8 @@ impl Engine {
     /// grace period, so it finishes the requests it holds.
     pub async fn remove(&self, id: &str, graceful: bool) -> Result<()> {
         if graceful {
-            let options = StopContainerOptions { t: Some(STOP_GRACE.as_secs() as i32), ..Default::default() };
+            let options =
+                StopContainerOptions { t: Some(STOP_GRACE.as_secs() as i32), ..Default::default() };
             match self.docker.stop_container(id, Some(options)).await {
                 Err(e) if !is_status(&e, &[304, 404]) => return Err(e.into()),
                 _ => {}
@@ -232,7 +243,9 @@ impl Engine {
         };
         let exec = self.docker.create_exec(container, options).await?;
         let mut text = String::new();
-        if let StartExecResults::Attached { mut output, .. } = self.docker.start_exec(&exec.id, None).await? {
+        if let StartExecResults::Attached { mut output, .. } =
+            self.docker.start_exec(&exec.id, None).await?
+        {
             while let Some(chunk) = output.try_next().await? {
                 text.push_str(&chunk.to_string());
             }
@@ -251,7 +264,11 @@ impl Engine {
             "event".into(),
             ["health_status", "die", "destroy", "start"].map(String::from).to_vec(),
         );
-        let options = EventsOptions { since: since.map(|s| s.to_string()), until: None, filters: Some(filters) };
+        let options = EventsOptions {
+            since: since.map(|s| s.to_string()),
+            until: None,
+            filters: Some(filters),
+        };
         self.docker.events(Some(options)).map_err(Error::from)
     }
 }

@@ -10,22 +10,22 @@
 pub mod clock;
 pub mod manifest;
 pub mod observed;
-pub mod record;
 pub mod reconcile;
+pub mod record;
 pub mod reference;
 
-#[cfg(test)]
-mod fixtures;
+pub mod api;
+pub mod atomic_file;
+pub mod controller;
 pub mod docker;
 pub mod error;
+#[cfg(test)]
+mod fixtures;
+pub mod manifest_file;
+pub mod metrics;
 pub mod nginx;
 pub mod platform;
 pub mod probe;
-pub mod metrics;
 pub mod status;
-pub mod atomic_file;
 pub mod store;
-pub mod controller;
 pub mod watch;
-pub mod api;
-pub mod manifest_file;

@@ -168,7 +168,10 @@ async fn dispatch(command: Command) -> Result<()> {
         Command::SetImage { tag, manifest: None, api, token } => {
             let token = cli::read_token(&token.token_file)?;
             let accepted = cli::Client::new(&api.url).set_image(&token, &tag).await?;
-            println!("{}: spec.image.tag is now {}; follow it with `controller status`", accepted.manifest, accepted.tag);
+            println!(
+                "{}: spec.image.tag is now {}; follow it with `controller status`",
+                accepted.manifest, accepted.tag
+            );
             Ok(())
         }
         Command::Rollback { api, token } => {
@@ -199,11 +202,14 @@ fn absolute(path: &Path) -> PathBuf {
 async fn run(args: RunArgs) -> Result<()> {
     init_tracing();
     let manifest = absolute(&args.manifest);
-    std::fs::create_dir_all(&args.state_dir)
-        .with_context(|| format!("cannot create the state directory {}", args.state_dir.display()))?;
-    let token = store::token(&args.state_dir.join("token")).context("cannot read or create the API token")?;
+    std::fs::create_dir_all(&args.state_dir).with_context(|| {
+        format!("cannot create the state directory {}", args.state_dir.display())
+    })?;
+    let token = store::token(&args.state_dir.join("token"))
+        .context("cannot read or create the API token")?;
     let engine = Engine::connect().await.context("cannot use the Docker Engine")?;
-    let platform = DockerNginx::new(engine.clone(), args.upstream_dir.clone(), args.proxy_url.clone());
+    let platform =
+        DockerNginx::new(engine.clone(), args.upstream_dir.clone(), args.proxy_url.clone());
 
     let (triggers, trigger_rx) = mpsc::channel(64);
     let source = manifest.display().to_string();
@@ -222,7 +228,8 @@ async fn run(args: RunArgs) -> Result<()> {
         triggers: triggers.clone(),
         token,
     });
-    let reconciler = Reconciler::new(platform, shared.clone(), Store::new(&args.state_dir), args.resync)?;
+    let reconciler =
+        Reconciler::new(platform, shared.clone(), Store::new(&args.state_dir), args.resync)?;
     let _watcher = watch::manifest(&manifest, triggers.clone())
         .with_context(|| format!("cannot watch the directory of {}", manifest.display()))?;
     tokio::spawn(watch::docker_events(engine, triggers));
@@ -256,7 +263,9 @@ async fn run(args: RunArgs) -> Result<()> {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
         // Without handlers the default action (exit) still applies.
         return std::future::pending().await;
     };

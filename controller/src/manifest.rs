@@ -91,7 +91,11 @@ pub struct ManifestError {
 impl ManifestError {
     fn at(text: &str, field: &str, message: impl Into<String>) -> ManifestError {
         let path: Vec<&str> = field.split('.').collect();
-        ManifestError { field: field.to_owned(), message: message.into(), line: line_of(text, &path) }
+        ManifestError {
+            field: field.to_owned(),
+            message: message.into(),
+            line: line_of(text, &path),
+        }
     }
 }
 
@@ -143,7 +147,8 @@ struct RawProbe {
 
 /// Parses and validates a manifest's text.
 pub fn parse(text: &str) -> Result<Desired, ManifestError> {
-    let raw: RawManifest = serde_saphyr::from_str(text).map_err(|e| syntax_error(&e.to_string()))?;
+    let raw: RawManifest =
+        serde_saphyr::from_str(text).map_err(|e| syntax_error(&e.to_string()))?;
     if raw.api_version != API_VERSION {
         return Err(ManifestError::at(
             text,
@@ -152,7 +157,11 @@ pub fn parse(text: &str) -> Result<Desired, ManifestError> {
         ));
     }
     if raw.kind != KIND {
-        return Err(ManifestError::at(text, "kind", format!("is {:?}, expected {KIND:?}", raw.kind)));
+        return Err(ManifestError::at(
+            text,
+            "kind",
+            format!("is {:?}, expected {KIND:?}", raw.kind),
+        ));
     }
     if raw.metadata.name.trim().is_empty() {
         return Err(ManifestError::at(text, "metadata.name", "must not be empty"));
@@ -160,7 +169,8 @@ pub fn parse(text: &str) -> Result<Desired, ManifestError> {
     let spec = raw.spec;
     reference::check_repository(&spec.image.repository)
         .map_err(|m| ManifestError::at(text, "spec.image.repository", m))?;
-    reference::check_tag(&spec.image.tag).map_err(|m| ManifestError::at(text, "spec.image.tag", m))?;
+    reference::check_tag(&spec.image.tag)
+        .map_err(|m| ManifestError::at(text, "spec.image.tag", m))?;
 
     let replicas = spec.replicas.unwrap_or(1);
     if !(1..=MAX_REPLICAS).contains(&replicas) {
@@ -170,24 +180,29 @@ pub fn parse(text: &str) -> Result<Desired, ManifestError> {
             format!("is {replicas}, must be 1 to {MAX_REPLICAS}"),
         ));
     }
-    let duration = |field: &str, value: Option<&str>, default: Duration, min: Duration, max: Duration| {
-        let Some(value) = value else { return Ok(default) };
-        let d = humantime::parse_duration(value.trim()).map_err(|e| {
-            ManifestError::at(text, field, format!("{value:?} is not a duration like 90s or 2m: {e}"))
-        })?;
-        if d < min || d > max {
-            return Err(ManifestError::at(
-                text,
-                field,
-                format!(
-                    "is {value}, must be from {} to {}",
-                    humantime::format_duration(min),
-                    humantime::format_duration(max)
-                ),
-            ));
-        }
-        Ok(d)
-    };
+    let duration =
+        |field: &str, value: Option<&str>, default: Duration, min: Duration, max: Duration| {
+            let Some(value) = value else { return Ok(default) };
+            let d = humantime::parse_duration(value.trim()).map_err(|e| {
+                ManifestError::at(
+                    text,
+                    field,
+                    format!("{value:?} is not a duration like 90s or 2m: {e}"),
+                )
+            })?;
+            if d < min || d > max {
+                return Err(ManifestError::at(
+                    text,
+                    field,
+                    format!(
+                        "is {value}, must be from {} to {}",
+                        humantime::format_duration(min),
+                        humantime::format_duration(max)
+                    ),
+                ));
+            }
+            Ok(d)
+        };
     let health_timeout = duration(
         "spec.healthTimeout",
         spec.health_timeout.as_deref(),
@@ -268,11 +283,12 @@ pub fn set_tag(text: &str, tag: &str) -> Result<String, ManifestError> {
             lines[n - 1] = format!("{}tag: {tag}{comment}", " ".repeat(indent));
         }
         None => {
-            let at = line_of(text, &["spec", "image", "repository"]).ok_or_else(|| ManifestError {
-                field: "spec.image".into(),
-                message: "has no repository line to put the tag beside".into(),
-                line: None,
-            })?;
+            let at =
+                line_of(text, &["spec", "image", "repository"]).ok_or_else(|| ManifestError {
+                    field: "spec.image".into(),
+                    message: "has no repository line to put the tag beside".into(),
+                    line: None,
+                })?;
             let line = &lines[at - 1];
             let indent = line.len() - line.trim_start().len();
             lines.insert(at, format!("{}tag: {tag}", " ".repeat(indent)));
@@ -350,7 +366,10 @@ spec:
         assert_eq!(d.replicas, 2);
         assert_eq!(d.health_timeout, Duration::from_secs(45));
         assert_eq!(d.scale_down_delay, Duration::ZERO);
-        assert_eq!(d.probe, Probe { path: "/".into(), predict: true, timeout: Duration::from_secs(5) });
+        assert_eq!(
+            d.probe,
+            Probe { path: "/".into(), predict: true, timeout: Duration::from_secs(5) }
+        );
     }
 
     #[test]
@@ -370,7 +389,9 @@ spec:
         assert_eq!((e.field.as_str(), e.line), ("spec.image.tag", Some(9)));
         let e = refused(&GOOD.replace("45s", "soon"));
         assert_eq!((e.field.as_str(), e.line), ("spec.healthTimeout", Some(11)));
-        let e = refused(&GOOD.replace("repository: localhost:5000/taxi/service", "repository: Bad/Repo"));
+        let e = refused(
+            &GOOD.replace("repository: localhost:5000/taxi/service", "repository: Bad/Repo"),
+        );
         assert_eq!(e.field, "spec.image.repository");
         let e = refused(&GOOD.replace("kind: Rollout", "kind: Deployment"));
         assert_eq!((e.field.as_str(), e.line), ("kind", Some(3)));

@@ -64,17 +64,41 @@ impl Default for Metrics {
             reconciles: Counter::default(),
         };
         let mut registry = m.registry;
-        registry.register("rollouts", "Finished rollouts by result and rollback level", m.rollouts.clone());
-        registry.register("rollout_duration_seconds", "Duration of finished rollouts", m.rollout_seconds.clone());
-        registry.register("step_duration_seconds", "Duration of each rollout step", m.step_seconds.clone());
+        registry.register(
+            "rollouts",
+            "Finished rollouts by result and rollback level",
+            m.rollouts.clone(),
+        );
+        registry.register(
+            "rollout_duration_seconds",
+            "Duration of finished rollouts",
+            m.rollout_seconds.clone(),
+        );
+        registry.register(
+            "step_duration_seconds",
+            "Duration of each rollout step",
+            m.step_seconds.clone(),
+        );
         registry.register(
             "healthy_to_switched_seconds",
             "From every new replica healthy to nginx reloaded on it",
             m.healthy_to_switched.clone(),
         );
-        registry.register("active_color", "1 for the color nginx sends traffic to", m.active.clone());
-        registry.register("reconcile_errors", "Failed reconcile steps by kind", m.reconcile_errors.clone());
-        registry.register("manifest_errors", "Manifest reads refused (parse or validation)", m.manifest_errors.clone());
+        registry.register(
+            "active_color",
+            "1 for the color nginx sends traffic to",
+            m.active.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Failed reconcile steps by kind",
+            m.reconcile_errors.clone(),
+        );
+        registry.register(
+            "manifest_errors",
+            "Manifest reads refused (parse or validation)",
+            m.manifest_errors.clone(),
+        );
         registry.register("reconciles", "Reconcile steps taken", m.reconciles.clone());
         Metrics { registry, ..m }
     }
@@ -90,7 +114,9 @@ impl Metrics {
         self.rollouts.get_or_create(&RolloutLabels { result: result.into(), level }).inc();
         self.rollout_seconds.observe(f.finished_at.millis_since(f.started_at) as f64 / 1000.0);
         for s in &f.steps {
-            self.step_seconds.get_or_create(&StepLabels { step: s.step.clone() }).observe(s.ms as f64 / 1000.0);
+            self.step_seconds
+                .get_or_create(&StepLabels { step: s.step.clone() })
+                .observe(s.ms as f64 / 1000.0);
         }
         if let Some(ms) = f.healthy_to_switched_ms {
             self.healthy_to_switched.observe(ms as f64 / 1000.0);
@@ -99,7 +125,9 @@ impl Metrics {
 
     pub fn active(&self, live: Option<Color>) {
         for c in Color::ALL {
-            self.active.get_or_create(&ColorLabels { color: c.to_string() }).set(i64::from(live == Some(c)));
+            self.active
+                .get_or_create(&ColorLabels { color: c.to_string() })
+                .set(i64::from(live == Some(c)));
         }
     }
 
@@ -141,10 +169,19 @@ mod tests {
         m.active(Some(Color::Green));
         m.reconcile_error("nginx_test");
         let text = m.encode();
-        assert!(text.contains(r#"controller_rollouts_total{result="rolled_back",level="2"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"controller_rollouts_total{result="rolled_back",level="2"} 1"#),
+            "{text}"
+        );
         assert!(text.contains(r#"controller_active_color{color="green"} 1"#), "{text}");
         assert!(text.contains(r#"controller_active_color{color="blue"} 0"#), "{text}");
-        assert!(text.contains(r#"controller_reconcile_errors_total{kind="nginx_test"} 1"#), "{text}");
-        assert!(text.contains(r#"controller_step_duration_seconds_count{step="rollback"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"controller_reconcile_errors_total{kind="nginx_test"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"controller_step_duration_seconds_count{step="rollback"} 1"#),
+            "{text}"
+        );
     }
 }

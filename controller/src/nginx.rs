@@ -47,7 +47,9 @@ impl Nginx {
         let path = self.file();
         let previous = match tokio::fs::read_to_string(&path).await {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Upstream::render_none().to_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Upstream::render_none().to_owned()
+            }
             Err(source) => return Err(upstream_error(&path, source)),
         };
         let next = match to {

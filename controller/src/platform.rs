@@ -19,14 +19,30 @@ pub trait Platform: Send + Sync {
     fn observe(&self) -> impl Future<Output = Result<Observed>> + Send;
     /// Pulls the image and starts `replicas` containers of `color` on it
     /// (idempotent: what already runs the tag is kept).
-    fn start_color(&self, color: Color, image: &str, tag: &str, replicas: u32) -> impl Future<Output = Result<()>> + Send;
+    fn start_color(
+        &self,
+        color: Color,
+        image: &str,
+        tag: &str,
+        replicas: u32,
+    ) -> impl Future<Output = Result<()>> + Send;
     /// Removes every container of `color`; `graceful` lets them finish
     /// the requests they hold.
-    fn remove_color(&self, color: Color, graceful: bool) -> impl Future<Output = Result<()>> + Send;
+    fn remove_color(&self, color: Color, graceful: bool)
+    -> impl Future<Output = Result<()>> + Send;
     /// Sends traffic to `to` (`None`: to no color).
-    fn switch_traffic(&self, to: Option<Color>, replicas: u32) -> impl Future<Output = Result<()>> + Send;
+    fn switch_traffic(
+        &self,
+        to: Option<Color>,
+        replicas: u32,
+    ) -> impl Future<Output = Result<()>> + Send;
     /// Checks, through the traffic path, that `color` and `tag` serve.
-    fn probe(&self, color: Color, tag: &str, probe: &Probe) -> impl Future<Output = Result<()>> + Send;
+    fn probe(
+        &self,
+        color: Color,
+        tag: &str,
+        probe: &Probe,
+    ) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// Docker for the containers, nginx for the traffic.
@@ -67,7 +83,8 @@ impl Platform for DockerNginx {
     }
 
     async fn remove_color(&self, color: Color, graceful: bool) -> Result<()> {
-        let of: Vec<_> = self.engine.app_containers().await?.into_iter().filter(|c| c.color == color).collect();
+        let of: Vec<_> =
+            self.engine.app_containers().await?.into_iter().filter(|c| c.color == color).collect();
         let removals = of.iter().map(|c| self.engine.remove(&c.id, graceful));
         for result in futures_util::future::join_all(removals).await {
             result?;

@@ -36,12 +36,20 @@ pub fn client() -> reqwest::Client {
 
 /// Probes `base` (nginx's URL) until `color` and `tag` answer or the
 /// probe's timeout passes; then, if asked, sends the known prediction.
-pub async fn through_proxy(http: &reqwest::Client, base: &str, color: Color, tag: &str, probe: &Probe) -> Result<()> {
+pub async fn through_proxy(
+    http: &reqwest::Client,
+    base: &str,
+    color: Color,
+    tag: &str,
+    probe: &Probe,
+) -> Result<()> {
     let deadline = Instant::now() + probe.timeout;
     let url = format!("{}{}", base.trim_end_matches('/'), probe.path);
     loop {
         let last = match answered(http, &url).await {
-            Ok((c, v)) if c.as_deref() == Some(color.as_str()) && v.as_deref() == Some(tag) => break,
+            Ok((c, v)) if c.as_deref() == Some(color.as_str()) && v.as_deref() == Some(tag) => {
+                break;
+            }
             Ok((c, v)) => format!(
                 "answered color {} version {}",
                 c.as_deref().unwrap_or("?"),
@@ -63,13 +71,17 @@ pub async fn through_proxy(http: &reqwest::Client, base: &str, color: Color, tag
     Ok(())
 }
 
-async fn answered(http: &reqwest::Client, url: &str) -> std::result::Result<(Option<String>, Option<String>), String> {
+async fn answered(
+    http: &reqwest::Client,
+    url: &str,
+) -> std::result::Result<(Option<String>, Option<String>), String> {
     let response = http.get(url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
     let status = response.status();
     if !status.is_success() {
         return Err(format!("GET {url} answered {status}"));
     }
-    let body: Liveness = response.json().await.map_err(|e| format!("GET {url}: not the service's JSON: {e}"))?;
+    let body: Liveness =
+        response.json().await.map_err(|e| format!("GET {url}: not the service's JSON: {e}"))?;
     Ok((body.color, body.version))
 }
 
@@ -85,9 +97,13 @@ async fn predict(http: &reqwest::Client, base: &str) -> std::result::Result<(), 
     let status = response.status();
     if !status.is_success() {
         let text = response.text().await.unwrap_or_default();
-        return Err(format!("POST {url} answered {status}: {}", text.chars().take(200).collect::<String>()));
+        return Err(format!(
+            "POST {url} answered {status}: {}",
+            text.chars().take(200).collect::<String>()
+        ));
     }
-    let body: Prediction = response.json().await.map_err(|e| format!("POST {url}: not a prediction: {e}"))?;
+    let body: Prediction =
+        response.json().await.map_err(|e| format!("POST {url}: not a prediction: {e}"))?;
     match body.predictions.as_slice() {
         [fare] if fare.is_finite() && *fare > 0.0 => Ok(()),
         other => Err(format!("POST {url} predicted {other:?} for one known trip")),

@@ -58,7 +58,12 @@ pub enum Removal {
     Failed,
 }
 
-pub fn decide(desired: Option<&Desired>, observed: &Observed, record: &Record, now: Timestamp) -> Step {
+pub fn decide(
+    desired: Option<&Desired>,
+    observed: &Observed,
+    record: &Record,
+    now: Timestamp,
+) -> Step {
     if let Some(rollout) = &record.rollout {
         return decide_rollout(rollout, desired, observed, now);
     }
@@ -67,7 +72,8 @@ pub fn decide(desired: Option<&Desired>, observed: &Observed, record: &Record, n
     let Ok(live) = observed.live.clone() else { return Step::Wait { until: None } };
     if let Some(live) = live {
         let of = observed.of(live);
-        let steady = of.len() == desired.replicas as usize && of.iter().all(|c| c.tag == desired.tag);
+        let steady =
+            of.len() == desired.replicas as usize && of.iter().all(|c| c.tag == desired.tag);
         if steady {
             if !observed.of(live.other()).is_empty() {
                 return Step::Remove { color: live.other(), why: Removal::Stale };
@@ -211,7 +217,13 @@ mod tests {
         let o = observed(Some(Blue), vec![live.clone()]);
         check(&desired("v1"), &o, &Record::default(), T0, Step::Wait { until: None });
         let o = observed(Some(Blue), vec![live, container(Green, 1, "old", Starting)]);
-        check(&desired("v1"), &o, &Record::default(), T0, Step::Remove { color: Green, why: Removal::Stale });
+        check(
+            &desired("v1"),
+            &o,
+            &Record::default(),
+            T0,
+            Step::Remove { color: Green, why: Removal::Stale },
+        );
     }
 
     #[test]
@@ -219,7 +231,13 @@ mod tests {
         let o = observed(Some(Blue), vec![container(Blue, 1, "v1", Healthy)]);
         let mut d = desired("v1");
         d.replicas = 2;
-        check(&d, &o, &Record::default(), T0, Step::Begin { color: Green, from: Some((Blue, "v1".into(), 1)) });
+        check(
+            &d,
+            &o,
+            &Record::default(),
+            T0,
+            Step::Begin { color: Green, from: Some((Blue, "v1".into(), 1)) },
+        );
     }
 
     #[test]
@@ -270,7 +288,10 @@ mod tests {
         r.enter(Stage::Health { deadline: at(5000) }, T0);
         let one = observed(Some(Blue), vec![container(Green, 1, "v2", Healthy)]);
         assert!(matches!(decide(Some(&d), &one, &r, T0), Step::Fail { level: 1, .. }));
-        let two = observed(Some(Blue), vec![container(Green, 1, "v2", Healthy), container(Green, 2, "v2", Starting)]);
+        let two = observed(
+            Some(Blue),
+            vec![container(Green, 1, "v2", Healthy), container(Green, 2, "v2", Starting)],
+        );
         check(&d, &two, &r, T0, Step::Wait { until: Some(at(5000)) });
     }
 
@@ -287,15 +308,32 @@ mod tests {
         exited.state = "exited".into();
         exited.exit_code = Some(1);
         assert!(fails(exited, at(1)).contains("exited with code 1"));
-        assert!(fails(container(Green, 1, "v2", Starting), at(5000)).contains("not healthy within"));
+        assert!(
+            fails(container(Green, 1, "v2", Starting), at(5000)).contains("not healthy within")
+        );
     }
 
     #[test]
     fn switch_probe_and_scale_down() {
         let d = desired("v2");
-        let both = observed(Some(Green), vec![container(Blue, 1, "v1", Healthy), container(Green, 1, "v2", Healthy)]);
-        check(&d, &both, &rolling("v2", Stage::Switch), T0, Step::Switch { to: Some(Green), replicas: 1 });
-        check(&d, &both, &rolling("v2", Stage::Verify), T0, Step::Probe { color: Green, tag: "v2".into() });
+        let both = observed(
+            Some(Green),
+            vec![container(Blue, 1, "v1", Healthy), container(Green, 1, "v2", Healthy)],
+        );
+        check(
+            &d,
+            &both,
+            &rolling("v2", Stage::Switch),
+            T0,
+            Step::Switch { to: Some(Green), replicas: 1 },
+        );
+        check(
+            &d,
+            &both,
+            &rolling("v2", Stage::Verify),
+            T0,
+            Step::Probe { color: Green, tag: "v2".into() },
+        );
         let r = rolling("v2", Stage::ScaleDown { not_before: at(3000) });
         check(&d, &both, &r, at(10), Step::Wait { until: Some(at(3000)) });
         check(&d, &both, &r, at(3000), Step::Remove { color: Blue, why: Removal::ScaleDown });
@@ -328,7 +366,10 @@ mod tests {
 
     #[test]
     fn a_new_tag_before_the_switch_supersedes_the_rollout() {
-        let o = observed(Some(Blue), vec![container(Blue, 1, "v1", Healthy), container(Green, 1, "v2", Starting)]);
+        let o = observed(
+            Some(Blue),
+            vec![container(Blue, 1, "v1", Healthy), container(Green, 1, "v2", Starting)],
+        );
         for stage in [Stage::Prepare, Stage::Start, Stage::Health { deadline: at(9000) }] {
             match decide(Some(&desired("v3")), &o, &rolling("v2", stage), T0) {
                 Step::Fail { level: 1, reason } => assert!(reason.contains("superseded by tag v3")),
@@ -339,10 +380,25 @@ mod tests {
 
     #[test]
     fn a_new_tag_after_the_switch_finishes_the_rollout_first() {
-        let both = observed(Some(Green), vec![container(Blue, 1, "v1", Healthy), container(Green, 1, "v2", Healthy)]);
+        let both = observed(
+            Some(Green),
+            vec![container(Blue, 1, "v1", Healthy), container(Green, 1, "v2", Healthy)],
+        );
         let d3 = desired("v3");
-        check(&d3, &both, &rolling("v2", Stage::Switch), T0, Step::Switch { to: Some(Green), replicas: 1 });
-        check(&d3, &both, &rolling("v2", Stage::Verify), T0, Step::Probe { color: Green, tag: "v2".into() });
+        check(
+            &d3,
+            &both,
+            &rolling("v2", Stage::Switch),
+            T0,
+            Step::Switch { to: Some(Green), replicas: 1 },
+        );
+        check(
+            &d3,
+            &both,
+            &rolling("v2", Stage::Verify),
+            T0,
+            Step::Probe { color: Green, tag: "v2".into() },
+        );
         // The scale-down delay is cut short.
         let r = rolling("v2", Stage::ScaleDown { not_before: at(60_000) });
         check(&d3, &both, &r, T0, Step::Remove { color: Blue, why: Removal::ScaleDown });
@@ -360,7 +416,10 @@ mod tests {
         // Crash after upstream.conf was written for a level-1 failure's
         // color but before it was restored: traffic is put back first.
         let r = rolling("v2", Stage::Rollback { level: 1, reason: "nginx -t".into() });
-        let o = observed(Some(Green), vec![container(Blue, 1, "v1", Healthy), container(Green, 1, "v2", Healthy)]);
+        let o = observed(
+            Some(Green),
+            vec![container(Blue, 1, "v1", Healthy), container(Green, 1, "v2", Healthy)],
+        );
         check(&desired("v2"), &o, &r, T0, Step::Switch { to: Some(Blue), replicas: 1 });
     }
 }

@@ -134,7 +134,13 @@ pub struct Failure {
 
 impl Record {
     /// Starts a rollout of `desired` into `color`.
-    pub fn begin(&mut self, desired: &Desired, color: Color, from: Option<(Color, String, u32)>, now: Timestamp) {
+    pub fn begin(
+        &mut self,
+        desired: &Desired,
+        color: Color,
+        from: Option<(Color, String, u32)>,
+        now: Timestamp,
+    ) {
         self.next_revision = self.next_revision.max(1);
         let revision = self.next_revision;
         self.next_revision += 1;
@@ -260,7 +266,14 @@ mod tests {
         let ms: Vec<(&str, u64)> = f.steps.iter().map(|s| (s.step.as_str(), s.ms)).collect();
         assert_eq!(
             ms,
-            [("prepare", 100), ("start", 400), ("health", 1000), ("switch", 100), ("verify", 100), ("scale_down", 300)]
+            [
+                ("prepare", 100),
+                ("start", 400),
+                ("health", 1000),
+                ("switch", 100),
+                ("verify", 100),
+                ("scale_down", 300)
+            ]
         );
         assert_eq!(r.history.len(), 1);
         assert!(r.rollout.is_none() && r.failed.is_none());

@@ -40,7 +40,8 @@ fn is_registry_host(part: &str) -> bool {
 
 fn is_path_component(part: &str) -> bool {
     let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
-    let starts_and_ends = part.chars().next().is_some_and(alnum) && part.chars().last().is_some_and(alnum);
+    let starts_and_ends =
+        part.chars().next().is_some_and(alnum) && part.chars().last().is_some_and(alnum);
     starts_and_ends && part.chars().all(|c| alnum(c) || "._-".contains(c)) && !part.contains("..")
 }
 
@@ -60,7 +61,8 @@ mod tests {
 
     #[test]
     fn repositories() {
-        for ok in ["localhost:5000/taxi/service", "taxi/service", "registry.example.com/a/b-c", "a"] {
+        for ok in ["localhost:5000/taxi/service", "taxi/service", "registry.example.com/a/b-c", "a"]
+        {
             assert!(check_repository(ok).is_ok(), "{ok}");
         }
         for bad in ["", "Taxi/service", "taxi//service", "taxi/service:tag", "-a", "a/b_"] {

@@ -161,7 +161,10 @@ pub fn build(
     let (phase, reason) = if let Some(r) = &record.rollout {
         ("Progressing", Some(format!("rolling out {} to {}", r.tag, r.color)))
     } else if let Some(f) = failed {
-        ("Degraded", Some(format!("tag {} was rolled back (level {}): {}", f.tag, f.level, f.reason)))
+        (
+            "Degraded",
+            Some(format!("tag {} was rolled back (level {}): {}", f.tag, f.level, f.reason)),
+        )
     } else if desired.is_none() {
         ("Degraded", Some("no valid desired state".to_owned()))
     } else if let Some(o) = observed.filter(|o| o.live.is_err()) {
@@ -219,7 +222,8 @@ mod tests {
     #[test]
     fn phases() {
         let d = desired("v1");
-        let blue = observed(Some(Color::Blue), vec![container(Color::Blue, 1, "v1", Health::Healthy)]);
+        let blue =
+            observed(Some(Color::Blue), vec![container(Color::Blue, 1, "v1", Health::Healthy)]);
         assert_eq!(phase(Some(&d), &blue, &Record::default()).0, "Healthy");
         assert_eq!(phase(Some(&desired("v2")), &blue, &Record::default()).0, "Progressing");
         assert_eq!(phase(None, &blue, &Record::default()).0, "Degraded");
@@ -240,7 +244,8 @@ mod tests {
         let d = desired("v1");
         let o = observed(Some(Color::Blue), vec![container(Color::Blue, 1, "v1", Health::Healthy)]);
         let m = ManifestState { desired: Some(&d), error: Some("bad"), source: "/m/rollout.yaml" };
-        let s = serde_json::to_value(build(&m, Some(&o), &Record::default(), None, Timestamp(0))).unwrap();
+        let s = serde_json::to_value(build(&m, Some(&o), &Record::default(), None, Timestamp(0)))
+            .unwrap();
         assert_eq!(s["desired"]["tag"], "v1");
         assert_eq!(s["desired"]["error"], "bad");
         assert_eq!(s["desired"]["source"], "/m/rollout.yaml");

@@ -1,9 +1,12 @@
-//! The images' recipes: the service image ([`service`]) and nginx's
-//! ([`nginx`]). Each build context is assembled under `target/images/`
+//! The images' recipes: the service image ([`service`]), the controller's
+//! ([`controller`]) and nginx's ([`nginx`]), the first two from static
+//! binaries ([`static_binary`]). Each build context is assembled under `target/images/`
 //! from the few files the image needs, never the whole repository.
 
+pub mod controller;
 pub mod nginx;
 pub mod service;
+pub mod static_binary;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

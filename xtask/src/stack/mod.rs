@@ -2,12 +2,15 @@
 //!
 //! `up` takes a fresh machine (Rust and Docker) to a serving stack: it
 //! installs the Debian packages it needs, trains the model, builds and
-//! pushes the images, starts the registry (left running for the
-//! deployment controller) and the compose stack with one color live, and
-//! waits until a prediction answers 200 through nginx. Running it again
-//! converges on the same state. `down` removes every container of the
-//! compose project (including those the controller created) and stops the
-//! registry `up` started.
+//! pushes the images, starts the registry (left running: the controller
+//! pulls from it), then nginx and the deployment controller with compose,
+//! writes the built tag into the live manifest and follows the controller
+//! until that tag serves through nginx. The controller, not `up`, starts
+//! the app slots: it is their one owner. Running `up` again converges on
+//! the same state. `down` removes every container of the compose project
+//! (the controller's slots included) and stops the registry `up` started.
+
+pub mod controller;
 
 use std::fs;
 use std::net::TcpListener;
@@ -16,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use bluegreen::{Color, NETWORK, PROJECT, REGISTRY_ADDR, Upstream, label};
+use bluegreen::{CONTROLLER_PORT, NETWORK, PROJECT, REGISTRY_ADDR, label, published_port};
 
 use crate::api;
 use crate::effects::compose::Tool;
@@ -35,15 +38,15 @@ pub struct UpArgs {
     /// Reuse the model artifact already in artifacts/ instead of training.
     #[arg(long)]
     pub no_train: bool,
-    /// How long to wait for the live color and nginx to become healthy and
-    /// for the first prediction through nginx, in seconds.
+    /// How long to wait for nginx to become healthy and for the
+    /// controller to roll the built tag out, in seconds.
     #[arg(long, default_value_t = DEFAULT_TIMEOUT_S, env = "TAXI_UP_TIMEOUT")]
     pub timeout: u64,
     #[command(flatten)]
     pub build: BuildArgs,
 }
 
-const DEFAULT_TIMEOUT_S: u64 = 120;
+const DEFAULT_TIMEOUT_S: u64 = 180;
 
 /// The command line's defaults.
 impl Default for UpArgs {
@@ -52,14 +55,27 @@ impl Default for UpArgs {
     }
 }
 
-/// The host ports of the stack: nginx's front and the two slots.
-const PORTS: [(u16, &str); 3] = [(8080, "nginx"), (5001, "app_blue"), (5002, "app_green")];
-/// nginx's published port.
-const FRONT: &str = "127.0.0.1:8080";
+/// nginx's published port: 80, as the original, unless `TAXI_FRONT_PORT`
+/// says otherwise (a machine where 80 is taken).
+pub fn front_port() -> u16 {
+    std::env::var("TAXI_FRONT_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(80)
+}
 
-/// The runtime directory bind-mounted into nginx as /etc/nginx/upstream.
-pub fn upstream_dir() -> PathBuf {
-    paths::target().join("stack/upstream")
+/// nginx's front as a loopback address.
+pub fn front() -> String {
+    format!("127.0.0.1:{}", front_port())
+}
+
+/// The stack's runtime directory: the live manifest, upstream.conf and
+/// the controller's state, bind-mounted into nginx and the controller.
+pub fn dir() -> PathBuf {
+    paths::target().join("stack")
+}
+
+/// The live manifest the controller watches (a copy of
+/// manifests/rollout.yaml, so a deploy never touches a tracked file).
+pub fn live_manifest() -> PathBuf {
+    dir().join("manifests/rollout.yaml")
 }
 
 pub fn up(args: &UpArgs) -> Result<()> {
@@ -89,38 +105,66 @@ pub fn up(args: &UpArgs) -> Result<()> {
     }
     let built = build::build(&build)?;
 
-    let live = prepare_upstream()?;
+    prepare_dir()?;
     let timeout = Duration::from_secs(args.timeout);
-    compose_up(tool, &built, live.service())?;
-    docker::wait_healthy(&container_of(tool, live.service())?, timeout)?;
-    compose_up(tool, &built, "nginx")?;
-    let nginx = container_of(tool, "nginx")?;
-    docker::wait_healthy(&nginx, timeout)?;
-    // nginx resolves the live color's address when it loads its
-    // configuration: reload it in case that container was just recreated.
-    run(docker(["exec", &nginx, "nginx", "-t", "-q"]))?;
-    run(docker(["exec", &nginx, "nginx", "-s", "reload"]))?;
+    compose_up(tool, &built)?;
+    docker::wait_healthy(&container_of(tool, bluegreen::NGINX_SERVICE)?, timeout)?;
+    deploy(&built.tag, timeout)?;
     wait_for_prediction(timeout)?;
 
+    let s = controller::status()?;
+    let live = s.active.color.map_or("-".into(), |c| c.service().to_owned());
     println!();
-    println!(
-        "The stack is up ({:.0} s), {} live:",
-        started.elapsed().as_secs_f64(),
-        live.service()
-    );
-    println!("  front (nginx)   http://localhost:8080/");
-    println!("  app_blue        http://127.0.0.1:5001/");
-    println!(
-        "  app_green       http://127.0.0.1:5002/   (started by the controller for a rollout)"
-    );
-    println!("  registry        http://{}/v2/", REGISTRY_ADDR);
+    println!("The stack is up ({:.0} s), {live} live:", started.elapsed().as_secs_f64());
+    println!("  front (nginx)   http://localhost:{}/", front_port());
+    println!("  controller      http://{}/status", controller::ADDR);
+    println!("  app_blue        http://127.0.0.1:{}/", published_port(bluegreen::Color::Blue));
+    println!("  app_green       http://127.0.0.1:{}/", published_port(bluegreen::Color::Green));
+    println!("  registry        http://{REGISTRY_ADDR}/v2/");
     println!("  image           {}", built.service);
     println!("Try:");
     println!(
-        "  curl -X POST localhost:8080/api/predict/ -H 'Content-Type: application/json' -d '{}'",
+        "  curl -X POST localhost:{}/api/predict/ -H 'Content-Type: application/json' -d '{}'",
+        front_port(),
         api::documented_request()
     );
+    println!("  cargo run -q -p controller -- status");
     println!("Stop everything with `cargo xtask down`.");
+    Ok(())
+}
+
+/// Writes `tag` into the live manifest and follows the controller until
+/// its rollout has ended; fails, with the level and the reason, when it
+/// was rolled back. A tag already live finishes at once.
+pub fn deploy(tag: &str, timeout: Duration) -> Result<()> {
+    let before = controller::status()
+        .or_else(|_| {
+            // Just started: give the controller a moment to listen.
+            poll::until(Duration::from_secs(30), Duration::from_millis(200), || {
+                Ok(match controller::status() {
+                    Ok(s) => Poll::Ready(s),
+                    Err(e) => Poll::Pending(format!("{e:#}")),
+                })
+            })
+        })
+        .context("the controller is not running")?;
+    if before.rollout.is_none()
+        && before.active.tag.as_deref() == Some(tag)
+        && before.desired.tag.as_deref() == Some(tag)
+    {
+        println!(
+            "{tag} is already live in {}",
+            before.active.color.map_or("-".into(), |c| c.to_string())
+        );
+        return Ok(());
+    }
+    controller::set_tag(&live_manifest(), tag)?;
+    println!("deploying {tag}: spec.image.tag set in {}", live_manifest().display());
+    let finished = controller::follow(tag, controller::newest_revision(&before), timeout)?;
+    println!("{}", controller::describe(&finished));
+    if finished.result != ::controller::record::Outcome::Succeeded {
+        bail!("{}", controller::describe(&finished));
+    }
     Ok(())
 }
 
@@ -134,7 +178,13 @@ fn check_ports() -> Result<()> {
         "--format",
         "{{.Ports}}",
     ]))?;
-    for (port, what) in PORTS {
+    let ports = [
+        (front_port(), "nginx"),
+        (CONTROLLER_PORT, "controller"),
+        (published_port(bluegreen::Color::Blue), "app_blue"),
+        (published_port(bluegreen::Color::Green), "app_green"),
+    ];
+    for (port, what) in ports {
         if ours.contains(&format!(":{port}->")) {
             continue;
         }
@@ -148,45 +198,38 @@ fn check_ports() -> Result<()> {
     Ok(())
 }
 
-/// Creates the runtime upstream directory unless it already holds an
-/// upstream.conf that names a live color (the controller may have switched
-/// colors since); a file that names none (the tracked nginx/upstream.conf
-/// has no color live) is replaced by blue's. Returns the live color.
-fn prepare_upstream() -> Result<Color> {
-    let dir = upstream_dir();
-    let live_file = dir.join("upstream.conf");
-    let live = match fs::read_to_string(&live_file) {
-        Ok(text) => {
-            Upstream::parse(&text)
-                .with_context(|| {
-                    format!("cannot read the live color from {}", live_file.display())
-                })?
-                .live
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", live_file.display())),
-    };
-    if let Some(color) = live {
-        return Ok(color);
+/// Lays out the runtime directory, keeping what a running stack changed:
+/// upstream.conf (no color live until the controller's first rollout),
+/// the live manifest (from manifests/rollout.yaml) and the state.
+fn prepare_dir() -> Result<()> {
+    for sub in ["upstream", "manifests", "controller"] {
+        let d = dir().join(sub);
+        fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
     }
-    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    fs::write(&live_file, Upstream::render(Color::Blue, 1))
-        .with_context(|| format!("cannot write {}", live_file.display()))?;
-    Ok(Color::Blue)
+    let copies = [
+        (paths::root().join("nginx/upstream.conf"), dir().join("upstream/upstream.conf")),
+        (paths::root().join("manifests/rollout.yaml"), live_manifest()),
+    ];
+    for (from, to) in copies {
+        if !to.exists() {
+            fs::copy(&from, &to).with_context(|| format!("cannot copy {}", from.display()))?;
+        }
+    }
+    Ok(())
 }
 
-fn compose_env(c: &mut std::process::Command, built: &Built) {
-    c.env("APP_BLUE_IMAGE", &built.service)
-        .env("APP_GREEN_IMAGE", &built.service)
-        .env("APP_BLUE_VERSION", &built.tag)
-        .env("APP_GREEN_VERSION", &built.tag)
-        .env("NGINX_IMAGE", &built.nginx)
-        .env("UPSTREAM_DIR", upstream_dir());
-}
-
-fn compose_up(tool: Tool, built: &Built, service: &str) -> Result<()> {
-    let mut c = tool.command(["up", "-d", "--no-deps", service]);
-    compose_env(&mut c, built);
+fn compose_up(tool: Tool, built: &Built) -> Result<()> {
+    let mut c = tool.command([
+        "up",
+        "-d",
+        "--no-deps",
+        bluegreen::NGINX_SERVICE,
+        bluegreen::CONTROLLER_SERVICE,
+    ]);
+    c.env("NGINX_IMAGE", &built.nginx)
+        .env("CONTROLLER_IMAGE", &built.controller)
+        .env("STACK_DIR", dir())
+        .env("FRONT_PORT", front_port().to_string());
     run(c)
 }
 
@@ -200,17 +243,18 @@ fn container_of(tool: Tool, service: &str) -> Result<String> {
 
 fn wait_for_prediction(timeout: Duration) -> Result<()> {
     let documented = api::documented_request();
+    let front = front();
     poll::until(timeout, Duration::from_millis(500), || {
         let answer = Request::post_json("/api/predict/", documented.as_bytes())
             .timeout(Duration::from_secs(5))
-            .send(FRONT);
+            .send(&front);
         Ok(match answer {
             Ok(r) if r.status == 200 => Poll::Ready(()),
             Ok(r) => Poll::Pending(format!("answering {}: {}", r.status, r.text())),
             Err(e) => Poll::Pending(format!("failing ({e:#})")),
         })
     })
-    .with_context(|| format!("POST http://{FRONT}/api/predict/ through nginx"))
+    .with_context(|| format!("POST http://{front}/api/predict/ through nginx"))
 }
 
 pub fn down() -> Result<()> {
@@ -228,7 +272,7 @@ pub fn down() -> Result<()> {
         Ok(false) => {}
         Err(e) => problems.push(format!("cannot stop the registry: {e:#}")),
     }
-    paths::remove_dir_if_present(&paths::target().join("stack"))?;
+    paths::remove_dir_if_present(&dir())?;
     if !problems.is_empty() {
         bail!("{}", problems.join("; "));
     }
@@ -276,9 +320,11 @@ mod tests {
         let out = output(tool.command(["config", "--services"])).unwrap();
         let mut services: Vec<&str> = out.lines().collect();
         services.sort_unstable();
-        assert_eq!(services, ["app_blue", "app_green", "nginx"]);
-        let config = output(tool.command(["config"])).unwrap();
-        assert!(config.contains("5001"), "{config}");
-        assert!(config.contains("/etc/nginx/upstream"), "{config}");
+        assert_eq!(services, ["app_blue", "app_green", "controller", "nginx"]);
+        let mut config = tool.command(["config"]);
+        config.env("STACK_DIR", "/stack");
+        let config = output(config).unwrap();
+        assert!(config.contains("/stack/upstream"), "{config}");
+        assert!(config.contains("/var/run/docker.sock"), "{config}");
     }
 }

@@ -64,12 +64,15 @@ pub struct Built {
     pub service: String,
     /// `taxi/nginx:<sha>[-dirty]`, local.
     pub nginx: String,
+    /// `taxi/controller:<sha>[-dirty]`, local.
+    pub controller: String,
     /// The revision tag both carry.
     pub tag: String,
     /// The model version baked into the service image.
     pub model_version: String,
     pub service_bytes: u64,
     pub nginx_bytes: u64,
+    pub controller_bytes: u64,
 }
 
 impl Built {
@@ -128,10 +131,12 @@ mod tests {
         let built = Built {
             service: "localhost:5000/taxi/service:abc".into(),
             nginx: "taxi/nginx:abc".into(),
+            controller: "taxi/controller:abc".into(),
             tag: "abc".into(),
             model_version: "m1".into(),
             service_bytes: 1,
             nginx_bytes: 2,
+            controller_bytes: 3,
         };
         write_record(&path, &built).unwrap();
         assert_eq!(read_record(&path).unwrap(), Some(built));

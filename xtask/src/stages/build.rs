@@ -1,5 +1,6 @@
 //! Stage build & push: the service image (a static binary and the model
-//! artifact on `scratch`) and the nginx image, tagged with the commit sha;
+//! artifact on `scratch`), the controller image and the nginx image, tagged
+//! with the commit sha;
 //! the service image is pushed to the local registry, where the
 //! integration stage and the deployment controller pull it from.
 //! The recipes themselves live in [`crate::images`]; this stage runs them,
@@ -15,7 +16,7 @@ use crate::effects::docker::{self, docker};
 use crate::effects::process::{output, run};
 use crate::effects::registry;
 use crate::effects::revision::{self, Revision};
-use crate::images::{nginx, service};
+use crate::images::{controller, nginx, service, static_binary};
 use crate::stages::artifacts::{self, Built};
 
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -44,10 +45,10 @@ pub fn build(args: &BuildArgs) -> Result<Built> {
     let created = revision.committed_at.clone();
     let source = revision::source_url().unwrap_or_default();
 
-    let binary = service::build_static_service()?;
+    let binaries = static_binary::build(&["service", "controller"])?;
     let service = format!("{SERVICE_REPOSITORY}:{tag}");
     service::build_image(
-        &binary,
+        &binaries[0],
         &model_path,
         &service,
         &[
@@ -57,6 +58,17 @@ pub fn build(args: &BuildArgs) -> Result<Built> {
             ("SOURCE", source.clone()),
             ("MODEL_VERSION", artifact.model_version.clone()),
             ("MODEL_SHA256", service::sha256_of(&model_path)?),
+        ],
+    )?;
+
+    let controller = format!("{}:{tag}", controller::REPOSITORY);
+    controller::build_image(
+        &binaries[1],
+        &controller,
+        &[
+            ("REVISION", revision.commit.clone()),
+            ("CREATED", created.clone()),
+            ("SOURCE", source.clone()),
         ],
     )?;
 
@@ -77,14 +89,17 @@ pub fn build(args: &BuildArgs) -> Result<Built> {
     let built = Built {
         service_bytes: image_size(&service)?,
         nginx_bytes: image_size(&nginx)?,
+        controller_bytes: image_size(&controller)?,
         service,
         nginx,
+        controller,
         tag,
         model_version: artifact.model_version,
     };
     built.record()?;
     println!("service image  {}  {}", built.service, megabytes(built.service_bytes));
     println!("nginx image    {}  {}", built.nginx, megabytes(built.nginx_bytes));
+    println!("controller     {}  {}", built.controller, megabytes(built.controller_bytes));
     println!("pushed {} (and :latest) to {}", built.service, REGISTRY_ADDR);
     Ok(built)
 }
@@ -92,7 +107,7 @@ pub fn build(args: &BuildArgs) -> Result<Built> {
 /// Removes the dangling images earlier builds of this project left behind
 /// (a rebuilt `-dirty` tag moves to the new image); best effort.
 fn prune_superseded() {
-    for title in ["taxi-fare service", "taxi-fare nginx"] {
+    for title in ["taxi-fare service", "taxi-fare nginx", "taxi-fare controller"] {
         let filter = format!("label=org.opencontainers.image.title={title}");
         if let Err(e) = output(docker(["image", "prune", "-f", "--filter", &filter])) {
             eprintln!("warning: cannot prune superseded images: {e:#}");
