@@ -18,6 +18,15 @@ use crate::trip::Trip;
 /// The artifact layout version this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// The longest `model_version` (and `trainer_version`) accepted: both are
+/// echoed in every response and metric label.
+pub const MAX_VERSION_LEN: usize = 128;
+
+/// No prediction may exceed this many dollars in magnitude, whatever the
+/// input: an artifact whose coefficients and feature ranges allow more is
+/// refused at load (see [`ModelArtifact::prediction_bound`]).
+pub const MAX_PREDICTION: f64 = 1e6;
+
 /// A fitted linear fare model with its lineage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelArtifact {
@@ -80,6 +89,18 @@ pub enum ArtifactError {
     NonFinite,
     #[error("model artifact has an empty model_version")]
     EmptyVersion,
+    #[error(
+        "model artifact's {field} is {len} bytes or has control characters \
+         (at most {MAX_VERSION_LEN} printable bytes)"
+    )]
+    BadVersion { field: &'static str, len: usize },
+    #[error("model artifact's lineage has a non-finite {field}")]
+    NonFiniteLineage { field: &'static str },
+    #[error(
+        "model artifact could predict up to {bound:e} USD for a valid trip \
+         (the limit is {MAX_PREDICTION:e}): coefficients or feature ranges out of bounds"
+    )]
+    PredictionBound { bound: f64 },
 }
 
 impl Lineage {
@@ -182,7 +203,50 @@ impl ModelArtifact {
         if self.model_version.trim().is_empty() {
             return Err(ArtifactError::EmptyVersion);
         }
+        for (field, value) in [
+            ("model_version", &self.model_version),
+            ("trainer_version", &self.lineage.trainer_version),
+        ] {
+            if value.len() > MAX_VERSION_LEN || value.chars().any(char::is_control) {
+                return Err(ArtifactError::BadVersion { field, len: value.len() });
+            }
+        }
+        let lineage = &self.lineage;
+        let numbers = [
+            ("test_fraction", lineage.test_fraction),
+            ("metrics.rmse", lineage.metrics.rmse),
+            ("metrics.mae", lineage.metrics.mae),
+            ("metrics.r2", lineage.metrics.r2),
+            ("baseline.rmse", lineage.baseline.rmse),
+            ("baseline.mae", lineage.baseline.mae),
+            ("baseline.r2", lineage.baseline.r2),
+        ];
+        if let Some((field, _)) = numbers.iter().find(|(_, v)| !v.is_finite()) {
+            return Err(ArtifactError::NonFiniteLineage { field });
+        }
+        let bound = self.prediction_bound();
+        if bound.is_nan() || bound > MAX_PREDICTION {
+            return Err(ArtifactError::PredictionBound { bound });
+        }
         Ok(())
+    }
+
+    /// An upper bound on `|linear_response|` over every input, hence on
+    /// every prediction.
+    ///
+    /// Proof: `predict` clamps feature `i` into `[min_i, max_i]` (finite,
+    /// checked above), so `|x_i| <= max(|min_i|, |max_i|) = m_i` — also for
+    /// a NaN feature, which `clamp` maps to `min_i` — and
+    /// `|intercept + sum c_i x_i| <= |intercept| + sum |c_i| m_i`, the value
+    /// returned. When that sum is finite and at most [`MAX_PREDICTION`], no
+    /// partial sum can overflow, so every prediction is a finite number
+    /// within it.
+    pub fn prediction_bound(&self) -> f64 {
+        self.coefficients
+            .iter()
+            .zip(&self.feature_ranges)
+            .map(|(c, r)| c.abs() * r.min.abs().max(r.max.abs()))
+            .fold(self.intercept.abs(), |acc, term| acc + term)
     }
 
     /// The linear response for one trip, its features clamped into the
@@ -300,5 +364,59 @@ pub(crate) mod tests {
         let mut nan = sample();
         nan.coefficients[0] = f64::NAN;
         assert!(matches!(nan.validate(), Err(ArtifactError::NonFinite)));
+    }
+
+    #[test]
+    fn refuses_artifacts_that_could_predict_absurd_fares() {
+        // 1e308 is finite, but times a distance it is not.
+        let mut huge = sample();
+        huge.coefficients[0] = 1e308;
+        assert!(matches!(huge.validate(), Err(ArtifactError::PredictionBound { .. })));
+        let text = huge.to_json().unwrap();
+        let err = ModelArtifact::from_json(&text).expect_err("1e308").to_string();
+        assert!(err.contains("could predict up to"), "{err}");
+        // A coefficient that could only matter outside the feature range is
+        // harmless once features are clamped.
+        let mut clamped = sample();
+        clamped.coefficients[0] = 1e9;
+        clamped.feature_ranges[0] = FeatureRange { min: 0.0, max: 1e-4 };
+        assert!(clamped.validate().is_ok());
+        assert!(clamped.prediction_bound() <= MAX_PREDICTION);
+        let mut far = sample();
+        far.feature_ranges[9] = FeatureRange { min: 0.0, max: 1e300 };
+        assert!(matches!(far.validate(), Err(ArtifactError::PredictionBound { .. })));
+    }
+
+    #[test]
+    fn predictions_stay_within_the_bound_for_extreme_trips() {
+        let a = sample();
+        let bound = a.prediction_bound();
+        for values in [
+            [90.0, 180.0, -90.0, -180.0, 9.0],
+            [-90.0, -180.0, 90.0, 180.0, 0.0],
+            [0.0, 0.0, 0.0, 0.0, 0.0],
+            [40.7, -74.0, -40.7, 106.0, 6.0],
+        ] {
+            let trip = Trip::from_values(values).unwrap();
+            let p = a.predict(&trip);
+            assert!(p.is_finite() && p.abs() <= bound, "{values:?}: {p} > {bound}");
+        }
+    }
+
+    #[test]
+    fn refuses_long_or_control_versions() {
+        let mut long = sample();
+        long.model_version = "v".repeat(MAX_VERSION_LEN + 1);
+        assert!(matches!(long.validate(), Err(ArtifactError::BadVersion { len: 129, .. })));
+        let mut newline = sample();
+        newline.model_version = "v1\nx".into();
+        assert!(newline.validate().is_err());
+        let mut trainer = sample();
+        trainer.lineage.trainer_version = "t".repeat(10_000);
+        let err = trainer.validate().expect_err("long trainer version").to_string();
+        assert!(err.contains("trainer_version"), "{err}");
+        let mut ok = sample();
+        ok.model_version = "m".repeat(MAX_VERSION_LEN);
+        assert!(ok.validate().is_ok());
     }
 }

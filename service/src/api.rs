@@ -2,13 +2,13 @@
 //! request/response types they document in OpenAPI.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::http::{HeaderMap, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -97,7 +97,7 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
         status: "ok",
         model_loaded: artifact.is_some(),
         model_version: artifact.map(|a| a.model_version.as_str()),
-        color: state.deployment.color.as_deref(),
+        color: state.deployment.color.map(bluegreen::Color::as_str),
         version: state.deployment.version.as_deref(),
         model_error: state.model.error(),
     })
@@ -124,6 +124,9 @@ pub enum PredictResponses {
     /// The body could not be read
     #[response(status = 400)]
     BadBody(MessageBody),
+    /// The body did not arrive within the body timeout
+    #[response(status = 408)]
+    BodyTimeout(MessageBody),
     /// The body is over the size limit
     #[response(status = 413)]
     TooLarge(MessageBody),
@@ -133,39 +136,69 @@ pub enum PredictResponses {
     /// Invalid JSON or invalid trips: every error, with its path
     #[response(status = 422)]
     Invalid(ValidationErrorBody),
-    /// No model is loaded, or the request timed out
+    /// No model is loaded, too many predictions are in flight (with
+    /// `Retry-After`), or pricing timed out
     #[response(status = 503)]
     Unavailable(MessageBody),
 }
 
 /// Predicts the fare of every trip in the batch, in order.
+///
+/// Cheap refusals come first, before a byte of the body is read: content
+/// type (415), declared length (413, also under `Expect: 100-continue`,
+/// which is then never answered with 100), no model (503), no capacity
+/// (503, shed). The body is then read within the body timeout (408) and
+/// priced within the request timeout (503).
 #[utoipa::path(post, path = "/api/predict/", tag = "predict", operation_id = "predict",
     request_body(content = PredictRequest, content_type = "application/json"),
     responses(PredictResponses))]
 pub async fn predict(
     State(state): State<Arc<AppState>>,
     _: JsonContentType,
-    body: Result<Bytes, BytesRejection>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<Json<PredictResponse>, ApiError> {
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge { limit: state.limits.max_body_bytes }
-        } else {
-            ApiError::BadBody(rejection.body_text())
-        }
-    })?;
-    model_or_503(&state)?;
-    if body.len() <= INLINE_BODY_BYTES {
-        return price(&state, &body).map(Json);
+    let limits = state.limits;
+    let declared = declared_length(&headers);
+    if declared.is_some_and(|n| n > limits.max_body_bytes as u64) {
+        return Err(ApiError::PayloadTooLarge { limit: limits.max_body_bytes });
     }
-    // A big batch is milliseconds of CPU: run it off the async workers so
-    // it cannot stall liveness probes and small requests.
-    let task = tokio::task::spawn_blocking(move || price(&state, &body));
-    match task.await {
+    model_or_503(&state)?;
+    let permit = state.predictions.clone().try_acquire_owned().map_err(|_| ApiError::Overloaded)?;
+    let _in_flight = state.metrics.prediction_started();
+    let read = read_body(body, limits.max_body_bytes, declared);
+    let body = tokio::time::timeout(limits.body_timeout, read)
+        .await
+        .map_err(|_| ApiError::BodyTimeout(limits.body_timeout.as_secs_f64()))??;
+    let cancel = CancelOnDrop::default();
+    let pricing = async {
+        if body.len() <= INLINE_BODY_BYTES {
+            return price(&state, &body, &cancel.0);
+        }
+        // A big batch is milliseconds of CPU: run it off the async workers
+        // so it cannot stall liveness probes and small requests. The task
+        // holds the permit: work still running after its request is gone
+        // counts against the limit, so abandoned work cannot pile up; and
+        // it stops early, since the request's drop sets `cancelled`.
+        let (state, cancelled) = (state.clone(), cancel.0.clone());
+        let task = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            price(&state, &body, &cancelled)
+        });
+        match task.await {
+            Ok(result) => result,
+            Err(e) => {
+                tracing::error!(error = %e, "prediction task failed");
+                Err(ApiError::Internal)
+            }
+        }
+    };
+    let timeout = limits.request_timeout;
+    match tokio::time::timeout(timeout, pricing).await {
         Ok(result) => result.map(Json),
-        Err(e) => {
-            tracing::error!(error = %e, "prediction task failed");
-            Err(ApiError::Internal)
+        Err(_) => {
+            tracing::warn!(timeout_s = timeout.as_secs_f64(), "prediction timed out");
+            Err(ApiError::Timeout(timeout.as_secs_f64()))
         }
     }
 }
@@ -173,11 +206,60 @@ pub async fn predict(
 /// Bodies up to this size (about 100 rows) are priced on the async worker.
 const INLINE_BODY_BYTES: usize = 16 * 1024;
 
-/// Validates a batch and predicts it with the loaded model.
-fn price(state: &AppState, body: &[u8]) -> Result<PredictResponse, ApiError> {
+/// A flag set when the request it belongs to is dropped (answered, timed
+/// out, or its connection closed), telling its pricing to stop.
+#[derive(Default)]
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The declared `Content-Length`, if any (hyper has checked its syntax).
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// Reads the whole body into one buffer sized by the declared length, and
+/// refuses it as soon as it grows past `limit` (chunked bodies).
+async fn read_body(body: Body, limit: usize, declared: Option<u64>) -> Result<Vec<u8>, ApiError> {
+    use http_body_util::BodyExt;
+    let capacity = declared.map_or(0, |n| usize::try_from(n).unwrap_or(limit).min(limit));
+    let mut out = Vec::with_capacity(capacity);
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::BadBody(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > limit {
+                return Err(ApiError::PayloadTooLarge { limit });
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out)
+}
+
+/// Validates a batch and predicts it with the loaded model. The error of a
+/// cancelled parse is never seen: its request is already gone.
+fn price(
+    state: &AppState,
+    body: &[u8],
+    cancelled: &AtomicBool,
+) -> Result<PredictResponse, ApiError> {
     let artifact = model_or_503(state)?;
-    let trips =
-        validate::parse_batch(body, state.limits.max_batch_rows).map_err(ApiError::Validation)?;
+    if cancelled.load(Ordering::Relaxed) {
+        state.metrics.record_cancelled();
+        return Err(ApiError::Timeout(state.limits.request_timeout.as_secs_f64()));
+    }
+    let trips = match validate::parse_batch_until(body, state.limits.max_batch_rows, cancelled) {
+        Ok(parsed) => parsed.map_err(ApiError::Validation)?,
+        Err(validate::Cancelled) => {
+            state.metrics.record_cancelled();
+            return Err(ApiError::Timeout(state.limits.request_timeout.as_secs_f64()));
+        }
+    };
     let predictions = artifact.predict_batch(&trips);
     let out_of_area: Vec<usize> = trips
         .iter()
@@ -196,9 +278,10 @@ fn price(state: &AppState, body: &[u8]) -> Result<PredictResponse, ApiError> {
 pub async fn predict_no_slash(
     state: State<Arc<AppState>>,
     json: JsonContentType,
-    body: Result<Bytes, BytesRejection>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<Json<PredictResponse>, ApiError> {
-    predict(state, json, body).await
+    predict(state, json, headers, body).await
 }
 
 /// Prometheus metrics in the text exposition format.

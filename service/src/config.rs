@@ -5,8 +5,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bluegreen::Color;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::server::ConnLimits;
 use crate::state::Limits;
 
 /// The port the original service listened on; scripts and images rely on it.
@@ -51,7 +53,7 @@ pub struct ServeArgs {
 
     /// Deployment color (blue/green) reported on `/`, set by the controller.
     #[arg(long, env = "COLOR")]
-    pub color: Option<String>,
+    pub color: Option<Color>,
 
     /// Release (image tag) reported on `/` as `version`, set by the controller.
     #[arg(long = "release", env = "VERSION", value_name = "TAG")]
@@ -65,7 +67,27 @@ pub struct ServeArgs {
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = Limits::DEFAULT.max_body_bytes)]
     pub max_body_bytes: usize,
 
-    /// A request still running after this many seconds is answered 503.
+    /// Predict requests in flight at once (reading their body or being
+    /// priced); one more is answered 503 with Retry-After, unread. Bounds
+    /// memory: see ARCHITECTURE.md for the formula.
+    #[arg(
+        long,
+        env = "MAX_CONCURRENT_PREDICTIONS",
+        default_value_t = Limits::DEFAULT.max_concurrent_predictions
+    )]
+    pub max_concurrent_predictions: usize,
+
+    /// A predict body still arriving this many seconds after its head is
+    /// answered 408.
+    #[arg(
+        long,
+        env = "BODY_TIMEOUT_SECS",
+        default_value_t = Limits::DEFAULT.body_timeout.as_secs_f64()
+    )]
+    pub body_timeout_secs: f64,
+
+    /// Pricing still running this many seconds after the body arrived is
+    /// stopped and answered 503.
     #[arg(
         long,
         env = "REQUEST_TIMEOUT_SECS",
@@ -73,9 +95,53 @@ pub struct ServeArgs {
     )]
     pub request_timeout_secs: f64,
 
+    /// Open connections at once; more wait in the kernel's accept queue.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = ConnLimits::DEFAULT.max_connections)]
+    pub max_connections: usize,
+
+    /// Largest request head (request line and headers) in bytes, also the
+    /// read buffer of each connection; more is answered 431 (at least 8192).
+    #[arg(long, env = "MAX_HEADER_BYTES", default_value_t = ConnLimits::DEFAULT.max_header_bytes)]
+    pub max_header_bytes: usize,
+
+    /// A request head must arrive in full within this many seconds of its
+    /// first byte (or of the connection's opening), else the connection is
+    /// closed.
+    #[arg(
+        long,
+        env = "HEADER_TIMEOUT_SECS",
+        default_value_t = ConnLimits::DEFAULT.header_timeout.as_secs_f64()
+    )]
+    pub header_timeout_secs: f64,
+
+    /// A kept-alive connection with no new request for this many seconds
+    /// is closed. Longer than nginx's upstream `keepalive_timeout` (30 s),
+    /// so nginx always closes first and never reuses a connection the
+    /// service is closing.
+    #[arg(
+        long,
+        env = "IDLE_TIMEOUT_SECS",
+        default_value_t = ConnLimits::DEFAULT.idle_timeout.as_secs_f64()
+    )]
+    pub idle_timeout_secs: f64,
+
+    /// After SIGTERM/SIGINT, requests that arrive on open connections are
+    /// still answered (with `Connection: close`) for this many seconds;
+    /// then connections with no request in flight are closed.
+    #[arg(
+        long,
+        env = "SHUTDOWN_GRACE_SECS",
+        default_value_t = ConnLimits::DEFAULT.shutdown_grace.as_secs_f64()
+    )]
+    pub shutdown_grace_secs: f64,
+
     /// After SIGTERM/SIGINT, requests in flight get this many seconds to
     /// finish before the process exits anyway (with status 1).
-    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 10.0)]
+    #[arg(
+        long,
+        env = "SHUTDOWN_TIMEOUT_SECS",
+        default_value_t = ConnLimits::DEFAULT.drain_deadline.as_secs_f64()
+    )]
     pub shutdown_timeout_secs: f64,
 
     /// Runtime worker threads (default: the number of available cores).
@@ -104,6 +170,44 @@ pub struct HealthcheckArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 2.0)]
     pub timeout_secs: f64,
+}
+
+impl ServeArgs {
+    /// The request limits, checked.
+    pub fn limits(&self) -> anyhow::Result<Limits> {
+        let limits = Limits {
+            max_batch_rows: self.max_batch_rows,
+            max_body_bytes: self.max_body_bytes,
+            max_concurrent_predictions: self.max_concurrent_predictions,
+            body_timeout: seconds("body-timeout-secs", self.body_timeout_secs)?,
+            request_timeout: seconds("request-timeout-secs", self.request_timeout_secs)?,
+        };
+        anyhow::ensure!(limits.max_batch_rows > 0, "--max-batch-rows must be at least 1");
+        anyhow::ensure!(
+            limits.max_concurrent_predictions > 0,
+            "--max-concurrent-predictions must be at least 1"
+        );
+        Ok(limits)
+    }
+
+    /// The connection limits, checked.
+    pub fn conn_limits(&self) -> anyhow::Result<ConnLimits> {
+        let limits = ConnLimits {
+            max_connections: self.max_connections,
+            max_header_bytes: self.max_header_bytes,
+            header_timeout: seconds("header-timeout-secs", self.header_timeout_secs)?,
+            idle_timeout: seconds("idle-timeout-secs", self.idle_timeout_secs)?,
+            shutdown_grace: seconds("shutdown-grace-secs", self.shutdown_grace_secs)?,
+            drain_deadline: seconds("shutdown-timeout-secs", self.shutdown_timeout_secs)?,
+        };
+        anyhow::ensure!(limits.max_connections > 0, "--max-connections must be at least 1");
+        anyhow::ensure!(
+            limits.max_header_bytes >= ConnLimits::MIN_HEADER_BYTES,
+            "--max-header-bytes must be at least {}",
+            ConnLimits::MIN_HEADER_BYTES
+        );
+        Ok(limits)
+    }
 }
 
 /// A validated positive duration from a seconds flag.
@@ -135,6 +239,27 @@ mod tests {
         assert!(cli.command.is_none());
         assert_eq!(cli.serve.model.as_deref(), Some(std::path::Path::new("m.json")));
         assert_eq!(cli.serve.port, 1);
+    }
+
+    #[test]
+    fn color_is_blue_or_green() {
+        let cli = Cli::try_parse_from(["service", "--color", "green"]).unwrap();
+        assert_eq!(cli.serve.color, Some(Color::Green));
+        assert!(Cli::try_parse_from(["service", "--color", "purple"]).is_err());
+    }
+
+    #[test]
+    fn limits_refuse_what_hyper_or_the_service_cannot_honour() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["service"];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args).unwrap().serve
+        };
+        assert!(parse(&[]).limits().is_ok() && parse(&[]).conn_limits().is_ok());
+        assert!(parse(&["--max-header-bytes", "4096"]).conn_limits().is_err());
+        assert!(parse(&["--max-connections", "0"]).conn_limits().is_err());
+        assert!(parse(&["--max-concurrent-predictions", "0"]).limits().is_err());
+        assert!(parse(&["--body-timeout-secs", "0"]).limits().is_err());
     }
 
     #[test]

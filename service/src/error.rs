@@ -67,6 +67,10 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("request timed out after {0:.1} s")]
     Timeout(f64),
+    #[error("the request body did not arrive within {0:.1} s")]
+    BodyTimeout(f64),
+    #[error("too many predictions in flight; retry shortly")]
+    Overloaded,
     #[error("internal error")]
     Internal,
 }
@@ -78,33 +82,100 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadBody(_) => StatusCode::BAD_REQUEST,
-            ApiError::ModelUnavailable(_) | ApiError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::ModelUnavailable(_) | ApiError::Timeout(_) | ApiError::Overloaded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
+
+    /// The `kind` label of this error in `/metrics`: statuses alone do not
+    /// tell a missing model from an overloaded instance.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApiError::Validation(_) => "validation",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::BadBody(_) => "bad_body",
+            ApiError::ModelUnavailable(_) => "no_model",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Timeout(_) => "timeout",
+            ApiError::BodyTimeout(_) => "body_timeout",
+            ApiError::Overloaded => "overloaded",
+            ApiError::Internal => "internal",
+        }
+    }
+
+    /// Errors answered before (all of) the body was read: the connection
+    /// is closed after the answer, so unread bytes are never taken for the
+    /// next request and hyper need not drain them.
+    fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            ApiError::PayloadTooLarge { .. }
+                | ApiError::BodyTimeout(_)
+                | ApiError::Overloaded
+                | ApiError::BadBody(_)
+        )
+    }
+
+    /// Seconds a client should wait before retrying, for the errors that
+    /// pass with time.
+    fn retry_after(&self) -> Option<&'static str> {
+        match self {
+            ApiError::ModelUnavailable(_) | ApiError::Timeout(_) => Some("5"),
+            ApiError::Overloaded => Some("1"),
+            _ => None,
+        }
+    }
+}
+
+/// The kind of error a response carries, for the metrics middleware.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorKind(pub &'static str);
+
+/// The FastAPI-shaped body of an error made below the router (by hyper,
+/// while parsing a request head), as complete response bytes.
+pub fn protocol_error_response(status: StatusCode, detail: &str) -> Vec<u8> {
+    let body = serde_json::to_vec(&MessageBody { detail: detail.to_owned() })
+        .unwrap_or_else(|_| b"{}".to_vec());
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        status.as_str(),
+        status.canonical_reason().unwrap_or(""),
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    out
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        match self {
+        let kind = ErrorKind(self.kind());
+        let retry_after = self.retry_after();
+        let close = self.closes_connection();
+        let mut response = match self {
             ApiError::Validation(detail) => {
                 (status, Json(ValidationErrorBody { detail })).into_response()
             }
-            other => {
-                let mut response =
-                    (status, Json(MessageBody { detail: other.to_string() })).into_response();
-                if matches!(other, ApiError::ModelUnavailable(_) | ApiError::Timeout(_)) {
-                    // Tell well-behaved clients not to hammer an instance
-                    // that cannot answer yet.
-                    response
-                        .headers_mut()
-                        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
-                }
-                response
-            }
+            other => (status, Json(MessageBody { detail: other.to_string() })).into_response(),
+        };
+        let headers = response.headers_mut();
+        if let Some(seconds) = retry_after {
+            // Tell well-behaved clients not to hammer an instance that
+            // cannot answer yet.
+            headers.insert(header::RETRY_AFTER, header::HeaderValue::from_static(seconds));
         }
+        if close {
+            headers.insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+        }
+        response.extensions_mut().insert(kind);
+        response
     }
 }

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod healthcheck;
 pub mod metrics;
@@ -18,4 +19,5 @@ pub mod telemetry;
 pub mod validate;
 
 pub use app::router;
+pub use server::ConnLimits;
 pub use state::{AppState, Deployment, Limits, ModelSlot};

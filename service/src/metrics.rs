@@ -20,6 +20,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::error::ErrorKind;
 use crate::state::AppState;
 
 /// The `Content-Type` of [`Metrics::render`]'s output.
@@ -58,6 +59,18 @@ struct HttpLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    route: &'static str,
+    status: u16,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabels {
+    stage: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModelLabels {
     model_version: String,
     feature_set: String,
@@ -73,8 +86,23 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<HttpLabels, Counter>,
     duration: Family<HttpLabels, Histogram, HistogramConstructor>,
+    errors: Family<ErrorLabels, Counter>,
     predicted_rows: Counter,
     out_of_area_rows: Counter,
+    predictions_in_flight: Gauge,
+    predictions_cancelled: Counter,
+    connections_open: Gauge,
+    connection_timeouts: Family<StageLabels, Counter>,
+}
+
+/// Keeps `predictions_in_flight` counted up while it lives.
+#[must_use]
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Metrics {
@@ -91,6 +119,35 @@ impl Metrics {
             "http_request_duration_seconds",
             "Time from request received to response head ready",
             duration.clone(),
+        );
+        let errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "http_request_errors",
+            "Error answers by route, status and kind (no_model, overloaded, timeout, \
+             body_timeout, validation, ...; bad_request, uri_too_long and \
+             headers_too_large are answered below the router)",
+            errors.clone(),
+        );
+        let predictions_in_flight = Gauge::default();
+        registry.register(
+            "predictions_in_flight",
+            "Predict requests holding a slot of --max-concurrent-predictions",
+            predictions_in_flight.clone(),
+        );
+        let predictions_cancelled = Counter::default();
+        registry.register(
+            "predictions_cancelled",
+            "Pricing stopped early because its request timed out or its client left",
+            predictions_cancelled.clone(),
+        );
+        let connections_open = Gauge::default();
+        registry.register("connections_open", "Open client connections", connections_open.clone());
+        let connection_timeouts = Family::<StageLabels, Counter>::default();
+        registry.register(
+            "connection_timeouts",
+            "Connections closed by a timer, by stage (header: a request head too slow; \
+             idle: no new request on a kept-alive connection)",
+            connection_timeouts.clone(),
         );
         let predicted_rows = Counter::default();
         registry.register(
@@ -123,7 +180,43 @@ impl Metrics {
                 })
                 .set(1);
         }
-        Metrics { registry, requests, duration, predicted_rows, out_of_area_rows }
+        Metrics {
+            registry,
+            requests,
+            duration,
+            errors,
+            predicted_rows,
+            out_of_area_rows,
+            predictions_in_flight,
+            predictions_cancelled,
+            connections_open,
+            connection_timeouts,
+        }
+    }
+
+    /// Counts a predict request in flight until the guard drops.
+    pub fn prediction_started(&self) -> InFlight {
+        self.predictions_in_flight.inc();
+        InFlight(self.predictions_in_flight.clone())
+    }
+
+    pub fn record_cancelled(&self) {
+        self.predictions_cancelled.inc();
+    }
+
+    /// An error answered below the router (hyper's head parser).
+    pub fn record_protocol_error(&self, status: u16, kind: &'static str) {
+        self.errors.get_or_create(&ErrorLabels { route: UNMATCHED_ROUTE, status, kind }).inc();
+    }
+
+    pub fn record_connection_timeout(&self, stage: &'static str) {
+        self.connection_timeouts.get_or_create(&StageLabels { stage }).inc();
+    }
+
+    /// Counts an open connection until the guard drops.
+    pub fn connection_opened(&self) -> InFlight {
+        self.connections_open.inc();
+        InFlight(self.connections_open.clone())
     }
 
     pub fn record_predictions(&self, rows: usize, out_of_area: usize) {
@@ -131,10 +224,20 @@ impl Metrics {
         self.out_of_area_rows.inc_by(out_of_area as u64);
     }
 
-    fn record_request(&self, route: &'static str, method: &Method, status: u16, seconds: f64) {
+    fn record_request(
+        &self,
+        route: &'static str,
+        method: &Method,
+        status: u16,
+        error: Option<ErrorKind>,
+        seconds: f64,
+    ) {
         let labels = HttpLabels { route, method: method_label(method), status };
         self.duration.get_or_create(&labels).observe(seconds);
         self.requests.get_or_create(&labels).inc();
+        if let Some(ErrorKind(kind)) = error {
+            self.errors.get_or_create(&ErrorLabels { route, status, kind }).inc();
+        }
     }
 
     /// The Prometheus text exposition of every metric.
@@ -163,7 +266,8 @@ pub async fn track(
     let response = next.run(request).await;
     let status = response.status().as_u16();
     let seconds = started.elapsed().as_secs_f64();
-    state.metrics.record_request(route, &method, status, seconds);
+    let error = response.extensions().get::<ErrorKind>().copied();
+    state.metrics.record_request(route, &method, status, error, seconds);
     tracing::debug!(route, method = %method, status, ms = seconds * 1e3, "request");
     response
 }

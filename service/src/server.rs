@@ -1,42 +1,95 @@
-//! Serving: load the model, bind, answer until a shutdown signal, then
-//! drain requests in flight within a deadline.
+//! Serving: load the model, bind, accept connections within limits, and
+//! on a shutdown signal drain them in three steps.
+//!
+//! Shutdown: the listener is closed at once. For a short grace period,
+//! requests that arrive on connections already open (a client may have
+//! sent one on a kept-alive connection just as the signal came) are still
+//! answered, with `Connection: close`. Then every connection with no
+//! request in the application is closed (idle, or a head half sent), and
+//! those with one finish it and close. The process exits 0 when every
+//! request that reached the application was answered, or 1 if some were
+//! still running at the drain deadline.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use axum::serve::ListenerExt;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use anyhow::{Context as _, Result, bail};
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderValue, Request, Response, header};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinSet;
 
 use crate::app;
-use crate::config::{ServeArgs, seconds};
+use crate::config::ServeArgs;
+use crate::conn::{ConnRequests, Deadline, RequestDone, Timers, Watched};
 use crate::shutdown;
-use crate::state::{AppState, Deployment, Limits, ModelSlot};
+use crate::state::{AppState, Deployment, ModelSlot};
+
+/// Bounds on connections, as opposed to requests ([`crate::Limits`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    pub max_connections: usize,
+    /// The largest request head, and each connection's read buffer.
+    pub max_header_bytes: usize,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub drain_deadline: Duration,
+}
+
+impl ConnLimits {
+    /// hyper refuses a smaller read buffer.
+    pub const MIN_HEADER_BYTES: usize = 8192;
+
+    /// The defaults of the command line.
+    pub const DEFAULT: ConnLimits = ConnLimits {
+        max_connections: 1024,
+        max_header_bytes: 16 * 1024,
+        header_timeout: Duration::from_secs(10),
+        // nginx's upstream keepalive_timeout is 30 s (nginx/upstream_*.tmpl).
+        idle_timeout: Duration::from_secs(75),
+        shutdown_grace: Duration::from_millis(500),
+        drain_deadline: Duration::from_secs(10),
+    };
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits::DEFAULT
+    }
+}
 
 /// Runs the service until it is told to stop. Returns an error if it
 /// cannot start, or if requests were still running at the drain deadline.
 pub async fn run(args: &ServeArgs) -> Result<()> {
-    let limits = Limits {
-        max_batch_rows: args.max_batch_rows,
-        max_body_bytes: args.max_body_bytes,
-        request_timeout: seconds("request-timeout-secs", args.request_timeout_secs)?,
-    };
-    let drain_deadline = seconds("shutdown-timeout-secs", args.shutdown_timeout_secs)?;
-    if limits.max_batch_rows == 0 {
-        bail!("--max-batch-rows must be at least 1");
-    }
+    let limits = args.limits()?;
+    let conn_limits = args.conn_limits()?;
 
     let stop = shutdown::install();
     tracing::info!(
         service_version = env!("CARGO_PKG_VERSION"),
-        color = args.color.as_deref().unwrap_or("-"),
+        color = args.color.map_or("-", bluegreen::Color::as_str),
         release = args.release.as_deref().unwrap_or("-"),
         max_batch_rows = limits.max_batch_rows,
         max_body_bytes = limits.max_body_bytes,
+        max_concurrent_predictions = limits.max_concurrent_predictions,
+        max_connections = conn_limits.max_connections,
         "starting"
     );
-    let model = ModelSlot::load(args.model.as_deref());
+    // File IO: on a blocking thread, never on an async worker.
+    let path = args.model.clone();
+    let model = tokio::task::spawn_blocking(move || ModelSlot::load(path.as_deref()))
+        .await
+        .context("the model loading task failed")?;
     match &model {
         ModelSlot::Loaded(a) => tracing::info!(
             path = %args.model.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
@@ -49,7 +102,7 @@ pub async fn run(args: &ServeArgs) -> Result<()> {
             "no model loaded: serving / and /metrics only; /ready and predict answer 503"
         ),
     }
-    let deployment = Deployment { color: args.color.clone(), version: args.release.clone() };
+    let deployment = Deployment { color: args.color, version: args.release.clone() };
     let state = AppState::new(model, deployment, limits);
 
     let addr = SocketAddr::new(args.host, args.port);
@@ -58,44 +111,252 @@ pub async fn run(args: &ServeArgs) -> Result<()> {
     let local = listener.local_addr().context("cannot read the bound address")?;
     tracing::info!(addr = %local, "listening");
 
-    serve(listener, app::router(state), stop, drain_deadline).await
+    serve(listener, state, conn_limits, stop).await
 }
 
-/// Serves `app` on `listener` until `stop` resolves, then waits at most
-/// `drain_deadline` for connections to finish.
+/// What every connection task is told about shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Serving,
+    /// The grace period is over: close unless a request is in the application.
+    Closing,
+}
+
+/// Serves the application on `listener` until `stop` resolves, then drains
+/// (see the module documentation).
 pub async fn serve(
     listener: TcpListener,
-    app: axum::Router,
+    state: Arc<AppState>,
+    limits: ConnLimits,
     stop: impl Future<Output = ()> + Send + 'static,
-    drain_deadline: Duration,
 ) -> Result<()> {
-    let (stopping_tx, mut stopping) = watch::channel(false);
-    let mut graceful = stopping.clone();
-    tokio::spawn(async move {
-        stop.await;
-        let _ = stopping_tx.send(true);
-    });
-    let listener = listener.tap_io(|tcp| {
+    let router = app::router(state.clone());
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let (stage_tx, stage_rx) = watch::channel(Stage::Serving);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut connections = JoinSet::new();
+    tokio::pin!(stop);
+    loop {
+        // At the connection limit, wait for a slot: further clients wait in
+        // the kernel's accept queue rather than costing memory here.
+        let slot = tokio::select! {
+            () = &mut stop => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
+        let tcp = tokio::select! {
+            () = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // EMFILE and friends: wait for connections to close
+                    // rather than spin.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let connection = Connection {
+            router: router.clone(),
+            state: state.clone(),
+            in_flight: in_flight.clone(),
+            limits,
+            stage: stage_rx.clone(),
+            _slot: slot,
+        };
+        connections.spawn(connection.run(tcp));
+        while connections.try_join_next().is_some() {}
+    }
+    drop(listener);
+    state.draining.store(true, Ordering::Relaxed);
+    tracing::info!(
+        connections = connections.len(),
+        requests = in_flight.load(Ordering::Acquire),
+        "shutdown requested: listener closed, answering what arrives with Connection: close"
+    );
+
+    let grace = limits.shutdown_grace.min(limits.drain_deadline);
+    let deadline = tokio::time::Instant::now() + limits.drain_deadline;
+    if tokio::time::timeout(grace, join_all(&mut connections)).await.is_err() {
+        let _ = stage_tx.send(Stage::Closing);
+        let _ = tokio::time::timeout_at(deadline, join_all(&mut connections)).await;
+    }
+    let unfinished = in_flight.load(Ordering::Acquire);
+    connections.abort_all();
+    if unfinished > 0 {
+        bail!(
+            "{unfinished} requests still running {:.1} s after the shutdown signal; exiting anyway",
+            limits.drain_deadline.as_secs_f64()
+        );
+    }
+    tracing::info!("all requests finished; exiting");
+    Ok(())
+}
+
+async fn join_all(set: &mut JoinSet<()>) {
+    while set.join_next().await.is_some() {}
+}
+
+/// One accepted connection and what it needs.
+struct Connection {
+    router: Router,
+    state: Arc<AppState>,
+    in_flight: Arc<AtomicUsize>,
+    limits: ConnLimits,
+    stage: watch::Receiver<Stage>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Connection {
+    async fn run(mut self, tcp: TcpStream) {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
-    });
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = graceful.wait_for(|stop| *stop).await;
-    });
-    let deadline = async move {
-        let _ = stopping.wait_for(|stop| *stop).await;
-        tokio::time::sleep(drain_deadline).await;
-    };
-    tokio::select! {
-        result = server => {
-            result.context("server failed")?;
-            tracing::info!("all requests finished; exiting");
-            Ok(())
+        let _open = self.state.metrics.connection_opened();
+        let requests = Arc::new(ConnRequests::default());
+        let timers = Timers { header: self.limits.header_timeout, idle: self.limits.idle_timeout };
+        let io = Watched::new(tcp, requests.clone(), self.state.clone());
+        let service = Service {
+            router: self.router.clone(),
+            state: self.state.clone(),
+            requests: requests.clone(),
+            in_flight: self.in_flight.clone(),
+        };
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.max_buf_size(self.limits.max_header_bytes)
+            // Timers are `Watched`'s (hyper's would cut idle connections at
+            // the header timeout).
+            .header_read_timeout(None)
+            .keep_alive(true)
+            .half_close(false)
+            // One contiguous buffer per write, so `Watched` sees hyper's
+            // error answers whole.
+            .writev(false);
+        let connection = http.serve_connection(TokioIo::new(io), service);
+        tokio::pin!(connection);
+        // hyper's connection, closed (dropped) when a timer of `Deadline`
+        // runs out; checked after each of its turns, which are the only
+        // moments requests and bytes come in.
+        let mut deadline = Deadline::new(timers);
+        let graceful = AtomicBool::new(false);
+        let mut graceful_applied = false;
+        let mut watched = std::future::poll_fn(|cx| {
+            if !graceful_applied && graceful.load(Ordering::Relaxed) {
+                graceful_applied = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            if let Poll::Ready(result) = connection.as_mut().poll(cx) {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return Poll::Ready(None);
+            }
+            deadline.poll_expired(&requests, cx).map(Some)
+        });
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                ended = &mut watched => {
+                    if let Some(stage) = ended {
+                        self.state.metrics.record_connection_timeout(stage);
+                        tracing::debug!(stage, "connection timed out");
+                    }
+                    return;
+                }
+                changed = self.stage.changed(), if !closing => {
+                    closing = changed.is_err() || *self.stage.borrow() == Stage::Closing;
+                    if closing {
+                        if !requests.any_started() {
+                            // Nothing was ever asked here (hyper would wait
+                            // for a first request): close at once.
+                            return;
+                        }
+                        // Closes an idle connection at once; one with a
+                        // request in flight answers it and closes.
+                        graceful.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
         }
-        () = deadline => bail!(
-            "requests still running {:.1} s after the shutdown signal; exiting anyway",
-            drain_deadline.as_secs_f64()
-        ),
+    }
+}
+
+/// The application as hyper calls it, counting requests in and out.
+#[derive(Clone)]
+struct Service {
+    router: Router,
+    state: Arc<AppState>,
+    requests: Arc<ConnRequests>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl hyper::service::Service<Request<Incoming>> for Service {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let done = Done::new(self.requests.start(), self.in_flight.clone());
+        let router = self.router.clone();
+        let state = self.state.clone();
+        Box::pin(async move {
+            use tower::ServiceExt;
+            let Ok(mut response) = router.oneshot(request).await;
+            if state.draining.load(Ordering::Relaxed) {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok(response.map(|body| Body::new(Tracked { body, _done: done })))
+        })
+    }
+}
+
+/// A request counted in flight until it is answered or abandoned.
+struct Done {
+    _request: RequestDone,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Done {
+    fn new(request: RequestDone, in_flight: Arc<AtomicUsize>) -> Done {
+        in_flight.fetch_add(1, Ordering::AcqRel);
+        Done { _request: request, in_flight }
+    }
+}
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its request counted until hyper has taken
+/// all of it.
+struct Tracked {
+    body: Body,
+    _done: Done,
+}
+
+impl http_body::Body for Tracked {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        http_body::Body::is_end_stream(&self.body)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::Body::size_hint(&self.body)
     }
 }

@@ -5,85 +5,455 @@
 //! offending value. Value rules (ranges, whole passenger counts) come from
 //! [`model::Field::check`]: the service adds only the JSON shape.
 //!
-//! A well-formed body takes a typed fast path; only a body that does not
-//! fit the expected shape is walked as a generic JSON value to explain why.
+//! One streaming pass over the bytes does both jobs: serde visitors read
+//! `{"data": [...]}` without building a generic JSON tree, keep at most
+//! `max_rows` trips and at most [`MAX_ERRORS`] error details, and skip
+//! everything else (unknown keys, rows past the limit, nested junk) with
+//! `IgnoredAny`, which allocates nothing. So the memory a body costs is
+//! bounded by the batch limit, not by what the client sent: a 4 MiB body of
+//! 400,000 empty objects costs what a valid batch does.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use model::{Field, Trip, Violation};
-use serde::Deserialize;
-use serde_json::Value;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::error::{ErrorDetail, LocItem};
 
-/// The expected shape, for the fast path: `{"data": [{five numbers}, …]}`.
-/// Unknown keys are ignored, as pydantic does by default.
-#[derive(Deserialize)]
-struct RawRequest {
-    data: Vec<RawTrip>,
-}
+/// At most this many error details are reported for one body; the rest
+/// are counted in one final `too_many_errors` detail.
+pub const MAX_ERRORS: usize = 100;
 
-#[derive(Deserialize)]
-struct RawTrip {
-    pickup_latitude: f64,
-    pickup_longitude: f64,
-    dropoff_latitude: f64,
-    dropoff_longitude: f64,
-    passenger_count: f64,
-}
+/// How often (in rows) a long parse checks whether its request is gone.
+const CANCEL_CHECK_ROWS: usize = 512;
 
-impl RawTrip {
-    fn values(&self) -> [f64; 5] {
-        [
-            self.pickup_latitude,
-            self.pickup_longitude,
-            self.dropoff_latitude,
-            self.dropoff_longitude,
-            self.passenger_count,
-        ]
-    }
-}
+/// The UTF-8 byte order mark, which FastAPI (Python's `json.loads` on the
+/// decoded body) accepts before JSON.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// The request went away while its body was being parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cancelled;
 
 /// Parses and validates a predict body of at most `max_rows` rows.
 pub fn parse_batch(body: &[u8], max_rows: usize) -> Result<Vec<Trip>, Vec<ErrorDetail>> {
-    if let Ok(request) = serde_json::from_slice::<RawRequest>(body) {
-        check_length(request.data.len(), max_rows)?;
-        return check_rows(request.data.iter().map(|row| Ok(row.values())));
+    let never = AtomicBool::new(false);
+    match parse_batch_until(body, max_rows, &never) {
+        Ok(result) => result,
+        Err(Cancelled) => unreachable!("the flag is never set"),
     }
-    // Not the happy shape: find out exactly why.
+}
+
+/// [`parse_batch`] that gives up (every [`CANCEL_CHECK_ROWS`] rows) once
+/// `cancelled` is set, so a request that timed out or whose client left
+/// stops costing CPU.
+pub fn parse_batch_until(
+    body: &[u8],
+    max_rows: usize,
+    cancelled: &AtomicBool,
+) -> Result<Result<Vec<Trip>, Vec<ErrorDetail>>, Cancelled> {
+    let body = body.strip_prefix(BOM).unwrap_or(body);
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(vec![ErrorDetail::new(
+        return Ok(Err(vec![ErrorDetail::new(
             vec![LocItem::Key("body")],
             "Field required",
             "missing",
-        )]);
+        )]));
     }
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        vec![ErrorDetail::new(
+    let mut batch = Batch::new(max_rows, cancelled);
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let read = BodySeed(&mut batch).deserialize(&mut de).and_then(|()| de.end());
+    if batch.cancelled {
+        return Err(Cancelled);
+    }
+    if let Err(e) = read {
+        return Ok(Err(vec![ErrorDetail::new(
             vec![LocItem::Key("body")],
             format!("JSON decode error: {e}"),
             "json_invalid",
-        )]
-    })?;
-    walk(&value, max_rows)
+        )]));
+    }
+    Ok(batch.finish())
 }
 
-fn walk(value: &Value, max_rows: usize) -> Result<Vec<Trip>, Vec<ErrorDetail>> {
-    let body = || vec![LocItem::Key("body")];
-    let data_loc = || vec![LocItem::Key("body"), LocItem::Key("data")];
-    let Some(object) = value.as_object() else {
-        return Err(vec![not_an_object(body())]);
+/// What the body held, as far as the shape goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    NotAnObject,
+    NoData,
+    DataNotAList,
+    Rows(usize),
+}
+
+/// Error details, at most [`MAX_ERRORS`] kept; the rest only counted.
+#[derive(Default)]
+struct Errors {
+    kept: Vec<ErrorDetail>,
+    dropped: usize,
+}
+
+impl Errors {
+    fn push(&mut self, detail: ErrorDetail) {
+        if self.kept.len() < MAX_ERRORS {
+            self.kept.push(detail);
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.kept.is_empty()
+    }
+
+    fn into_details(mut self) -> Vec<ErrorDetail> {
+        if self.dropped > 0 {
+            self.kept.push(ErrorDetail::new(
+                vec![LocItem::Key("body"), LocItem::Key("data")],
+                format!("{} more errors not listed (at most {MAX_ERRORS} are)", self.dropped),
+                "too_many_errors",
+            ));
+        }
+        self.kept
+    }
+}
+
+/// The state of one parse: the trips and errors of the latest `data` key
+/// (a duplicate key replaces the earlier one, as in a JSON object).
+struct Batch<'a> {
+    max_rows: usize,
+    cancelled_flag: &'a AtomicBool,
+    cancelled: bool,
+    shape: Shape,
+    trips: Vec<Trip>,
+    errors: Errors,
+}
+
+impl<'a> Batch<'a> {
+    fn new(max_rows: usize, cancelled_flag: &'a AtomicBool) -> Self {
+        Batch {
+            max_rows,
+            cancelled_flag,
+            cancelled: false,
+            shape: Shape::NoData,
+            trips: Vec::new(),
+            errors: Errors::default(),
+        }
+    }
+
+    fn reset(&mut self, shape: Shape) {
+        self.shape = shape;
+        self.trips = Vec::new();
+        self.errors = Errors::default();
+    }
+
+    fn finish(self) -> Result<Vec<Trip>, Vec<ErrorDetail>> {
+        let data_loc = || vec![LocItem::Key("body"), LocItem::Key("data")];
+        let n = match self.shape {
+            Shape::NotAnObject => return Err(vec![not_an_object(vec![LocItem::Key("body")])]),
+            Shape::NoData => {
+                return Err(vec![ErrorDetail::new(data_loc(), "Field required", "missing")]);
+            }
+            Shape::DataNotAList => {
+                return Err(vec![ErrorDetail::new(
+                    data_loc(),
+                    "Input should be a valid list",
+                    "list_type",
+                )]);
+            }
+            Shape::Rows(n) => n,
+        };
+        if n == 0 {
+            return Err(vec![ErrorDetail::new(
+                data_loc(),
+                "List should have at least 1 item after validation, not 0",
+                "too_short",
+            )]);
+        }
+        if n > self.max_rows {
+            return Err(vec![ErrorDetail::new(
+                data_loc(),
+                format!(
+                    "List should have at most {} items after validation, not {n}",
+                    self.max_rows
+                ),
+                "too_long",
+            )]);
+        }
+        if self.errors.is_empty() { Ok(self.trips) } else { Err(self.errors.into_details()) }
+    }
+
+    fn row(&mut self, index: usize, row: Row) {
+        match row_trip(index, row) {
+            Ok(trip) => {
+                if self.errors.is_empty() {
+                    self.trips.push(trip);
+                }
+            }
+            Err(details) => {
+                // Trips are of no use once the batch is refused.
+                self.trips = Vec::new();
+                for detail in details {
+                    self.errors.push(detail);
+                }
+            }
+        }
+    }
+
+    /// Sets `cancelled` when the request is gone; the caller then aborts.
+    fn check_cancelled(&mut self) -> bool {
+        self.cancelled = self.cancelled_flag.load(Ordering::Relaxed);
+        self.cancelled
+    }
+}
+
+/// One row as read: `None` when it is not an object, else each field's
+/// value in [`Field::ALL`] order.
+type Row = Option<[Slot; 5]>;
+
+/// A field's value as far as the schema cares.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Slot {
+    Missing,
+    Number(f64),
+    /// Present but not a number (string, bool, null, list, object).
+    Wrong,
+}
+
+/// The visit methods of a visitor that expects one JSON type: every other
+/// type is read to its end (nested values skipped without allocating) and
+/// answered with `self.other()`.
+macro_rules! anything_else {
+    () => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(self.other())
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(self.other())
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(self.other())
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(self.other())
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(self.other())
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(self.other())
+        }
     };
-    let Some(data) = object.get("data") else {
-        return Err(vec![ErrorDetail::new(data_loc(), "Field required", "missing")]);
+}
+
+macro_rules! skip_seq {
+    () => {
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(self.other())
+        }
     };
-    let Some(rows) = data.as_array() else {
-        return Err(vec![ErrorDetail::new(
-            data_loc(),
-            "Input should be a valid list",
-            "list_type",
-        )]);
+}
+
+macro_rules! skip_map {
+    () => {
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(self.other())
+        }
     };
-    check_length(rows.len(), max_rows)?;
-    check_rows(rows.iter().enumerate().map(|(i, row)| row_values(i, row)))
+}
+
+/// The whole body: an object whose `data` key matters.
+struct BodySeed<'b, 'a>(&'b mut Batch<'a>);
+
+impl<'de> DeserializeSeed<'de> for BodySeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BodySeed<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<Key>()? {
+            if key.is_data() {
+                map.next_value_seed(DataSeed(&mut *self.0))?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+    anything_else!();
+    skip_seq!();
+}
+
+impl BodySeed<'_, '_> {
+    fn other(self) {
+        self.0.reset(Shape::NotAnObject);
+    }
+}
+
+/// The value of `data`: a list of rows.
+struct DataSeed<'b, 'a>(&'b mut Batch<'a>);
+
+impl<'de> DeserializeSeed<'de> for DataSeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for DataSeed<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let batch = self.0;
+        batch.reset(Shape::Rows(0));
+        let mut n = 0;
+        loop {
+            if n > 0 && n % CANCEL_CHECK_ROWS == 0 && batch.check_cancelled() {
+                return Err(de::Error::custom("request cancelled"));
+            }
+            // Rows past the limit are only counted, for the error message.
+            if n < batch.max_rows {
+                match seq.next_element_seed(RowSeed)? {
+                    Some(row) => batch.row(n, row),
+                    None => break,
+                }
+            } else if seq.next_element::<IgnoredAny>()?.is_none() {
+                break;
+            }
+            n += 1;
+        }
+        batch.shape = Shape::Rows(n);
+        Ok(())
+    }
+    anything_else!();
+    skip_map!();
+}
+
+impl DataSeed<'_, '_> {
+    fn other(self) {
+        self.0.reset(Shape::DataNotAList);
+    }
+}
+
+/// One row: an object with the five fields.
+struct RowSeed;
+
+impl<'de> DeserializeSeed<'de> for RowSeed {
+    type Value = Row;
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Row, D::Error> {
+        de.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RowSeed {
+    type Value = Row;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Row, A::Error> {
+        let mut slots = [Slot::Missing; 5];
+        while let Some(key) = map.next_key::<Key>()? {
+            match key.field() {
+                Some(i) => slots[i] = map.next_value::<Slot>()?,
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Some(slots))
+    }
+    anything_else!();
+    skip_seq!();
+}
+
+impl RowSeed {
+    fn other(self) -> Row {
+        None
+    }
+}
+
+/// An object key: its position among `data` and the five fields, if any.
+struct Key(Option<usize>);
+
+impl Key {
+    const DATA: usize = 5;
+
+    fn is_data(&self) -> bool {
+        self.0 == Some(Key::DATA)
+    }
+
+    fn field(&self) -> Option<usize> {
+        self.0.filter(|i| *i < Key::DATA)
+    }
+}
+
+impl<'de> de::Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Key, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
+                if key == "data" {
+                    return Ok(Key(Some(Key::DATA)));
+                }
+                Ok(Key(Field::ALL.iter().position(|f| f.name() == key)))
+            }
+        }
+        de.deserialize_identifier(KeyVisitor)
+    }
+}
+
+impl<'de> de::Deserialize<'de> for Slot {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Slot, D::Error> {
+        struct SlotVisitor;
+        impl<'de> Visitor<'de> for SlotVisitor {
+            type Value = Slot;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Slot, E> {
+                Ok(Slot::Number(v as f64))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Slot, E> {
+                Ok(Slot::Number(v as f64))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Slot, E> {
+                Ok(Slot::Number(v))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Slot, E> {
+                Ok(Slot::Wrong)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Slot, E> {
+                Ok(Slot::Wrong)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Slot, E> {
+                Ok(Slot::Wrong)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Slot, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Slot::Wrong)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Slot, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Slot::Wrong)
+            }
+        }
+        de.deserialize_any(SlotVisitor)
+    }
 }
 
 fn not_an_object(loc: Vec<LocItem>) -> ErrorDetail {
@@ -94,50 +464,36 @@ fn not_an_object(loc: Vec<LocItem>) -> ErrorDetail {
     )
 }
 
-fn check_length(n: usize, max_rows: usize) -> Result<(), Vec<ErrorDetail>> {
-    let loc = vec![LocItem::Key("body"), LocItem::Key("data")];
-    if n == 0 {
-        return Err(vec![ErrorDetail::new(
-            loc,
-            "List should have at least 1 item after validation, not 0",
-            "too_short",
-        )]);
-    }
-    if n > max_rows {
-        return Err(vec![ErrorDetail::new(
-            loc,
-            format!("List should have at most {max_rows} items after validation, not {n}"),
-            "too_long",
-        )]);
-    }
-    Ok(())
-}
-
-/// The five values of row `index` in [`Field::ALL`] order, or the shape
-/// errors that prevent reading them.
-fn row_values(index: usize, row: &Value) -> Result<[f64; 5], Vec<ErrorDetail>> {
+/// The trip of row `index`, or every error that prevents it: shape errors
+/// in [`Field::ALL`] order, then the value rules.
+fn row_trip(index: usize, row: Row) -> Result<Trip, Vec<ErrorDetail>> {
     let loc = |field: Option<Field>| {
         let mut loc = vec![LocItem::Key("body"), LocItem::Key("data"), LocItem::Index(index)];
         loc.extend(field.map(|f| LocItem::Key(f.name())));
         loc
     };
-    let Some(object) = row.as_object() else {
+    let Some(slots) = row else {
         return Err(vec![not_an_object(loc(None))]);
     };
     let mut values = [0.0; 5];
     let mut errors = Vec::new();
-    for (slot, field) in values.iter_mut().zip(Field::ALL) {
-        match object.get(field.name()) {
-            None => errors.push(ErrorDetail::new(loc(Some(field)), "Field required", "missing")),
-            Some(Value::Number(n)) => match n.as_f64().map(|v| (v, field.check(v))) {
-                Some((v, Ok(()))) => *slot = v,
-                Some((_, Err(violation))) => errors.push(violation_detail(index, &violation)),
-                None => errors.push(type_error(loc(Some(field)), field)),
+    for ((value, slot), field) in values.iter_mut().zip(slots).zip(Field::ALL) {
+        match slot {
+            Slot::Missing => {
+                errors.push(ErrorDetail::new(loc(Some(field)), "Field required", "missing"));
+            }
+            Slot::Wrong => errors.push(type_error(loc(Some(field)), field)),
+            Slot::Number(v) => match field.check(v) {
+                Ok(()) => *value = v,
+                Err(violation) => errors.push(violation_detail(index, &violation)),
             },
-            Some(_) => errors.push(type_error(loc(Some(field)), field)),
         }
     }
-    if errors.is_empty() { Ok(values) } else { Err(errors) }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Trip::from_values(values)
+        .map_err(|violations| violations.iter().map(|v| violation_detail(index, v)).collect())
 }
 
 fn type_error(loc: Vec<LocItem>, field: Field) -> ErrorDetail {
@@ -159,25 +515,6 @@ fn violation_detail(index: usize, violation: &Violation) -> ErrorDetail {
         violation.message(),
         violation.kind.code(),
     )
-}
-
-/// Applies the schema's value rules to every row, collecting every error.
-fn check_rows<I>(rows: I) -> Result<Vec<Trip>, Vec<ErrorDetail>>
-where
-    I: ExactSizeIterator<Item = Result<[f64; 5], Vec<ErrorDetail>>>,
-{
-    let mut trips = Vec::with_capacity(rows.len());
-    let mut errors = Vec::new();
-    for (index, row) in rows.enumerate() {
-        match row.map(Trip::from_values) {
-            Ok(Ok(trip)) => trips.push(trip),
-            Ok(Err(violations)) => {
-                errors.extend(violations.iter().map(|v| violation_detail(index, v)));
-            }
-            Err(shape) => errors.extend(shape),
-        }
-    }
-    if errors.is_empty() { Ok(trips) } else { Err(errors) }
 }
 
 #[cfg(test)]
@@ -220,6 +557,47 @@ mod tests {
     }
 
     #[test]
+    fn a_byte_order_mark_is_accepted() {
+        let body = format!("\u{feff}{{\"data\":[{ROW}]}}");
+        assert_eq!(parse_batch(body.as_bytes(), 3).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn errors_are_capped_and_the_rest_counted() {
+        let rows = vec!["{}"; 1000].join(",");
+        let body = format!(r#"{{"data":[{rows}],"x":[{{"a":[]}},{{"a":[]}}]}}"#);
+        let details = parse_batch(body.as_bytes(), 1000).unwrap_err();
+        assert_eq!(details.len(), MAX_ERRORS + 1);
+        let last = details.last().unwrap();
+        assert_eq!(last.kind, "too_many_errors");
+        assert!(
+            last.msg.starts_with(&format!("{} more errors", 5000 - MAX_ERRORS)),
+            "{}",
+            last.msg
+        );
+    }
+
+    #[test]
+    fn rows_past_the_limit_are_counted_not_kept() {
+        let rows = vec![ROW; 50].join(",");
+        let body = format!(r#"{{"data":[{rows}]}}"#);
+        let details = parse_batch(body.as_bytes(), 3).unwrap_err();
+        assert_eq!(details.len(), 1);
+        assert!(details[0].msg.ends_with("not 50"), "{}", details[0].msg);
+    }
+
+    #[test]
+    fn a_cancelled_parse_stops() {
+        let rows = vec![ROW; 2 * CANCEL_CHECK_ROWS].join(",");
+        let body = format!(r#"{{"data":[{rows}]}}"#);
+        let flag = AtomicBool::new(true);
+        assert!(matches!(parse_batch_until(body.as_bytes(), 10_000, &flag), Err(Cancelled)));
+        flag.store(false, Ordering::Relaxed);
+        let trips = parse_batch_until(body.as_bytes(), 10_000, &flag).unwrap().unwrap();
+        assert_eq!(trips.len(), 2 * CANCEL_CHECK_ROWS);
+    }
+
+    #[test]
     fn shape_errors() {
         check("", &[(r#"["body"]"#, "missing")]);
         check("{", &[(r#"["body"]"#, "json_invalid")]);
@@ -230,6 +608,19 @@ mod tests {
         let four = format!(r#"{{"data":[{ROW},{ROW},{ROW},{ROW}]}}"#);
         check(&four, &[(r#"["body","data"]"#, "too_long")]);
         check(r#"{"data":[1]}"#, &[(r#"["body","data",0]"#, "model_attributes_type")]);
+        check(r#"{"data":null}"#, &[(r#"["body","data"]"#, "list_type")]);
+        check("\"data\"", &[(r#"["body"]"#, "model_attributes_type")]);
+        check(r#"{"data":[]} x"#, &[(r#"["body"]"#, "json_invalid")]);
+        check(
+            r#"{"data":[{"a":[[[{}]]]}]} "#,
+            &[
+                (r#"["body","data",0,"pickup_latitude"]"#, "missing"),
+                (r#"["body","data",0,"pickup_longitude"]"#, "missing"),
+                (r#"["body","data",0,"dropoff_latitude"]"#, "missing"),
+                (r#"["body","data",0,"dropoff_longitude"]"#, "missing"),
+                (r#"["body","data",0,"passenger_count"]"#, "missing"),
+            ],
+        );
     }
 
     #[test]

@@ -140,9 +140,9 @@ fn sigterm_finishes_requests_in_flight_then_exits_zero() {
         })
         .collect();
     opened.wait();
-    // Let the server accept and read what was sent (generously: CI machines
-    // are shared), then ask it to stop.
-    thread::sleep(Duration::from_millis(500));
+    // Every request is in the application (waiting for its last bytes)
+    // before the signal.
+    service.wait_for_metric("predictions_in_flight", clients as f64);
     service.signal("TERM");
     // It soon stops accepting connections…
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -165,11 +165,13 @@ fn sigterm_finishes_requests_in_flight_then_exits_zero() {
 
 #[test]
 fn sigterm_exits_within_the_deadline_even_if_a_request_never_completes() {
-    let mut service = Service::start(&["--shutdown-timeout-secs", "1"]);
+    let dir = TempDir::new("stuck");
+    let path = write_file(&dir.0, "model.json", &artifact().to_json().unwrap());
+    let mut service = Service::start(&["--model", &path, "--shutdown-timeout-secs", "1"]);
     let body = batch(10).to_string();
     // A client that never sends the end of its body.
     let _stuck = start_request(service.port, &body);
-    thread::sleep(Duration::from_millis(100));
+    service.wait_for_metric("predictions_in_flight", 1.0);
     let sent = Instant::now();
     service.signal("TERM");
     let status = service.wait_exit(Duration::from_secs(5)).expect("did not exit by the deadline");

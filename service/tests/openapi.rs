@@ -70,7 +70,7 @@ async fn served_document_is_the_generated_one_and_lists_every_route() {
 async fn every_real_answer_matches_the_document() {
     let with_model = AppState::new(
         ModelSlot::Loaded(Arc::new(artifact())),
-        Deployment { color: Some("green".into()), version: Some("v1".into()) },
+        Deployment { color: Some(bluegreen::Color::Green), version: Some("v1".into()) },
         Limits { max_body_bytes: 64 * 1024, max_batch_rows: 100, ..Limits::default() },
     );
     let without = AppState::new(ModelSlot::load(None), Deployment::default(), Limits::default());

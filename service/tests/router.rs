@@ -14,7 +14,8 @@ use service::{AppState, Deployment, Limits, ModelSlot};
 use common::{artifact, batch, documented_request, nyc_row, send};
 
 fn state_with(model: ModelSlot) -> Arc<AppState> {
-    let deployment = Deployment { color: Some("blue".into()), version: Some("abc123".into()) };
+    let deployment =
+        Deployment { color: Some(bluegreen::Color::Blue), version: Some("abc123".into()) };
     AppState::new(model, deployment, Limits::default())
 }
 
@@ -413,16 +414,13 @@ impl http_body::Body for Stalled {
 }
 
 #[tokio::test]
-async fn a_request_past_the_timeout_gets_503_and_a_broken_body_400() {
-    let limits =
-        Limits { request_timeout: std::time::Duration::from_millis(50), ..Limits::default() };
+async fn a_body_past_the_body_timeout_gets_408_and_a_broken_body_400() {
+    let limits = Limits { body_timeout: std::time::Duration::from_millis(50), ..Limits::default() };
     let state =
         AppState::new(ModelSlot::Loaded(Arc::new(artifact())), Deployment::default(), limits);
-    let started = std::time::Instant::now();
     let answer = send(&state, post_json("/api/predict/", Body::new(Stalled::Never))).await;
-    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{}", answer.text);
-    assert!(answer.body["detail"].as_str().unwrap().contains("timed out"), "{}", answer.text);
-    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(answer.status, StatusCode::REQUEST_TIMEOUT, "{}", answer.text);
+    assert!(answer.body["detail"].as_str().unwrap().contains("did not arrive"), "{}", answer.text);
 
     let answer = send(&state, post_json("/api/predict/", Body::new(Stalled::Broken))).await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.text);
@@ -476,4 +474,53 @@ async fn mutated_bodies_get_200_or_422_never_5xx() {
             String::from_utf8_lossy(&body)
         );
     }
+}
+
+#[tokio::test]
+async fn no_model_and_overload_are_different_503s_in_metrics() {
+    let limits = Limits { max_concurrent_predictions: 1, ..Limits::default() };
+    let state =
+        AppState::new(ModelSlot::Loaded(Arc::new(artifact())), Deployment::default(), limits);
+    // Every slot taken: the next predict request is shed, its body unread.
+    let held = state.predictions.clone().try_acquire_owned().unwrap();
+    let shed = send(&state, post_json("/api/predict/", documented_request().to_string())).await;
+    assert_eq!(shed.status, StatusCode::SERVICE_UNAVAILABLE, "{}", shed.text);
+    assert!(shed.body["detail"].as_str().unwrap().contains("too many"), "{}", shed.text);
+    drop(held);
+    let ok = send(&state, post_json("/api/predict/", documented_request().to_string())).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
+    let m = send(&state, get("/metrics")).await.text;
+    assert_eq!(
+        series_value(
+            &m,
+            r#"http_request_errors_total{route="/api/predict/",status="503",kind="overloaded"}"#
+        ),
+        1.0
+    );
+    assert!(!m.contains(r#"kind="no_model""#), "{m}");
+
+    let empty = state_with(ModelSlot::load(None));
+    send(&empty, post_json("/api/predict/", documented_request().to_string())).await;
+    let m = send(&empty, get("/metrics")).await.text;
+    assert_eq!(
+        series_value(
+            &m,
+            r#"http_request_errors_total{route="/api/predict/",status="503",kind="no_model"}"#
+        ),
+        1.0
+    );
+    assert!(!m.contains(r#"kind="overloaded""#), "{m}");
+}
+
+#[tokio::test]
+async fn a_declared_length_over_the_limit_is_refused_before_the_body() {
+    // The body never arrives: only the declared length can answer.
+    let request = Request::post("/api/predict/")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, (Limits::default().max_body_bytes + 1).to_string())
+        .body(Body::new(Stalled::Never))
+        .unwrap();
+    let answer = send(&loaded(), request).await;
+    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", answer.text);
+    assert!(answer.body["detail"].as_str().unwrap().contains("larger than the limit"));
 }

@@ -1,6 +1,11 @@
 //! Shared test fixtures: a realistic model artifact, request bodies, and
 //! (for the black-box tests) the real binary on a real socket with a
 //! minimal HTTP/1.1 client.
+//!
+//! The client is hand-written on purpose, and the only one in these tests:
+//! the hostile-load tests must send what no well-behaved client library
+//! will (a head cut short, a false `Content-Length`, garbage request lines,
+//! a connection kept open and silent) and see exactly what comes back.
 
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
@@ -173,6 +178,48 @@ impl Service {
         (status, serde_json::from_str(&body).unwrap_or(Value::String(body)))
     }
 
+    /// The value of one series (`name{labels}` exactly as exposed) in
+    /// `/metrics`, or 0 when it is not there yet.
+    pub fn metric(&self, series: &str) -> f64 {
+        let (status, text) = self.try_request("GET", "/metrics", None).unwrap();
+        assert_eq!(status, 200, "{text}");
+        text.lines()
+            .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+
+    /// Polls `/metrics` until `series` reaches `value` (within 20 s).
+    pub fn wait_for_metric(&self, series: &str, value: f64) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let now = self.metric(series);
+            if now == value {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{series} is {now}, not {value}, after 20 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The process's current and peak resident memory in KiB
+    /// (`VmRSS`, `VmHWM` of /proc/PID/status).
+    pub fn memory_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in {status}"))
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// A raw connection to the service.
+    pub fn connect(&self) -> TcpStream {
+        connect(self.addr())
+    }
+
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .args([&format!("-{name}"), &self.child.id().to_string()])
@@ -265,6 +312,74 @@ pub fn request(
     stream.write_all(head.as_bytes())?;
     stream.write_all(body.as_bytes())?;
     read_response(&mut stream)
+}
+
+/// A connection whose reads give up after 30 s (a bound, not a check).
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream
+}
+
+/// One response read off a connection that may stay open.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    /// The head, header names and values lowercased.
+    pub head: String,
+    pub body: String,
+}
+
+impl RawResponse {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            (key.trim() == name).then(|| value.trim())
+        })
+    }
+}
+
+/// Reads one response (head, then a `Content-Length` body), leaving the
+/// connection open for the next.
+pub fn read_one(stream: &mut TcpStream) -> std::io::Result<RawResponse> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no status line in {head:?}")))?;
+    let mut response = RawResponse { status, head, body: String::new() };
+    let len: usize = response.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body)?;
+    response.body = String::from_utf8_lossy(&body).into_owned();
+    Ok(response)
+}
+
+/// Whether the peer has closed `stream`: a read returns end of file (not
+/// data, and not the 30 s read bound).
+pub fn is_closed_by_peer(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
 }
 
 /// Reads a whole `Connection: close` response.

@@ -1,0 +1,327 @@
+//! One client connection's socket, watched.
+//!
+//! hyper's own `header_read_timeout` also runs while a kept-alive
+//! connection waits for its next request, so it cannot tell a slow request
+//! head (seconds) from an idle connection (longer than nginx's upstream
+//! keep-alive). [`Deadline`] keeps both timers instead, from what
+//! [`ConnRequests`] records (requests in and out of the application, bytes
+//! read), and the connection task closes the connection when it passes:
+//!
+//! - from the accept, and from the first byte of each later request, the
+//!   head must arrive within the header timeout;
+//! - between requests, the next one must start within the idle timeout;
+//! - while a request is in the application no timer runs here (its body
+//!   and pricing have timers of their own, in `api::predict`).
+//!
+//! [`Watched`] wraps the socket: it counts bytes read, and it replaces hyper's answers to unparsable heads (400, 414, 431),
+//! which have empty bodies and no hook, with FastAPI-shaped ones; and it
+//! closes lingering: an answer sent before the request body was read (413,
+//! a shed 503, 408) is followed by closing our side, then reading and
+//! discarding what the client still sends for a moment, so the kernel does
+//! not reset the connection (and lose the answer) over unread bytes.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use crate::error::protocol_error_response;
+use crate::state::AppState;
+
+/// How long, and how many bytes, a closing connection discards.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 8 * 1024 * 1024;
+
+/// Requests of one connection that entered and left the application, and
+/// the bytes read from it.
+#[derive(Debug, Default)]
+pub struct ConnRequests {
+    started: AtomicU64,
+    finished: AtomicU64,
+    bytes_read: AtomicU64,
+}
+
+impl ConnRequests {
+    /// Counts a request in; it is counted out when the guard drops (when
+    /// hyper has taken the last byte of its answer, or dropped it).
+    pub fn start(self: &Arc<Self>) -> RequestDone {
+        self.started.fetch_add(1, Ordering::AcqRel);
+        RequestDone(self.clone())
+    }
+
+    /// Whether the connection ever delivered a request to the application.
+    pub fn any_started(&self) -> bool {
+        self.started.load(Ordering::Acquire) > 0
+    }
+
+    fn busy(&self) -> (bool, u64) {
+        let finished = self.finished.load(Ordering::Acquire);
+        (self.started.load(Ordering::Acquire) > finished, finished)
+    }
+}
+
+/// Counts its request out of [`ConnRequests`] when dropped.
+#[derive(Debug)]
+pub struct RequestDone(Arc<ConnRequests>);
+
+impl Drop for RequestDone {
+    fn drop(&mut self) {
+        self.0.finished.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// The two timers of a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Timers {
+    pub header: Duration,
+    pub idle: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// A request head is arriving (or the connection was just opened).
+    Head,
+    /// Between requests, nothing of the next one read yet.
+    Idle,
+    /// A request is in the application.
+    Busy,
+}
+
+/// When a connection is to be closed for want of a request, recomputed by
+/// the connection task after each turn of hyper's connection future.
+pub struct Deadline {
+    timers: Timers,
+    phase: Phase,
+    finished_seen: u64,
+    bytes_seen: u64,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl Deadline {
+    /// A new connection: its first head is due within the header timeout.
+    pub fn new(timers: Timers) -> Deadline {
+        Deadline {
+            timers,
+            phase: Phase::Head,
+            finished_seen: 0,
+            bytes_seen: 0,
+            timer: Box::pin(tokio::time::sleep(timers.header)),
+        }
+    }
+
+    /// Follows the connection's progress, then polls the timer: ready with
+    /// the stage (`header` or `idle`) whose time ran out.
+    pub fn poll_expired(
+        &mut self,
+        requests: &ConnRequests,
+        cx: &mut Context<'_>,
+    ) -> Poll<&'static str> {
+        let (busy, finished) = requests.busy();
+        let bytes = requests.bytes_read.load(Ordering::Acquire);
+        if busy {
+            self.phase = Phase::Busy;
+            return Poll::Pending;
+        }
+        if self.phase == Phase::Busy || finished != self.finished_seen {
+            self.finished_seen = finished;
+            self.bytes_seen = bytes;
+            self.phase = Phase::Idle;
+            self.timer.as_mut().reset(Instant::now() + self.timers.idle);
+        } else if self.phase == Phase::Idle && bytes != self.bytes_seen {
+            self.phase = Phase::Head;
+            self.timer.as_mut().reset(Instant::now() + self.timers.header);
+        }
+        ready!(self.timer.as_mut().poll(cx));
+        Poll::Ready(if self.phase == Phase::Head { "header" } else { "idle" })
+    }
+}
+
+/// A socket that counts what it reads, with the error-body rewrite and the
+/// lingering close.
+pub struct Watched<IO> {
+    io: IO,
+    requests: Arc<ConnRequests>,
+    state: Arc<AppState>,
+    rewrite: Option<Rewrite>,
+    /// Bytes discarded since our side was shut, and until when, once it is.
+    linger: Option<(usize, Pin<Box<Sleep>>)>,
+}
+
+/// Our answer in place of one of hyper's: `replaces` bytes of hyper's
+/// buffer are reported written once all of `bytes` are.
+struct Rewrite {
+    bytes: Vec<u8>,
+    written: usize,
+    replaces: usize,
+}
+
+impl<IO> Watched<IO> {
+    pub fn new(io: IO, requests: Arc<ConnRequests>, state: Arc<AppState>) -> Self {
+        Watched { io, requests, state, rewrite: None, linger: None }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
+        let n = (buf.filled().len() - before) as u64;
+        this.requests.bytes_read.fetch_add(n, Ordering::AcqRel);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.rewrite.is_none() {
+            // hyper answers a bad head only while no request is in the
+            // application, so a busy connection's bytes are not searched.
+            let found = if this.requests.busy().0 { None } else { find_hyper_error(buf) };
+            match found {
+                None => return Pin::new(&mut this.io).poll_write(cx, buf),
+                // Earlier answers first, so ours starts a write.
+                Some(found) if found.at > 0 => {
+                    return Pin::new(&mut this.io).poll_write(cx, &buf[..found.at]);
+                }
+                Some(found) => {
+                    this.state.metrics.record_protocol_error(found.status.as_u16(), found.kind);
+                    this.rewrite = Some(Rewrite {
+                        bytes: protocol_error_response(found.status, found.detail),
+                        written: 0,
+                        replaces: found.len,
+                    });
+                }
+            }
+        }
+        let Some(rewrite) = this.rewrite.as_mut() else {
+            return Poll::Ready(Ok(0));
+        };
+        while rewrite.written < rewrite.bytes.len() {
+            let n =
+                ready!(Pin::new(&mut this.io).poll_write(cx, &rewrite.bytes[rewrite.written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            rewrite.written += n;
+        }
+        let replaces = rewrite.replaces;
+        this.rewrite = None;
+        Poll::Ready(Ok(replaces))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.linger.is_none() {
+            ready!(Pin::new(&mut this.io).poll_shutdown(cx))?;
+            this.linger = Some((0, Box::pin(tokio::time::sleep(LINGER))));
+        }
+        Poll::Ready(loop {
+            let Some((lingered, timer)) = this.linger.as_mut() else { break Ok(()) };
+            if *lingered > LINGER_BYTES {
+                break Ok(());
+            }
+            let mut scratch = [0u8; 4096];
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut this.io).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => break Ok(()),
+                Poll::Ready(Ok(())) => *lingered += buf.filled().len(),
+                // Reset or gone: nothing left to protect.
+                Poll::Ready(Err(_)) => break Ok(()),
+                Poll::Pending => {
+                    if timer.as_mut().poll(cx).is_ready() {
+                        break Ok(());
+                    }
+                    return Poll::Pending;
+                }
+            }
+        })
+    }
+}
+
+/// One of hyper's own error answers found in its write buffer.
+#[derive(Debug, PartialEq)]
+struct HyperError {
+    at: usize,
+    len: usize,
+    status: StatusCode,
+    kind: &'static str,
+    detail: &'static str,
+}
+
+/// The answers hyper writes for a request head it cannot parse: a status
+/// line and `content-length: 0` (then `date`), no body.
+const HYPER_ERRORS: [(StatusCode, &str, &str); 3] = [
+    (StatusCode::BAD_REQUEST, "bad_request", "the request is not valid HTTP/1.1"),
+    (StatusCode::URI_TOO_LONG, "uri_too_long", "the request target is too long"),
+    (
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "headers_too_large",
+        "the request head (request line and headers) is larger than the limit",
+    ),
+];
+
+fn find_hyper_error(buf: &[u8]) -> Option<HyperError> {
+    const START: &[u8] = b"HTTP/1.1 4";
+    const EMPTY: &[u8] = b"\r\ncontent-length: 0\r\n";
+    let mut from = 0;
+    while let Some(offset) = buf[from..].windows(START.len()).position(|w| w == START) {
+        let at = from + offset;
+        let rest = &buf[at..];
+        let head_len = rest.windows(4).position(|w| w == b"\r\n\r\n").map(|end| end + 4);
+        if let Some(len) = head_len {
+            let head = &rest[..len];
+            for (status, kind, detail) in HYPER_ERRORS {
+                let line = format!("HTTP/1.1 {status}\r\n");
+                let has_line = head.starts_with(line.as_bytes());
+                let empty = head.windows(EMPTY.len()).any(|w| w.eq_ignore_ascii_case(EMPTY));
+                if has_line && empty {
+                    return Some(HyperError { at, len, status, kind, detail });
+                }
+            }
+        }
+        from = at + 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_hypers_empty_error_answers_only() {
+        let hyper =
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
+        let found = find_hyper_error(hyper).unwrap();
+        assert_eq!((found.at, found.len), (0, hyper.len()));
+        assert_eq!(found.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+
+        let ours = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: 9\r\n\r\n{\"a\":\"b\"}";
+        assert_eq!(find_hyper_error(ours), None);
+        let mut both = ours.to_vec();
+        both.extend_from_slice(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n");
+        let found = find_hyper_error(&both).unwrap();
+        assert_eq!((found.at, found.status), (ours.len(), StatusCode::BAD_REQUEST));
+        assert_eq!(find_hyper_error(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"), None);
+    }
+}
