@@ -10,8 +10,10 @@
 //! - from the accept, and from the first byte of each later request, the
 //!   head must arrive within the header timeout;
 //! - between requests, the next one must start within the idle timeout;
-//! - while a request is in the application no timer runs here (its body
-//!   and pricing have timers of their own, in `api::predict`).
+//! - once a request is in the application, it must be answered (and the
+//!   answer taken by hyper) within body timeout + request timeout + idle
+//!   timeout: its body and pricing have their own timers (`api::predict`),
+//!   so this only cuts a client that does not read its answer.
 //!
 //! [`Watched`] wraps the socket: it counts bytes read, and it replaces hyper's answers to unparsable heads (400, 414, 431),
 //! which have empty bodies and no hook, with FastAPI-shaped ones; and it
@@ -64,6 +66,10 @@ impl ConnRequests {
         let finished = self.finished.load(Ordering::Acquire);
         (self.started.load(Ordering::Acquire) > finished, finished)
     }
+
+    fn started(&self) -> u64 {
+        self.started.load(Ordering::Acquire)
+    }
 }
 
 /// Counts its request out of [`ConnRequests`] when dropped.
@@ -81,6 +87,8 @@ impl Drop for RequestDone {
 pub struct Timers {
     pub header: Duration,
     pub idle: Duration,
+    /// From a request's head to the last byte of its answer taken.
+    pub response: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,8 +97,19 @@ enum Phase {
     Head,
     /// Between requests, nothing of the next one read yet.
     Idle,
-    /// A request is in the application.
+    /// A request is in the application, or its answer being written.
     Busy,
+}
+
+impl Phase {
+    /// The stage named in the timeout metric.
+    fn stage(self) -> &'static str {
+        match self {
+            Phase::Head => "header",
+            Phase::Idle => "idle",
+            Phase::Busy => "response",
+        }
+    }
 }
 
 /// When a connection is to be closed for want of a request, recomputed by
@@ -98,6 +117,7 @@ enum Phase {
 pub struct Deadline {
     timers: Timers,
     phase: Phase,
+    started_seen: u64,
     finished_seen: u64,
     bytes_seen: u64,
     timer: Pin<Box<Sleep>>,
@@ -109,6 +129,7 @@ impl Deadline {
         Deadline {
             timers,
             phase: Phase::Head,
+            started_seen: 0,
             finished_seen: 0,
             bytes_seen: 0,
             timer: Box::pin(tokio::time::sleep(timers.header)),
@@ -116,7 +137,7 @@ impl Deadline {
     }
 
     /// Follows the connection's progress, then polls the timer: ready with
-    /// the stage (`header` or `idle`) whose time ran out.
+    /// the stage (`header`, `idle` or `response`) whose time ran out.
     pub fn poll_expired(
         &mut self,
         requests: &ConnRequests,
@@ -125,10 +146,13 @@ impl Deadline {
         let (busy, finished) = requests.busy();
         let bytes = requests.bytes_read.load(Ordering::Acquire);
         if busy {
-            self.phase = Phase::Busy;
-            return Poll::Pending;
-        }
-        if self.phase == Phase::Busy || finished != self.finished_seen {
+            let started = requests.started();
+            if self.phase != Phase::Busy || started != self.started_seen {
+                self.started_seen = started;
+                self.phase = Phase::Busy;
+                self.timer.as_mut().reset(Instant::now() + self.timers.response);
+            }
+        } else if self.phase == Phase::Busy || finished != self.finished_seen {
             self.finished_seen = finished;
             self.bytes_seen = bytes;
             self.phase = Phase::Idle;
@@ -138,7 +162,7 @@ impl Deadline {
             self.timer.as_mut().reset(Instant::now() + self.timers.header);
         }
         ready!(self.timer.as_mut().poll(cx));
-        Poll::Ready(if self.phase == Phase::Head { "header" } else { "idle" })
+        Poll::Ready(self.phase.stage())
     }
 }
 

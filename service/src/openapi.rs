@@ -17,8 +17,9 @@ use crate::state::Limits;
         description = "Predicts New York taxi fares from pickup and drop-off coordinates and \
             the passenger count. Compatible with the original FastAPI service's requests.\n\n\
             Every route may also answer 405 (known path, wrong method) and every path not \
-            listed here answers 404, both with a `MessageBody`; a request running past the \
-            timeout answers 503 with a `MessageBody`."
+            listed here answers 404, both with a `MessageBody`. A request head that is not \
+            valid HTTP/1.1 answers 400, one too large 431 (or 414 for its target), also \
+            with a `MessageBody`."
     ),
     paths(api::health, api::ready, api::predict, api::predict_no_slash, api::metrics),
     components(schemas(MessageBody, ValidationErrorBody, ErrorDetail, LocItem, api::PredictResponse)),

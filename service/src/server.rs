@@ -217,7 +217,12 @@ impl Connection {
         }
         let _open = self.state.metrics.connection_opened();
         let requests = Arc::new(ConnRequests::default());
-        let timers = Timers { header: self.limits.header_timeout, idle: self.limits.idle_timeout };
+        let request = &self.state.limits;
+        let timers = Timers {
+            header: self.limits.header_timeout,
+            idle: self.limits.idle_timeout,
+            response: request.body_timeout + request.request_timeout + self.limits.idle_timeout,
+        };
         let io = Watched::new(tcp, requests.clone(), self.state.clone());
         let service = Service {
             router: self.router.clone(),

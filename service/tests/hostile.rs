@@ -332,3 +332,29 @@ fn a_model_that_could_predict_absurd_fares_is_refused() {
     assert!(body["model_error"].as_str().unwrap().contains("could predict up to"), "{body}");
     assert_eq!(service.post("/api/predict/", &documented_request()).0, 503);
 }
+
+#[test]
+fn a_client_that_never_reads_its_answers_is_cut_off() {
+    let (service, _dir) = with_model(
+        "reader",
+        &["--idle-timeout-secs", "1", "--body-timeout-secs", "1", "--request-timeout-secs", "1"],
+    );
+    // Pipelined requests whose answers (~200 KB each) fill the socket
+    // buffers, on a connection that is never read.
+    let body = batch(10_000).to_string();
+    let request = format!("{}{body}", post_head(body.len(), ""));
+    let mut stream = service.connect();
+    let writer = thread::spawn(move || {
+        for _ in 0..60 {
+            if stream.write_all(request.as_bytes()).is_err() {
+                break;
+            }
+        }
+        stream
+    });
+    // An answer hyper has taken but cannot send leaves the connection
+    // waiting for its next request: the idle timer closes it.
+    service.wait_for_metric(r#"connection_timeouts_total{stage="idle"}"#, 1.0);
+    let mut stream = writer.join().unwrap();
+    assert!(is_closed_by_peer(&mut stream));
+}
