@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Json;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use tokio::sync::OwnedSemaphorePermit;
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, MessageBody, ValidationErrorBody};
@@ -157,7 +158,7 @@ pub async fn predict(
     _: JsonContentType,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<PredictResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let limits = state.limits;
     let declared = declared_length(&headers);
     if declared.is_some_and(|n| n > limits.max_body_bytes as u64) {
@@ -165,7 +166,7 @@ pub async fn predict(
     }
     model_or_503(&state)?;
     let permit = state.predictions.clone().try_acquire_owned().map_err(|_| ApiError::Overloaded)?;
-    let _in_flight = state.metrics.prediction_started();
+    let slot = Slot { _permit: permit, _in_flight: state.metrics.prediction_started() };
     let read = read_body(body, limits.max_body_bytes, declared);
     let body = tokio::time::timeout(limits.body_timeout, read)
         .await
@@ -173,17 +174,16 @@ pub async fn predict(
     let cancel = CancelOnDrop::default();
     let pricing = async {
         if body.len() <= INLINE_BODY_BYTES {
-            return price(&state, &body, &cancel.0);
+            return price(&state, &body, &cancel.0).map(|json| (json, slot));
         }
         // A big batch is milliseconds of CPU: run it off the async workers
         // so it cannot stall liveness probes and small requests. The task
-        // holds the permit: work still running after its request is gone
+        // holds the slot: work still running after its request is gone
         // counts against the limit, so abandoned work cannot pile up; and
         // it stops early, since the request's drop sets `cancelled`.
         let (state, cancelled) = (state.clone(), cancel.0.clone());
         let task = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            price(&state, &body, &cancelled)
+            price(&state, &body, &cancelled).map(|json| (json, slot))
         });
         match task.await {
             Ok(result) => result,
@@ -195,11 +195,52 @@ pub async fn predict(
     };
     let timeout = limits.request_timeout;
     match tokio::time::timeout(timeout, pricing).await {
-        Ok(result) => result.map(Json),
+        Ok(result) => result.map(|(json, slot)| held_json(json, slot)),
         Err(_) => {
             tracing::warn!(timeout_s = timeout.as_secs_f64(), "prediction timed out");
             Err(ApiError::Timeout(timeout.as_secs_f64()))
         }
+    }
+}
+
+/// A slot of `--max-concurrent-predictions`, held from before the body is
+/// read until hyper has taken the last byte of the answer: the body, the
+/// trips and the answer of a prediction all count against the limit.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    _in_flight: metrics::InFlight,
+}
+
+/// A JSON answer that holds its request's slot until it is dropped.
+fn held_json(json: Bytes, slot: Slot) -> Response {
+    let body = Held { json: Some(json), _slot: slot };
+    ([(header::CONTENT_TYPE, "application/json")], Body::new(body)).into_response()
+}
+
+struct Held {
+    json: Option<Bytes>,
+    _slot: Slot,
+}
+
+impl http_body::Body for Held {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(
+            self.get_mut().json.take().map(|json| Ok(http_body::Frame::data(json))),
+        )
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.json.is_none()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.json.as_ref().map_or(0, |j| j.len() as u64))
     }
 }
 
@@ -241,13 +282,10 @@ async fn read_body(body: Body, limit: usize, declared: Option<u64>) -> Result<Ve
     Ok(out)
 }
 
-/// Validates a batch and predicts it with the loaded model. The error of a
-/// cancelled parse is never seen: its request is already gone.
-fn price(
-    state: &AppState,
-    body: &[u8],
-    cancelled: &AtomicBool,
-) -> Result<PredictResponse, ApiError> {
+/// Validates a batch, predicts it with the loaded model and serialises the
+/// answer. The error of a cancelled parse is never seen: its request is
+/// already gone.
+fn price(state: &AppState, body: &[u8], cancelled: &AtomicBool) -> Result<Bytes, ApiError> {
     let artifact = model_or_503(state)?;
     if cancelled.load(Ordering::Relaxed) {
         state.metrics.record_cancelled();
@@ -268,7 +306,15 @@ fn price(
         .map(|(i, _)| i)
         .collect();
     state.metrics.record_predictions(trips.len(), out_of_area.len());
-    Ok(PredictResponse { predictions, model_version: artifact.model_version.clone(), out_of_area })
+    let answer =
+        PredictResponse { predictions, model_version: artifact.model_version.clone(), out_of_area };
+    match serde_json::to_vec(&answer) {
+        Ok(json) => Ok(Bytes::from(json)),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serialise an answer");
+            Err(ApiError::Internal)
+        }
+    }
 }
 
 /// The same as `POST /api/predict/`, without the trailing slash.
@@ -280,7 +326,7 @@ pub async fn predict_no_slash(
     json: JsonContentType,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<PredictResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     predict(state, json, headers, body).await
 }
 

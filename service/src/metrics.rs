@@ -146,8 +146,8 @@ impl Metrics {
         registry.register(
             "connection_timeouts",
             "Connections closed by a timer, by stage (header: a request head too slow; \
-             idle: no new request on a kept-alive connection, or an answer the client does \
-             not read; response: a request not answered in time)",
+             idle: no new request on a kept-alive connection; response: an answer not \
+             taken by the client in time)",
             connection_timeouts.clone(),
         );
         let predicted_rows = Counter::default();

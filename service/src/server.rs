@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -315,7 +315,7 @@ impl hyper::service::Service<Request<Incoming>> for Service {
                     .headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            Ok(response.map(|body| Body::new(Tracked { body, _done: done })))
+            Ok(response.map(|body| Body::new(Tracked { body, pending: Bytes::new(), _done: done })))
         })
     }
 }
@@ -340,28 +340,53 @@ impl Drop for Done {
 }
 
 /// A response body that keeps its request counted until hyper has taken
-/// all of it.
+/// all of it, and hands it over in pieces of at most [`PIECE`] bytes: hyper
+/// copies each data frame whole into the connection's write buffer, so
+/// the buffer of a client that reads slowly stays small (the rest stays in
+/// the body, where a prediction's answer counts against its slot).
 struct Tracked {
     body: Body,
+    pending: Bytes,
     _done: Done,
 }
 
+/// The largest piece of an answer handed to hyper at a time.
+const PIECE: usize = 16 * 1024;
+
 impl http_body::Body for Tracked {
-    type Data = axum::body::Bytes;
+    type Data = Bytes;
     type Error = axum::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+        let this = self.get_mut();
+        if this.pending.is_empty() {
+            match std::task::ready!(Pin::new(&mut this.body).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => this.pending = data,
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+                other => return Poll::Ready(other),
+            }
+        }
+        let piece = this.pending.split_to(this.pending.len().min(PIECE));
+        Poll::Ready(Some(Ok(http_body::Frame::data(piece))))
     }
 
     fn is_end_stream(&self) -> bool {
-        http_body::Body::is_end_stream(&self.body)
+        self.pending.is_empty() && http_body::Body::is_end_stream(&self.body)
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        http_body::Body::size_hint(&self.body)
+        let inner = http_body::Body::size_hint(&self.body);
+        let pending = self.pending.len() as u64;
+        let mut hint = http_body::SizeHint::new();
+        hint.set_lower(inner.lower() + pending);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + pending);
+        }
+        hint
     }
 }
