@@ -189,12 +189,14 @@ pub fn train(cfg: &TrainConfig, git_commit: Option<String>) -> Result<Trained, T
     );
     // Clamp to what the training rows spanned, not to every valid trip.
     artifact.feature_ranges = first.ranges.to_vec();
-    artifact.validate()?;
     let condition = fitted.fit.condition;
     let held_out = fitted.score(&artifact)?;
     debug!(seconds = started.elapsed().as_secs_f64(), "held-out rows scored");
     artifact.lineage.metrics = held_out.model;
     artifact.lineage.baseline = held_out.baseline;
+    // Once complete: the checks include the lineage's metrics, which only
+    // exist after scoring (a non-finite fit shows up there too).
+    artifact.validate()?;
     Ok(Trained { artifact, rows, condition })
 }
 
