@@ -5,7 +5,7 @@
 //! artifact is written to `<output>.rejected` and the metrics as usual, so
 //! the failure can be inspected).
 
-use std::io::{BufWriter, IsTerminal};
+use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -134,7 +134,6 @@ fn run_train(args: &TrainArgs) -> Result<ExitCode> {
             );
         }
     }
-    print!("{}", report::render(&trained));
     let scores = trained.artifact.lineage.metrics;
     // NaN never passes the gate.
     let gate = args.min_r2.map(|min| (min, scores.r2 >= min));
@@ -151,6 +150,9 @@ fn run_train(args: &TrainArgs) -> Result<ExitCode> {
             .context("serialising metrics")?;
         write_atomic(path, metrics.as_bytes())?;
     }
+    // After the files: a reader that stops early (`| head`) must not cost
+    // the model.
+    print_report(&report::render(&trained))?;
     info!(
         model_version = %trained.artifact.model_version,
         r2 = scores.r2,
@@ -174,6 +176,18 @@ fn run_train(args: &TrainArgs) -> Result<ExitCode> {
         None => {}
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the report on stdout. A closed stdout (the reader went away, as
+/// `| head` does) is not an error: the reader has what it wanted.
+fn print_report(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write the report to stdout")
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Where a model that failed the quality gate is written.

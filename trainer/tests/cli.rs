@@ -2,7 +2,7 @@
 //! the metrics.json shape, and metrics that the artifact itself reproduces.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use model::{ModelArtifact, Scores};
 use serde_json::Value;
@@ -205,4 +205,26 @@ fn synth_is_deterministic_by_seed() {
     assert_eq!(a, b);
     assert_ne!(a, c);
     assert_eq!(text(&a).lines().count(), 2001);
+}
+
+#[test]
+fn a_closed_stdout_keeps_the_model_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = synth(dir.path(), 5_000);
+    let (model_path, metrics_path) =
+        (dir.path().join("model.json"), dir.path().join("metrics.json"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(["train", "--csv", s(&csv), "--output", s(&model_path)])
+        .args(["--metrics", s(&metrics_path)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // As `| head -0` would: the reader is gone before the report comes.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}: {}", out.status, text(&out.stderr));
+    let artifact = ModelArtifact::from_json(&std::fs::read_to_string(&model_path).unwrap());
+    assert!(artifact.is_ok(), "{artifact:?}");
+    assert!(metrics_path.is_file());
 }

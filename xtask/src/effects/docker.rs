@@ -34,13 +34,14 @@ pub fn ensure_running() -> Result<String> {
     if !have("docker") {
         bail!("the `docker` command is not installed: install Docker Engine (Debian: docker.io)");
     }
-    match output(docker(["version", "--format", "{{.Server.Version}}"])) {
-        Ok(v) if !v.is_empty() => Ok(v),
-        Ok(_) | Err(_) => bail!(
-            "Docker is not running (or this user may not use it): `docker version` cannot reach \
-             the daemon; start it (e.g. `systemctl start docker`) and retry"
-        ),
+    let version = output(docker(["version", "--format", "{{.Server.Version}}"])).context(
+        "Docker is not running (or this user may not use it): `docker version` cannot reach \
+         the daemon; start it (e.g. `systemctl start docker`) and retry",
+    )?;
+    if version.is_empty() {
+        bail!("`docker version` names no server version: is the daemon running?");
     }
+    Ok(version)
 }
 
 /// The ID of a local image, or `None` when there is no such image.

@@ -70,12 +70,18 @@ const IMPORT_CHANGES: &[&str] = &[
 
 /// The base image's tag: the suite and a hash of the recipe.
 pub fn base_tag() -> String {
-    let mut recipe = format!("{SUITE}|{PACKAGES}|minbase");
-    for part in TRIM.iter().chain(KEEP_EMPTY).chain(IMPORT_CHANGES) {
-        recipe.push('|');
-        recipe.push_str(part);
-    }
-    format!("{SUITE}-{:016x}", fnv1a(recipe.as_bytes()))
+    let recipe: Vec<&str> = [SUITE, PACKAGES, "minbase"]
+        .into_iter()
+        .chain(TRIM.iter().copied())
+        .chain(KEEP_EMPTY.iter().copied())
+        .chain(IMPORT_CHANGES.iter().copied())
+        .collect();
+    tag_of(&recipe)
+}
+
+/// `<suite>-<16 hex digits>`: the hash of the recipe's parts, in order.
+fn tag_of(recipe: &[&str]) -> String {
+    format!("{SUITE}-{:016x}", fnv1a(recipe.join("|").as_bytes()))
 }
 
 /// FNV-1a, 64 bits: a hash stable across Rust releases (std's is not
@@ -320,11 +326,24 @@ mod tests {
 
     #[test]
     fn the_base_tag_follows_the_recipe() {
-        let tag = base_tag();
-        assert!(tag.starts_with("bookworm-"), "{tag}");
-        assert_eq!(tag.len(), "bookworm-".len() + 16, "{tag}");
-        assert_ne!(fnv1a(b"recipe a"), fnv1a(b"recipe b"));
+        // FNV-1a's published 64-bit test vectors.
         assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a(b"foobar"), 0x8594_4171_f739_67e8);
+
+        let tag = base_tag();
+        assert!(tag.starts_with("bookworm-") && tag.len() == "bookworm-".len() + 16, "{tag}");
+        // One trimmed path fewer, or the same parts in another order, is
+        // another recipe and so another image.
+        let mut recipe = vec![SUITE, PACKAGES, "minbase"];
+        recipe.extend(TRIM);
+        recipe.extend(KEEP_EMPTY);
+        recipe.extend(IMPORT_CHANGES);
+        assert_eq!(tag_of(&recipe), tag);
+        let fewer: Vec<&str> = recipe.iter().copied().filter(|p| *p != "usr/share/doc").collect();
+        assert_ne!(tag_of(&fewer), tag);
+        recipe.swap(0, 1);
+        assert_ne!(tag_of(&recipe), tag);
     }
 
     #[test]
