@@ -11,13 +11,21 @@ use trainer::clean::classify;
 use trainer::source::Columns;
 use trainer::split::{Side, Splitter};
 
+fn command(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_trainer"));
+    c.args(args).env("GIT_COMMIT", "0123456789abcdef").env("RUST_LOG", "info");
+    c
+}
+
 fn trainer(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_trainer"))
-        .args(args)
-        .env("GIT_COMMIT", "0123456789abcdef")
-        .env("RUST_LOG", "info")
-        .output()
-        .unwrap()
+    command(args).output().unwrap()
+}
+
+/// `trainer train` on `csv`, writing the model and the metrics, with `more`.
+fn train(csv: &Path, model: &Path, metrics: &Path, more: &[&str]) -> Command {
+    let mut c = command(&["train", "--csv", s(csv), "--output", s(model), "--metrics", s(metrics)]);
+    c.args(more);
+    c
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -49,21 +57,8 @@ fn trains_writes_artifact_and_metrics_in_the_documented_shape() {
     let csv = synth(dir.path(), 20_000);
     let (model_path, metrics_path) =
         (dir.path().join("model.json"), dir.path().join("metrics.json"));
-    let out = trainer(&[
-        "train",
-        "--csv",
-        s(&csv),
-        "--output",
-        s(&model_path),
-        "--metrics",
-        s(&metrics_path),
-        "--seed",
-        "42",
-        "--test-fraction",
-        "0.2",
-        "--min-r2",
-        "0.5",
-    ]);
+    let more = ["--seed", "42", "--test-fraction", "0.2", "--min-r2", "0.5"];
+    let out = train(&csv, &model_path, &metrics_path, &more).output().unwrap();
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "{stderr}");
     // A readable report on stdout; logs but no progress bar on a pipe.
@@ -141,17 +136,7 @@ fn the_quality_gate_fails_with_its_own_exit_code() {
     let model_path = dir.path().join("model.json");
     let metrics_path = dir.path().join("metrics.json");
     std::fs::write(&model_path, "the model in service").unwrap();
-    let out = trainer(&[
-        "train",
-        "--csv",
-        s(&csv),
-        "--output",
-        s(&model_path),
-        "--metrics",
-        s(&metrics_path),
-        "--min-r2",
-        "0.9999",
-    ]);
+    let out = train(&csv, &model_path, &metrics_path, &["--min-r2", "0.9999"]).output().unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     let stderr = text(&out.stderr);
     assert!(stderr.contains("quality gate failed"), "{stderr}");
@@ -213,9 +198,7 @@ fn a_closed_stdout_keeps_the_model_and_exits_0() {
     let csv = synth(dir.path(), 5_000);
     let (model_path, metrics_path) =
         (dir.path().join("model.json"), dir.path().join("metrics.json"));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_trainer"))
-        .args(["train", "--csv", s(&csv), "--output", s(&model_path)])
-        .args(["--metrics", s(&metrics_path)])
+    let mut child = train(&csv, &model_path, &metrics_path, &[])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
