@@ -5,13 +5,14 @@
 //! running for the deployment controller) start it in the background when
 //! nothing answers there yet, and a stage stops it again only if that stage
 //! started it, so a registry left by `up` (or by an operator) survives a CI
-//! run. Its pid and log files live under `target/registry/`, its storage
-//! under `target/registry/storage`.
+//! run. It runs as one of our [`LocalServer`]s (its log is
+//! `target/local-servers/registry.log`); its pid file lives under
+//! `target/registry/`, its storage under `target/registry/storage`.
 
-use std::fs::{self, File};
+use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -19,6 +20,7 @@ use anyhow::{Context, Result, bail};
 use bluegreen::REGISTRY_ADDR;
 
 use crate::effects::http::Request;
+use crate::effects::local_server::{self, LocalServer};
 use crate::effects::poll::{self, Poll};
 use crate::effects::process::{cmd, output};
 use crate::effects::{deps, paths};
@@ -35,10 +37,9 @@ fn pid_file() -> PathBuf {
     dir().join("registry.pid")
 }
 
-/// The registry's own log file.
-pub fn log_file() -> PathBuf {
-    dir().join("registry.log")
-}
+/// The registry's name among our local servers (its log is
+/// `target/local-servers/registry.log`).
+const NAME: &str = "registry";
 
 /// What answers on [`REGISTRY_ADDR`].
 #[derive(Debug, PartialEq, Eq)]
@@ -74,11 +75,6 @@ fn probe() -> Probe {
     }
 }
 
-/// Whether a usable registry answers on [`REGISTRY_ADDR`].
-pub fn answering() -> bool {
-    probe() == Probe::Registry
-}
-
 /// A registry this process may have started: dropping it stops the
 /// registry if (and only if) this guard started it, unless [`keep`] was
 /// called.
@@ -86,26 +82,23 @@ pub fn answering() -> bool {
 /// [`keep`]: RegistryGuard::keep
 #[must_use = "dropping the guard stops a registry it started"]
 pub struct RegistryGuard {
-    child: Option<Child>,
+    started: Option<LocalServer>,
 }
 
 impl RegistryGuard {
     /// Leaves the registry running after this process ends (for `up`).
     pub fn keep(mut self) {
-        self.child = None;
+        if let Some(server) = self.started.take() {
+            server.keep();
+        }
     }
 }
 
 impl Drop for RegistryGuard {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            eprintln!("stopping the registry this stage started (pid {})", child.id());
-            if let Err(e) = terminate(child.id()) {
-                eprintln!("warning: cannot stop the registry: {e:#}");
-            }
-            // Reap it; it has had STOP_TIMEOUT to exit on SIGTERM.
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(server) = self.started.take() {
+            eprintln!("stopping the registry this stage started (pid {})", server.pid());
+            drop(server);
             let _ = fs::remove_file(pid_file());
         }
     }
@@ -115,57 +108,42 @@ impl Drop for RegistryGuard {
 /// `docker-registry` with `registry/config.yml` if nothing listens there.
 pub fn ensure_running() -> Result<RegistryGuard> {
     match probe() {
-        Probe::Registry => return Ok(RegistryGuard { child: None }),
+        Probe::Registry => return Ok(RegistryGuard { started: None }),
         Probe::Other(what) => bail!("port 5000 (the image registry) is taken by {what}"),
         Probe::Nothing => {}
     }
     deps::ensure(deps::REGISTRY)?;
+    let port: u16 = REGISTRY_ADDR
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .with_context(|| format!("no port in the registry address {REGISTRY_ADDR}"))?;
     let config = paths::root().join("registry/config.yml");
     let storage = dir().join("storage");
     fs::create_dir_all(&storage).with_context(|| format!("cannot create {}", storage.display()))?;
-    let log = File::create(log_file())
-        .with_context(|| format!("cannot create {}", log_file().display()))?;
-    let log2 = log.try_clone()?;
-    let mut child = Command::new("docker-registry")
+    let mut command = Command::new("docker-registry");
+    command
         .arg("serve")
         .arg(&config)
         .env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", &storage)
         .env("REGISTRY_HTTP_ADDR", REGISTRY_ADDR)
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log2)
         // Its own process group: a Ctrl-C meant for the stage does not
         // reach a registry that `up` leaves running.
-        .process_group(0)
-        .spawn()
-        .context("cannot start `docker-registry`")?;
-    fs::write(pid_file(), child.id().to_string())?;
+        .process_group(0);
+    // SIGTERM first: a registry cut off mid-push may leave half an upload.
+    let mut server = LocalServer::spawn(NAME, command, port)?.with_grace(STOP_TIMEOUT);
+    fs::write(pid_file(), server.pid().to_string())
+        .with_context(|| format!("cannot write {}", pid_file().display()))?;
     eprintln!(
         "started the registry on {REGISTRY_ADDR} (pid {}, log {})",
-        child.id(),
-        log_file().display()
+        server.pid(),
+        local_server::log_path(NAME).display()
     );
-
-    let answered = poll::until(START_TIMEOUT, Duration::from_millis(200), || {
-        if answering() {
-            return Ok(Poll::Ready(()));
-        }
-        match child.try_wait()? {
-            Some(status) => bail!("it exited at start ({status})"),
-            None => Ok(Poll::Pending("not answering GET /v2/".to_owned())),
-        }
-    });
-    if let Err(e) = answered {
-        let _ = child.kill();
-        let _ = child.wait();
+    if let Err(e) = server.wait_for("/v2/", 200, START_TIMEOUT) {
+        drop(server);
         let _ = fs::remove_file(pid_file());
-        bail!(
-            "the registry on {REGISTRY_ADDR} did not start: {e:#}; its log ({}):\n{}",
-            log_file().display(),
-            log_tail()
-        );
+        return Err(e.context(format!("the registry on {REGISTRY_ADDR} did not start")));
     }
-    Ok(RegistryGuard { child: Some(child) })
+    Ok(RegistryGuard { started: Some(server) })
 }
 
 /// Stops the registry recorded in the pid file (started by `up` or a stage
@@ -220,8 +198,4 @@ fn is_zombie(pid: u32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
         .unwrap_or(true)
-}
-
-fn log_tail() -> String {
-    crate::effects::local_server::log_tail(&log_file())
 }
