@@ -359,3 +359,23 @@ fn a_client_that_never_reads_its_answers_is_cut_off() {
     let mut stream = writer.join().unwrap();
     assert!(is_closed_by_peer(&mut stream));
 }
+
+#[test]
+fn connections_over_the_limit_wait_for_a_free_slot() {
+    let service = Service::start(&["--max-connections", "1", "--header-timeout-secs", "1"]);
+    // `start` probed `/` on a connection of its own; wait until it is gone.
+    service.wait_for_metric("connections_open", 1.0);
+    let mut silent = service.connect();
+    // The only slot is taken by a silent client: the next connection is
+    // answered only once the header timer has closed the first.
+    let mut stream = service.connect();
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let response = read_one(&mut stream).unwrap();
+    assert_eq!(response.status, 200);
+    assert!(
+        response.body.contains(r#"connection_timeouts_total{stage="header"} 1"#),
+        "answered before the slot was free:\n{}",
+        response.body
+    );
+    assert!(is_closed_by_peer(&mut silent));
+}
