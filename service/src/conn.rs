@@ -264,7 +264,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
             if *lingered > LINGER_BYTES {
                 break Ok(());
             }
-            let mut scratch = [0u8; 4096];
+            let mut scratch = [0u8; 64 * 1024];
             let mut buf = ReadBuf::new(&mut scratch);
             match Pin::new(&mut this.io).poll_read(cx, &mut buf) {
                 Poll::Ready(Ok(())) if buf.filled().is_empty() => break Ok(()),

@@ -4,6 +4,7 @@
 //! FastAPI + uvicorn, under wrk). Each also checks that both sides compute
 //! the same thing, so a faster number is never a different answer.
 
+pub mod overload;
 pub mod python;
 pub mod serve;
 pub mod train;

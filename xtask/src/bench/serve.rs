@@ -6,8 +6,10 @@
 //! case) and against a hello-world axum server (the ceiling), one after the
 //! other in the same run, with wrk on loopback. Prints requests/s, p50 and
 //! p99 per scenario with the ratios, then idle RSS and the time from spawn
-//! to ready. The Python apps are `xtask/python/original_app.py`; both must
-//! predict the model crate's fares before they are measured.
+//! to ready, then the service's overload figures (`overload`: shed rate,
+//! `GET /` latency under a flood of 10,000-row batches, peak RSS). The
+//! Python apps are `xtask/python/original_app.py`; both must predict the
+//! model crate's fares before they are measured.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -17,7 +19,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use model::ModelArtifact;
 
-use super::python;
+use super::{overload, python};
 use crate::api;
 use crate::effects::http::Request;
 use crate::effects::local_server::{LocalServer, free_port};
@@ -40,6 +42,10 @@ pub struct BenchServeArgs {
     #[arg(long)]
     pub model: Option<PathBuf>,
 }
+
+/// Clients flooding the service with 10,000-row batches for the overload
+/// figures: four times its default `--max-concurrent-predictions`.
+const OVERLOAD_CLIENTS: usize = 64;
 
 /// What wrk measured for one server in one scenario.
 #[derive(Debug, Clone, Copy)]
@@ -167,8 +173,15 @@ pub fn run(args: &BenchServeArgs) -> Result<()> {
             }
         }
     }
+    // Last: it leaves the service's peak RSS behind.
+    let service = started.iter().find(|(_, run)| run.server == Server::Service);
+    let (service, _) = service.context("the service was not started")?;
+    let batch = api::predict_body(&synthetic_trips(&work, 10_000)?);
+    let flood = Duration::from_secs(args.duration_secs.into());
+    let overload = overload::measure(service, &batch, OVERLOAD_CLIENTS, flood)?;
     let runs: Vec<ServerRun> = started.into_iter().map(|(_, run)| run).collect();
     print!("{}", table(args, &scenarios, &runs));
+    print!("{}", overload.table());
     Ok(())
 }
 
