@@ -273,8 +273,15 @@ async fn read_body(body: Body, limit: usize, declared: Option<u64>) -> Result<Ve
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| ApiError::BadBody(e.to_string()))?;
         if let Ok(data) = frame.into_data() {
-            if out.len() + data.len() > limit {
+            let needed = out.len() + data.len();
+            if needed > limit {
                 return Err(ApiError::PayloadTooLarge { limit });
+            }
+            if needed > out.capacity() {
+                // Doubling, but never past the limit: a chunked body costs
+                // at most `limit` bytes too.
+                let target = (out.capacity() * 2).max(needed).min(limit);
+                out.reserve_exact(target - out.len());
             }
             out.extend_from_slice(&data);
         }

@@ -15,12 +15,13 @@
 //!   timeout: its body and pricing have their own timers (`api::predict`),
 //!   so this only cuts a client that does not read its answer.
 //!
-//! [`Watched`] wraps the socket: it counts bytes read, and it replaces hyper's answers to unparsable heads (400, 414, 431),
-//! which have empty bodies and no hook, with FastAPI-shaped ones; and it
-//! closes lingering: an answer sent before the request body was read (413,
-//! a shed 503, 408) is followed by closing our side, then reading and
-//! discarding what the client still sends for a moment, so the kernel does
-//! not reset the connection (and lose the answer) over unread bytes.
+//! [`Watched`] wraps the socket. It counts bytes read; it replaces hyper's
+//! answers to unparsable heads (400, 414, 431), which have empty bodies
+//! and no hook, with FastAPI-shaped ones; and it closes lingering: every
+//! close (after an answer sent before its body was read, such as 413, a
+//! shed 503 or 408) shuts our side first, then reads and discards what the
+//! client still sends for at most 2 s and 8 MiB, so the kernel does not
+//! reset the connection, losing the answer, over unread bytes.
 
 use std::io;
 use std::pin::Pin;

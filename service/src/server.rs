@@ -232,8 +232,8 @@ impl Connection {
         };
         let mut http = hyper::server::conn::http1::Builder::new();
         http.max_buf_size(self.limits.max_header_bytes)
-            // Timers are `Watched`'s (hyper's would cut idle connections at
-            // the header timeout).
+            // The timers are `Deadline`'s (hyper's would cut idle
+            // connections at the header timeout).
             .header_read_timeout(None)
             .keep_alive(true)
             .half_close(false)

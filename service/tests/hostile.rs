@@ -379,3 +379,20 @@ fn connections_over_the_limit_wait_for_a_free_slot() {
     );
     assert!(is_closed_by_peer(&mut silent));
 }
+
+#[test]
+fn a_chunked_body_over_the_limit_gets_413() {
+    let (service, _dir) = with_model("chunked", &["--max-body-bytes", "20000"]);
+    let mut stream = service.connect();
+    let head = "POST /api/predict/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                Transfer-Encoding: chunked\r\n\r\n";
+    stream.write_all(head.as_bytes()).unwrap();
+    let chunk = format!("{:x}\r\n{}\r\n", 8000, " ".repeat(8000));
+    for _ in 0..3 {
+        // The answer may come, and the connection close, before the last.
+        let _ = stream.write_all(chunk.as_bytes());
+    }
+    let response = read_one(&mut stream).unwrap();
+    assert_eq!(response.status, 413, "{response:?}");
+    assert_fastapi_message(&response);
+}
