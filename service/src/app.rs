@@ -1,20 +1,23 @@
 //! The router: routes, fallbacks and the middleware every request passes
-//! through (metrics outermost, then panic catching). Limits and timeouts
+//! through (metrics outermost, then panic catching, then the FastAPI shape
+//! for error answers made by code that is not ours). Limits and timeouts
 //! of the predict routes are stages of their handler (`api::predict`);
 //! those of connections are in `server` and `conn`.
 
 use std::any::Any;
 use std::sync::Arc;
 
-use axum::Router;
-use axum::middleware;
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Json, Router};
 use tower_http::catch_panic::CatchPanicLayer;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::api;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorKind, MessageBody};
 use crate::metrics;
 use crate::openapi;
 use crate::state::AppState;
@@ -31,9 +34,31 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(docs)
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(middleware::from_fn(fastapi_shaped))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(middleware::from_fn_with_state(state.clone(), metrics::track))
         .with_state(state)
+}
+
+/// Error answers made by code that is not ours (the Swagger UI's file
+/// server answers an unknown file with an empty 404) get the FastAPI shape
+/// and a metrics kind too, like every other error the service sends.
+async fn fastapi_shaped(request: Request, next: Next) -> Response {
+    let uri = request.uri().clone();
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error())
+        || response.extensions().get::<ErrorKind>().is_some()
+    {
+        return response;
+    }
+    if status == StatusCode::NOT_FOUND {
+        return ApiError::NotFound(uri.path().to_owned()).into_response();
+    }
+    let detail = status.canonical_reason().unwrap_or("error").to_owned();
+    let mut shaped = (status, Json(MessageBody { detail })).into_response();
+    shaped.extensions_mut().insert(ErrorKind("other"));
+    shaped
 }
 
 /// A panic in a handler is a bug: log it and answer 500, keep serving.

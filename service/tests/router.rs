@@ -247,6 +247,7 @@ async fn bad_input_never_gets_a_5xx_and_names_every_error() {
             415,
         ),
         case("unknown route", get("/api/predict/v2"), 404),
+        case("unknown file of the docs", get("/docs/no-such-file.js"), 404),
         case("unknown route with POST", post_json("/predict", "{}"), 404),
         case("wrong method on predict", get("/api/predict/"), 405),
         case("wrong method on liveness", post_json("/", "{}"), 405),
