@@ -208,7 +208,7 @@ pub async fn predict(
 /// trips and the answer of a prediction all count against the limit.
 struct Slot {
     _permit: OwnedSemaphorePermit,
-    _in_flight: metrics::InFlight,
+    _in_flight: metrics::Counted,
 }
 
 /// A JSON answer that holds its request's slot until it is dropped.

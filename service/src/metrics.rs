@@ -95,11 +95,12 @@ pub struct Metrics {
     connection_timeouts: Family<StageLabels, Counter>,
 }
 
-/// Keeps `predictions_in_flight` counted up while it lives.
+/// Keeps a gauge (predictions in flight, open connections) one higher
+/// while it lives.
 #[must_use]
-pub struct InFlight(Gauge);
+pub struct Counted(Gauge);
 
-impl Drop for InFlight {
+impl Drop for Counted {
     fn drop(&mut self) {
         self.0.dec();
     }
@@ -196,9 +197,9 @@ impl Metrics {
     }
 
     /// Counts a predict request in flight until the guard drops.
-    pub fn prediction_started(&self) -> InFlight {
+    pub fn prediction_started(&self) -> Counted {
         self.predictions_in_flight.inc();
-        InFlight(self.predictions_in_flight.clone())
+        Counted(self.predictions_in_flight.clone())
     }
 
     pub fn record_cancelled(&self) {
@@ -215,9 +216,9 @@ impl Metrics {
     }
 
     /// Counts an open connection until the guard drops.
-    pub fn connection_opened(&self) -> InFlight {
+    pub fn connection_opened(&self) -> Counted {
         self.connections_open.inc();
-        InFlight(self.connections_open.clone())
+        Counted(self.connections_open.clone())
     }
 
     pub fn record_predictions(&self, rows: usize, out_of_area: usize) {

@@ -396,3 +396,51 @@ fn a_chunked_body_over_the_limit_gets_413() {
     assert_eq!(response.status, 413, "{response:?}");
     assert_fastapi_message(&response);
 }
+
+#[test]
+fn busy_kept_alive_connections_lose_nothing_to_sigterm() {
+    // A grace period far longer than any scheduling delay: this is about
+    // what happens in it, not about its length.
+    let (mut service, _dir) = with_model("busy", &["--shutdown-grace-secs", "5"]);
+    let clients = 16;
+    let warmed = Arc::new(Barrier::new(clients + 1));
+    let body = Arc::new(documented_request().to_string());
+    let handles: Vec<_> = (0..clients)
+        .map(|_| {
+            let (warmed, body, addr) = (warmed.clone(), body.clone(), service.addr());
+            thread::spawn(move || {
+                let mut stream = common::connect(addr);
+                let request = format!("{}{body}", post_head(body.len(), ""));
+                let mut answered = 0;
+                loop {
+                    if answered == 5 {
+                        warmed.wait();
+                    }
+                    // Until the service says `Connection: close`, every
+                    // request sent must be answered.
+                    if stream.write_all(request.as_bytes()).is_err() {
+                        return Err(format!("write refused after {answered} answers"));
+                    }
+                    match read_one(&mut stream) {
+                        Ok(r) if r.status == 200 => {
+                            answered += 1;
+                            if r.header("connection") == Some("close") {
+                                return Ok(answered);
+                            }
+                        }
+                        Ok(r) => return Err(format!("{} after {answered} answers", r.status)),
+                        Err(e) => return Err(format!("{e} after {answered} answers")),
+                    }
+                }
+            })
+        })
+        .collect();
+    warmed.wait();
+    service.signal("TERM");
+    for handle in handles {
+        let answered = handle.join().unwrap();
+        assert!(answered.is_ok(), "{answered:?}");
+    }
+    let status = service.wait_exit(Duration::from_secs(20)).expect("no exit after SIGTERM");
+    assert!(status.success(), "{status}");
+}
