@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use stages::{build, ci, integration, lint, smoke, train, unit};
+use stages::{build, ci, deploy, integration, lint, smoke, train, unit};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "Pipeline stages, images, the local stack and benchmarks")]
@@ -38,6 +38,9 @@ enum Command {
     /// Stage integration: run the pushed image as a container on port 32000
     /// and test it over real HTTP.
     Integration(integration::IntegrationArgs),
+    /// Stage deploy: write the built tag into the live manifest and follow
+    /// the controller until that rollout has ended (fails on a rollback).
+    Deploy(deploy::DeployArgs),
     /// The main job: install what is missing, train, build, push, and start
     /// the registry and the nginx + blue/green stack with one color live.
     Up(stack::UpArgs),
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
         Command::Train(args) => train::run(&args).map(|_| ()),
         Command::Build(args) => build::build(&args).map(|_| ()),
         Command::Integration(args) => integration::run(&args),
+        Command::Deploy(args) => deploy::run(&args),
         Command::Up(args) => stack::up(&args),
         Command::Down => stack::down(),
         Command::Ci => ci::run(),

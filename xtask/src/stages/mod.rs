@@ -6,6 +6,7 @@
 pub mod artifacts;
 pub mod build;
 pub mod ci;
+pub mod deploy;
 pub mod integration;
 pub mod lint;
 pub mod smoke;
