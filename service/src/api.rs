@@ -134,7 +134,8 @@ pub enum PredictResponses {
     /// The content type is not JSON
     #[response(status = 415)]
     ContentType(MessageBody),
-    /// Invalid JSON or invalid trips: every error, with its path
+    /// Invalid JSON or invalid trips: every error with its path (at most
+    /// 100, then one `too_many_errors` detail counting the rest)
     #[response(status = 422)]
     Invalid(ValidationErrorBody),
     /// No model is loaded, too many predictions are in flight (with
