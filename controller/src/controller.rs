@@ -233,6 +233,7 @@ impl<P: Platform> Reconciler<P> {
                 let Some(desired) = self.rollout_desired() else { return Ok(()) };
                 match self.platform.start_color(color, &image, &tag, replicas).await {
                     Ok(()) => {
+                        crate::crash::point("after_start");
                         let now = Timestamp::now();
                         self.record.enter(
                             Stage::Health { deadline: now.plus(desired.health_timeout) },
@@ -250,7 +251,10 @@ impl<P: Platform> Reconciler<P> {
                 let forward = stage == Some(Stage::Switch);
                 info!(to = ?to, forward, "switching nginx");
                 match self.platform.switch_traffic(to, replicas).await {
-                    Ok(()) if forward => self.record.enter(Stage::Verify, Timestamp::now()),
+                    Ok(()) if forward => {
+                        crate::crash::point("after_reload");
+                        self.record.enter(Stage::Verify, Timestamp::now())
+                    }
                     Ok(()) => {}
                     // nginx kept its old configuration: traffic never moved.
                     Err(e @ (Error::NginxTest(_) | Error::NginxReload(_))) if forward => {

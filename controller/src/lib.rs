@@ -17,6 +17,7 @@ pub mod reference;
 pub mod api;
 pub mod atomic_file;
 pub mod controller;
+pub mod crash;
 pub mod docker;
 pub mod error;
 #[cfg(test)]

@@ -57,6 +57,7 @@ impl Nginx {
             None => Upstream::render_none().to_owned(),
         };
         self.write(&next).await?;
+        crate::crash::point("after_upstream_write");
         let (code, out) = self.engine.exec(&nginx, &NGINX_TEST).await?;
         if code != 0 {
             self.write(&previous).await?;

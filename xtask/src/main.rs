@@ -3,6 +3,7 @@
 
 mod api;
 mod bench;
+mod e2e;
 mod effects;
 mod images;
 mod stack;
@@ -38,6 +39,9 @@ enum Command {
     /// Stage integration: run the pushed image as a container on port 32000
     /// and test it over real HTTP.
     Integration(integration::IntegrationArgs),
+    /// The deployment controller's end-to-end scenarios on the real Docker
+    /// Engine, nginx and registry (needs `cargo xtask build` first).
+    E2e(e2e::E2eArgs),
     /// Stage deploy: write the built tag into the live manifest and follow
     /// the controller until that rollout has ended (fails on a rollback).
     Deploy(deploy::DeployArgs),
@@ -72,6 +76,7 @@ fn main() -> ExitCode {
         Command::Train(args) => train::run(&args).map(|_| ()),
         Command::Build(args) => build::build(&args).map(|_| ()),
         Command::Integration(args) => integration::run(&args),
+        Command::E2e(args) => e2e::run(&args),
         Command::Deploy(args) => deploy::run(&args),
         Command::Up(args) => stack::up(&args),
         Command::Down => stack::down(),

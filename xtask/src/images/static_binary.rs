@@ -29,10 +29,9 @@ pub fn build(packages: &[&str]) -> Result<Vec<PathBuf>> {
     }
     c.env("RUSTFLAGS", &flags).current_dir(paths::root());
     run(c)?;
-    let release = paths::cargo_target().join(STATIC_TARGET).join("release");
     let mut binaries = Vec::new();
     for package in packages {
-        let binary = release.join(package);
+        let binary = path(package);
         let bytes =
             fs::read(&binary).with_context(|| format!("cannot read {}", binary.display()))?;
         if elf_needs_interpreter(&bytes)? {
@@ -41,6 +40,11 @@ pub fn build(packages: &[&str]) -> Result<Vec<PathBuf>> {
         binaries.push(binary);
     }
     Ok(binaries)
+}
+
+/// Where [`build`] leaves a package's static binary.
+pub fn path(package: &str) -> PathBuf {
+    paths::cargo_target().join(STATIC_TARGET).join("release").join(package)
 }
 
 /// Whether an ELF64 little-endian executable has a `PT_INTERP` header,

@@ -10,7 +10,7 @@
 //! the same state. `down` removes every container of the compose project
 //! (the controller's slots included) and stops the registry `up` started.
 
-pub mod controller;
+pub mod rollout;
 
 use std::fs;
 use std::net::TcpListener;
@@ -105,19 +105,16 @@ pub fn up(args: &UpArgs) -> Result<()> {
     }
     let built = build::build(&build)?;
 
-    prepare_dir()?;
     let timeout = Duration::from_secs(args.timeout);
-    compose_up(tool, &built)?;
-    docker::wait_healthy(&container_of(tool, bluegreen::NGINX_SERVICE)?, timeout)?;
-    deploy(&built.tag, timeout)?;
+    launch(tool, &built, timeout)?;
     wait_for_prediction(timeout)?;
 
-    let s = controller::status()?;
+    let s = rollout::status()?;
     let live = s.active.color.map_or("-".into(), |c| c.service().to_owned());
     println!();
     println!("The stack is up ({:.0} s), {live} live:", started.elapsed().as_secs_f64());
     println!("  front (nginx)   http://localhost:{}/", front_port());
-    println!("  controller      http://{}/status", controller::ADDR);
+    println!("  controller      http://{}/status", rollout::ADDR);
     println!("  app_blue        http://127.0.0.1:{}/", published_port(bluegreen::Color::Blue));
     println!("  app_green       http://127.0.0.1:{}/", published_port(bluegreen::Color::Green));
     println!("  registry        http://{REGISTRY_ADDR}/v2/");
@@ -133,15 +130,27 @@ pub fn up(args: &UpArgs) -> Result<()> {
     Ok(())
 }
 
+/// Lays out the runtime directory with `built`'s tag in the live
+/// manifest, starts nginx and the controller, and follows the
+/// controller's rollout of that tag.
+pub fn launch(tool: Tool, built: &Built, timeout: Duration) -> Result<()> {
+    prepare_dir()?;
+    // Before the controller starts, so its first rollout is this tag.
+    rollout::set_tag(&live_manifest(), &built.tag)?;
+    compose_up(tool, built)?;
+    docker::wait_healthy(&container_of(tool, bluegreen::NGINX_SERVICE)?, timeout)?;
+    deploy(&built.tag, timeout)
+}
+
 /// Writes `tag` into the live manifest and follows the controller until
 /// its rollout has ended; fails, with the level and the reason, when it
 /// was rolled back. A tag already live finishes at once.
 pub fn deploy(tag: &str, timeout: Duration) -> Result<()> {
-    let before = controller::status()
+    let before = rollout::status()
         .or_else(|_| {
             // Just started: give the controller a moment to listen.
             poll::until(Duration::from_secs(30), Duration::from_millis(200), || {
-                Ok(match controller::status() {
+                Ok(match rollout::status() {
                     Ok(s) => Poll::Ready(s),
                     Err(e) => Poll::Pending(format!("{e:#}")),
                 })
@@ -158,12 +167,12 @@ pub fn deploy(tag: &str, timeout: Duration) -> Result<()> {
         );
         return Ok(());
     }
-    controller::set_tag(&live_manifest(), tag)?;
+    rollout::set_tag(&live_manifest(), tag)?;
     println!("deploying {tag}: spec.image.tag set in {}", live_manifest().display());
-    let finished = controller::follow(tag, controller::newest_revision(&before), timeout)?;
-    println!("{}", controller::describe(&finished));
-    if finished.result != ::controller::record::Outcome::Succeeded {
-        bail!("{}", controller::describe(&finished));
+    let finished = rollout::follow(tag, rollout::newest_revision(&before), timeout)?;
+    println!("{}", rollout::describe(&finished));
+    if finished.result != controller::record::Outcome::Succeeded {
+        bail!("{}", rollout::describe(&finished));
     }
     Ok(())
 }
@@ -201,7 +210,7 @@ fn check_ports() -> Result<()> {
 /// Lays out the runtime directory, keeping what a running stack changed:
 /// upstream.conf (no color live until the controller's first rollout),
 /// the live manifest (from manifests/rollout.yaml) and the state.
-fn prepare_dir() -> Result<()> {
+pub fn prepare_dir() -> Result<()> {
     for sub in ["upstream", "manifests", "controller"] {
         let d = dir().join(sub);
         fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
@@ -282,7 +291,7 @@ pub fn down() -> Result<()> {
 
 /// Removes every container of the project (compose's and the
 /// controller's, which carry the same label) and then the network.
-fn remove_stack() -> Result<()> {
+pub fn remove_stack() -> Result<()> {
     let ours = format!("label={}={PROJECT}", label::PROJECT);
     docker::remove_containers(&docker::containers(&ours)?)?;
     // Strays of an interrupted integration run.

@@ -1,4 +1,4 @@
-//! The running controller, seen from the task runner: its /status, a tag
+//! Rollouts as the task runner sees them through the running controller: its /status, a tag
 //! written into the live manifest, and a rollout followed to its end.
 
 use std::path::Path;

@@ -1,0 +1,300 @@
+//! What a scenario works with: a fresh stack on the real Docker Engine,
+//! nginx and registry, and the ways to act on it and look at it as a user
+//! would — through nginx, `docker ps`, the controller's /status and CLI.
+
+use std::fs;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use bluegreen::{PROJECT, label};
+use controller::record::Outcome;
+use controller::status::{FinishedView, Status};
+use serde::Deserialize;
+
+use crate::effects::compose::Tool;
+use crate::effects::docker::{self, docker};
+use crate::effects::http::Request;
+use crate::effects::paths;
+use crate::effects::poll::{self, Poll};
+use crate::effects::process::{cmd, output, run};
+use crate::images::static_binary;
+use crate::stack::{self, rollout};
+use crate::stages::artifacts::Built;
+
+/// How long a rollout may take in a scenario (the level-1 image needs
+/// about 20 s to be declared unhealthy).
+const ROLLOUT: Duration = Duration::from_secs(90);
+const CONTROLLER: &str = "taxi-fare_controller_1";
+
+pub struct Fixture {
+    pub tool: Tool,
+    pub built: Built,
+}
+
+/// What `GET /` through nginx answered.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Answer {
+    pub color: Option<String>,
+    pub version: Option<String>,
+}
+
+/// An app container as `docker ps` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct App {
+    pub name: String,
+    pub color: String,
+    pub tag: String,
+    pub state: String,
+}
+
+/// The manifest of the scenarios: the tracked one with shorter waits.
+pub fn manifest(tag: &str, replicas: u32) -> Result<String> {
+    let template = fs::read_to_string(paths::root().join("manifests/rollout.yaml"))?;
+    let mut text = template.clone();
+    for (from, to) in [
+        ("healthTimeout: 60s", "healthTimeout: 40s".to_owned()),
+        ("    timeout: 10s", "    timeout: 3s".to_owned()),
+        ("scaleDownDelay: 10s", "scaleDownDelay: 3s".to_owned()),
+        ("replicas: 1", format!("replicas: {replicas}")),
+    ] {
+        ensure!(text.contains(from), "manifests/rollout.yaml no longer has {from:?}");
+        text = text.replace(from, &to);
+    }
+    controller::manifest::set_tag(&text, tag).context("the scenario manifest")
+}
+
+impl Fixture {
+    /// A clean stack whose controller has rolled `tag` out into blue.
+    pub fn fresh(&self, tag: &str) -> Result<()> {
+        self.clear()?;
+        stack::prepare_dir()?;
+        fs::write(stack::live_manifest(), manifest(tag, 1)?)?;
+        let built = Built { tag: tag.to_owned(), ..self.built.clone() };
+        stack::launch(self.tool, &built, ROLLOUT)?;
+        self.expect_live("blue", tag, 1)
+    }
+
+    /// Removes the stack's containers and runtime directory.
+    pub fn clear(&self) -> Result<()> {
+        stack::remove_stack()?;
+        paths::remove_dir_if_present(&stack::dir())
+    }
+
+    pub fn status(&self) -> Result<Status> {
+        rollout::status()
+    }
+
+    /// Writes a tag into the live manifest.
+    pub fn set_tag(&self, tag: &str) -> Result<u64> {
+        let before = rollout::newest_revision(&self.status()?);
+        rollout::set_tag(&stack::live_manifest(), tag)?;
+        Ok(before)
+    }
+
+    /// Deploys a tag and returns its finished rollout, whatever the result.
+    pub fn deploy(&self, tag: &str) -> Result<FinishedView> {
+        let before = self.set_tag(tag)?;
+        rollout::follow(tag, before, ROLLOUT)
+    }
+
+    /// Deploys a tag that must succeed.
+    pub fn deploy_ok(&self, tag: &str) -> Result<FinishedView> {
+        let done = self.deploy(tag)?;
+        ensure!(done.result == Outcome::Succeeded, "{}", rollout::describe(&done));
+        Ok(done)
+    }
+
+    /// Waits until the rollout in flight reaches `step`.
+    pub fn wait_for_step(&self, step: &str) -> Result<()> {
+        poll::until(ROLLOUT, Duration::from_millis(50), || {
+            let s = self.status()?;
+            Ok(match &s.rollout {
+                Some(r) if r.step == step => Poll::Ready(()),
+                Some(r) => Poll::Pending(format!("at step {}", r.step)),
+                None => Poll::Pending("with no rollout in flight".into()),
+            })
+        })
+        .with_context(|| format!("waiting for step {step}"))
+    }
+
+    /// `GET /` through nginx, on a fresh connection.
+    pub fn front(&self) -> Result<Answer> {
+        let r = Request::get("/").timeout(Duration::from_secs(5)).send(&stack::front())?;
+        ensure!(r.status == 200, "GET / through nginx answered {}: {}", r.status, r.text());
+        r.parse()
+    }
+
+    pub fn apps(&self) -> Result<Vec<App>> {
+        let format = format!(
+            "{{{{.Names}}}} {{{{.Label \"{}\"}}}} {{{{.Label \"{}\"}}}} {{{{.State}}}}",
+            label::COLOR,
+            label::TAG
+        );
+        let out = output(docker([
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label={}={PROJECT}", label::PROJECT),
+            "--filter",
+            &format!("label={}={}", label::ROLE, label::ROLE_APP),
+            "--format",
+            &format,
+        ]))?;
+        let mut apps: Vec<App> = out
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace().map(str::to_owned);
+                Some(App { name: w.next()?, color: w.next()?, tag: w.next()?, state: w.next()? })
+            })
+            .collect();
+        apps.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(apps)
+    }
+
+    /// Traffic, containers and /status all say that `replicas` containers
+    /// of `color` run `tag`, and nothing else runs.
+    pub fn expect_live(&self, color: &str, tag: &str, replicas: usize) -> Result<()> {
+        let answer = self.front()?;
+        ensure!(
+            answer.color.as_deref() == Some(color) && answer.version.as_deref() == Some(tag),
+            "nginx serves {answer:?}, expected {color} {tag}"
+        );
+        let apps = self.apps()?;
+        let expected = apps
+            .iter()
+            .filter(|a| a.color == color && a.tag == tag && a.state == "running")
+            .count();
+        ensure!(
+            expected == replicas && apps.len() == replicas,
+            "expected {replicas} running {color} containers of {tag} and nothing else, found {apps:?}"
+        );
+        let s = self.status()?;
+        ensure!(
+            s.active.color.map(|c| c.to_string()).as_deref() == Some(color)
+                && s.active.tag.as_deref() == Some(tag),
+            "/status says active {:?} {:?}",
+            s.active.color,
+            s.active.tag
+        );
+        Ok(())
+    }
+
+    /// SIGKILLs the controller's process (not `docker kill`, which Docker
+    /// takes as a deliberate stop) and waits for the restart policy to
+    /// bring it back.
+    pub fn kill_controller(&self) -> Result<()> {
+        let restarts: u32 = docker::inspect(CONTROLLER, "{{.RestartCount}}")?.parse().unwrap_or(0);
+        let pid = docker::inspect(CONTROLLER, "{{.State.Pid}}")?;
+        ensure!(pid != "0", "the controller is not running");
+        run(cmd("kill", ["-KILL", pid.as_str()]))?;
+        self.wait_restarted(restarts)
+    }
+
+    /// Waits for the controller to be restarted (count past `restarts`)
+    /// and to answer again.
+    pub fn wait_restarted(&self, restarts: u32) -> Result<()> {
+        poll::until(Duration::from_secs(30), Duration::from_millis(100), || {
+            let now: u32 = docker::inspect(CONTROLLER, "{{.RestartCount}}")?.parse().unwrap_or(0);
+            if now <= restarts {
+                return Ok(Poll::Pending(format!("restarted {now} times")));
+            }
+            Ok(match self.status() {
+                Ok(_) => Poll::Ready(()),
+                Err(e) => Poll::Pending(format!("restarted but not answering: {e:#}")),
+            })
+        })
+        .context("waiting for the controller's restart")
+    }
+
+    pub fn restart_count(&self) -> Result<u32> {
+        Ok(docker::inspect(CONTROLLER, "{{.RestartCount}}")?.parse().unwrap_or(0))
+    }
+
+    /// Arms a crash point: the controller aborts there once.
+    pub fn crash_at(&self, point: &str) -> Result<()> {
+        fs::write(stack::dir().join("controller/crash-at"), point)
+            .context("cannot arm the crash point")
+    }
+
+    /// The operator's CLI, as built for the controller image.
+    pub fn cli(&self, args: &[&str]) -> Result<String> {
+        let token = stack::dir().join("controller/token");
+        let mut c = cmd(static_binary::path("controller").to_str().unwrap_or("controller"), args);
+        c.env("CONTROLLER_TOKEN_FILE", token)
+            .env("CONTROLLER_URL", format!("http://{}", rollout::ADDR));
+        output(c)
+    }
+
+    /// The live upstream.conf.
+    pub fn upstream(&self) -> Result<String> {
+        Ok(fs::read_to_string(stack::dir().join("upstream/upstream.conf"))?)
+    }
+
+    /// What the controller printed lately, for a failure report.
+    pub fn controller_log(&self) -> String {
+        docker::logs(CONTROLLER)
+            .lines()
+            .rev()
+            .take(25)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// `GET /` through nginx every 50 ms on fresh connections, in the
+/// background, until stopped: what a user saw during a rollout.
+pub struct Traffic {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<Vec<Result<Answer, String>>>,
+}
+
+impl Traffic {
+    pub fn start() -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let front = stack::front();
+        let handle = thread::spawn(move || {
+            let mut seen = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                let answer = Request::get("/").timeout(Duration::from_secs(5)).send(&front);
+                seen.push(match answer {
+                    Ok(r) if r.status == 200 => r.parse::<Answer>().map_err(|e| format!("{e:#}")),
+                    Ok(r) => Err(format!("{} {}", r.status, r.text())),
+                    Err(e) => Err(format!("{e:#}")),
+                });
+                thread::sleep(Duration::from_millis(50));
+            }
+            seen
+        });
+        Traffic { stop, handle }
+    }
+
+    /// Stops and checks that every request got 200 from one of `allowed`
+    /// (color, tag) pairs; returns how many were sent.
+    pub fn expect_only(self, allowed: &[(&str, &str)]) -> Result<usize> {
+        self.stop.store(true, Ordering::Relaxed);
+        let seen =
+            self.handle.join().map_err(|_| anyhow::anyhow!("the traffic thread panicked"))?;
+        for (i, s) in seen.iter().enumerate() {
+            match s {
+                Ok(a)
+                    if allowed.iter().any(|(c, t)| {
+                        a.color.as_deref() == Some(*c) && a.version.as_deref() == Some(*t)
+                    }) => {}
+                Ok(a) => bail!(
+                    "request {i} of {} was answered by {a:?}, expected one of {allowed:?}",
+                    seen.len()
+                ),
+                Err(e) => bail!("request {i} of {} failed: {e}", seen.len()),
+            }
+        }
+        ensure!(!seen.is_empty(), "no request was sent");
+        Ok(seen.len())
+    }
+}

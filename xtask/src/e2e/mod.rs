@@ -1,0 +1,78 @@
+//! `cargo xtask e2e`: the deployment controller's end-to-end scenarios
+//! against the real Docker Engine, nginx and registry.
+//!
+//! They need the images of the last `cargo xtask build`. Each scenario
+//! starts from a clean stack (nginx and the controller, as `up` starts
+//! them) and deploys images derived from the real service image, tagged
+//! `e2e-…` ([`images`]). Everything is removed at the end, also when a
+//! scenario fails. Docker is required: without it this fails, never skips.
+
+mod fixture;
+mod images;
+mod scenarios;
+
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+use crate::effects::compose::Tool;
+use crate::effects::{docker, registry};
+use crate::stages::artifacts::Built;
+
+#[derive(clap::Args, Debug, Default)]
+pub struct E2eArgs {
+    /// Run only the scenarios whose name contains this text (repeatable).
+    #[arg(long)]
+    pub only: Vec<String>,
+}
+
+pub fn run(args: &E2eArgs) -> Result<()> {
+    docker::ensure_running()?;
+    let tool = Tool::ensure()?;
+    let built = Built::last()?
+        .context("no build recorded in artifacts/images.json: run `cargo xtask build` first")?;
+    let registry = registry::ensure_running()?;
+    images::prepare(&built)?;
+    let fx = fixture::Fixture { tool, built };
+
+    let chosen: Vec<_> = scenarios::ALL
+        .iter()
+        .filter(|(name, _)| {
+            args.only.is_empty() || args.only.iter().any(|o| name.contains(o.as_str()))
+        })
+        .collect();
+    let mut rows = Vec::new();
+    for (name, scenario) in &chosen {
+        println!("e2e: {name} …");
+        let started = Instant::now();
+        let outcome = scenario(&fx);
+        let seconds = started.elapsed().as_secs_f64();
+        match &outcome {
+            Ok(what) => println!("ok    {name} ({seconds:.0} s): {what}"),
+            Err(e) => {
+                println!("FAIL  {name} ({seconds:.0} s): {e:#}");
+                println!("--- the controller's last lines ---\n{}", fx.controller_log());
+            }
+        }
+        rows.push((name, seconds, outcome));
+    }
+    let cleared = fx.clear();
+    drop(registry);
+
+    println!();
+    println!("{:<58} {:>6}  result", "scenario", "s");
+    for (name, seconds, outcome) in &rows {
+        let result = match outcome {
+            Ok(what) => format!("ok: {what}"),
+            Err(e) => format!("FAILED: {}", format!("{e:#}").lines().next().unwrap_or("")),
+        };
+        println!("{name:<58} {seconds:>6.0}  {result}");
+    }
+    let failed = rows.iter().filter(|(_, _, o)| o.is_err()).count();
+    println!("e2e: {} passed, {failed} failed", rows.len() - failed);
+    cleared.context("cannot remove the e2e stack")?;
+    if failed > 0 {
+        bail!("{failed} end-to-end scenario(s) failed");
+    }
+    Ok(())
+}

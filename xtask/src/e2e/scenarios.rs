@@ -1,0 +1,253 @@
+//! The scenarios, each from a clean stack, each asserting what traffic
+//! through nginx saw, which containers exist and what /status says.
+
+use std::fs;
+use std::thread::sleep;
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+use controller::record::Outcome;
+use controller::status::FinishedView;
+
+use super::fixture::{Fixture, Traffic, manifest};
+use super::images::{GOOD_A, GOOD_B, NEVER_BUILT, NO_MODEL, WRONG_PORT};
+use crate::effects::poll::{self, Poll};
+use crate::stack;
+
+pub type Scenario = (&'static str, fn(&Fixture) -> Result<String>);
+
+pub const ALL: &[Scenario] = &[
+    ("good deploy", good_deploy),
+    ("second deploy, back to the first color", back_to_first_color),
+    ("level 1: never healthy", level_1_never_healthy),
+    ("level 2: unreachable through nginx", level_2_unreachable),
+    ("tag not in the registry", tag_not_in_registry),
+    ("malformed manifest, then its fix", malformed_manifest),
+    ("SIGKILL after starting the new color", crash_after_start),
+    ("SIGKILL while waiting for health", kill_during_health),
+    ("SIGKILL after writing upstream.conf, before the reload", crash_before_reload),
+    ("SIGKILL after the reload, before the probe", crash_before_probe),
+    ("SIGKILL during scale-down", kill_during_scale_down),
+    ("tag change during a rollout", tag_change_during_rollout),
+    ("controller rollback", rollback),
+    ("replicas 2", replicas_2),
+];
+
+fn rolled_back(f: &FinishedView, level: u8, reason_has: &str) -> Result<()> {
+    ensure!(
+        f.result == Outcome::RolledBack && f.level == Some(level),
+        "expected a level-{level} rollback, got {f:?}"
+    );
+    let reason = f.reason.clone().unwrap_or_default();
+    ensure!(reason.contains(reason_has), "the reason {reason:?} does not mention {reason_has:?}");
+    Ok(())
+}
+
+fn switch_ms(f: &FinishedView) -> String {
+    f.healthy_to_switched_ms.map_or("-".into(), |ms| format!("{ms} ms"))
+}
+
+fn good_deploy(fx: &Fixture) -> Result<String> {
+    fx.fresh(GOOD_A)?;
+    let traffic = Traffic::start();
+    let done = fx.deploy_ok(GOOD_B)?;
+    let sent = traffic.expect_only(&[("blue", GOOD_A), ("green", GOOD_B)])?;
+    fx.expect_live("green", GOOD_B, 1)?;
+    let s = fx.status()?;
+    ensure!(s.phase == "Healthy", "phase {}", s.phase);
+    ensure!(s.last.as_ref() == Some(&done) && s.history.len() == 2, "history {:?}", s.history);
+    Ok(format!("green live, {sent} requests all 200, healthy → switched {}", switch_ms(&done)))
+}
+
+fn back_to_first_color(fx: &Fixture) -> Result<String> {
+    fx.fresh(GOOD_A)?;
+    fx.deploy_ok(GOOD_B)?;
+    let traffic = Traffic::start();
+    let done = fx.deploy_ok(GOOD_A)?;
+    let sent = traffic.expect_only(&[("green", GOOD_B), ("blue", GOOD_A)])?;
+    fx.expect_live("blue", GOOD_A, 1)?;
+    ensure!(done.color.to_string() == "blue", "went to {}", done.color);
+    Ok(format!("blue live again, {sent} requests all 200, healthy → switched {}", switch_ms(&done)))
+}
+
+/// After a failed rollout: the old color serves, the new one is gone, the
+/// phase is Degraded, and the tag is not retried.
+fn expect_refused(fx: &Fixture, tag: &str) -> Result<()> {
+    fx.expect_live("blue", GOOD_A, 1)?;
+    let s = fx.status()?;
+    ensure!(s.phase == "Degraded", "phase {} after a rollback", s.phase);
+    ensure!(s.desired.tag.as_deref() == Some(tag), "desired {:?}", s.desired.tag);
+    let rollouts = s.history.len();
+    // Longer than the controller's resync: no retry of the failed tag.
+    sleep(Duration::from_secs(6));
+    let s = fx.status()?;
+    ensure!(
+        s.history.len() == rollouts && s.rollout.is_none(),
+        "the failed tag was retried: {:?}",
+        s.rollout
+    );
+    Ok(())
+}
+
+fn level_1_never_healthy(fx: &Fixture) -> Result<String> {
+    fx.fresh(GOOD_A)?;
+    let traffic = Traffic::start();
+    let done = fx.deploy(NO_MODEL)?;
+    let sent = traffic.expect_only(&[("blue", GOOD_A)])?;
+    rolled_back(&done, 1, "healthy")?;
+    expect_refused(fx, NO_MODEL)?;
+    Ok(format!("level 1 ({}); {sent} requests all served by blue", done.reason.unwrap_or_default()))
+}
+
+fn level_2_unreachable(fx: &Fixture) -> Result<String> {
+    fx.fresh(GOOD_A)?;
+    let done = fx.deploy(WRONG_PORT)?;
+    rolled_back(&done, 2, "probe")?;
+    ensure!(fx.upstream()?.contains("app_blue"), "upstream.conf was not restored");
+    expect_refused(fx, WRONG_PORT)?;
+    Ok(format!("level 2 ({})", done.reason.unwrap_or_default()))
+}
+
+fn tag_not_in_registry(fx: &Fixture) -> Result<String> {
+    fx.fresh(GOOD_A)?;
+    let traffic = Traffic::start();
+    let done = fx.deploy(NEVER_BUILT)?;
+    let sent = traffic.expect_only(&[("blue", GOOD_A)])?;
+    rolled_back(&done, 1, "pull")?;
+    expect_refused(fx, NEVER_BUILT)?;
+    Ok(format!("level 1 ({}); {sent} requests all served by blue", done.reason.unwrap_or_default()))
+}
+
+fn malformed_manifest(fx: &Fixture) -> Result<String> {
+    fx.fresh(GOOD_A)?;
+    let live = stack::live_manifest();
+    let mut seen = Vec::new();
+    for (broken, field) in [
+        (format!("{}\nspec: [unclosed\n", fs::read_to_string(&live)?), "manifest"),
+        (manifest(GOOD_B, 1)?.replace("replicas: 1", "replicas: 0"), "spec.replicas"),
+        (manifest(GOOD_B, 1)?.replace("replicas: 1", "replica: 1"), "replica"),
+    ] {
+        fs::write(&live, broken)?;
+        let error = poll::until(Duration::from_secs(15), Duration::from_millis(100), || {
+            let s = fx.status()?;
+            Ok(match s.desired.error {
+                Some(e) if e.contains(field) => Poll::Ready(e),
+                other => Poll::Pending(format!("desired.error {other:?}")),
+            })
+        })?;
+        // The last valid desired state stays; traffic is untouched.
+        let s = fx.status()?;
+        ensure!(s.desired.tag.as_deref() == Some(GOOD_A), "desired became {:?}", s.desired.tag);
+        fx.expect_live("blue", GOOD_A, 1)?;
+        seen.push(error);
+    }
+    fs::write(&live, manifest(GOOD_B, 1)?)?;
+    let before = fx.status()?.history.len() as u64;
+    let done = stack::rollout::follow(GOOD_B, before, Duration::from_secs(90))?;
+    ensure!(done.result == Outcome::Succeeded, "the fixed manifest's rollout: {done:?}");
+    ensure!(fx.status()?.desired.error.is_none(), "the error stayed after the fix");
+    fx.expect_live("green", GOOD_B, 1)?;
+    Ok(format!("refused with: {}", seen.join(" | ")))
+}
+
+/// A rollout of GOOD_B that the controller's death interrupted converges:
+/// green serves, blue is gone, the history keeps the rollout with the
+/// restart.
+fn expect_converged(fx: &Fixture, restarts_before: u32) -> Result<String> {
+    let before = 0;
+    let done = stack::rollout::follow(GOOD_B, before, Duration::from_secs(90))?;
+    ensure!(done.result == Outcome::Succeeded, "{done:?}");
+    ensure!(done.restarts >= 1, "the history does not show the restart: {done:?}");
+    ensure!(fx.restart_count()? > restarts_before, "the controller was not restarted");
+    fx.expect_live("green", GOOD_B, 1)?;
+    ensure!(fx.status()?.phase == "Healthy", "not Healthy after converging");
+    Ok(format!(
+        "converged after {} restart(s); rollout took {} ms",
+        done.restarts, done.duration_ms
+    ))
+}
+
+fn crash_point(fx: &Fixture, point: &str) -> Result<String> {
+    fx.fresh(GOOD_A)?;
+    let restarts = fx.restart_count()?;
+    fx.crash_at(point)?;
+    fx.set_tag(GOOD_B)?;
+    fx.wait_restarted(restarts)?;
+    expect_converged(fx, restarts)
+}
+
+fn crash_after_start(fx: &Fixture) -> Result<String> {
+    crash_point(fx, "after_start")
+}
+
+fn crash_before_reload(fx: &Fixture) -> Result<String> {
+    crash_point(fx, "after_upstream_write")
+}
+
+fn crash_before_probe(fx: &Fixture) -> Result<String> {
+    crash_point(fx, "after_reload")
+}
+
+fn kill_during_health(fx: &Fixture) -> Result<String> {
+    fx.fresh(GOOD_A)?;
+    let restarts = fx.restart_count()?;
+    fx.set_tag(GOOD_B)?;
+    fx.wait_for_step("health")?;
+    fx.kill_controller()?;
+    expect_converged(fx, restarts)
+}
+
+fn kill_during_scale_down(fx: &Fixture) -> Result<String> {
+    fx.fresh(GOOD_A)?;
+    let restarts = fx.restart_count()?;
+    fx.set_tag(GOOD_B)?;
+    fx.wait_for_step("scale_down")?;
+    fx.kill_controller()?;
+    expect_converged(fx, restarts)
+}
+
+fn tag_change_during_rollout(fx: &Fixture) -> Result<String> {
+    fx.fresh(GOOD_A)?;
+    fx.set_tag(NO_MODEL)?;
+    fx.wait_for_step("health")?;
+    let done = fx.deploy_ok(GOOD_B)?;
+    let s = fx.status()?;
+    let superseded = s.history.iter().find(|f| f.tag == NO_MODEL);
+    match superseded {
+        Some(f) => rolled_back(f, 1, "superseded")?,
+        None => anyhow::bail!("the interrupted rollout is not in the history: {:?}", s.history),
+    }
+    fx.expect_live(&done.color.to_string(), GOOD_B, 1)?;
+    Ok(format!("{NO_MODEL} superseded at level 1, then {GOOD_B} live in {}", done.color))
+}
+
+fn rollback(fx: &Fixture) -> Result<String> {
+    fx.fresh(GOOD_A)?;
+    fx.deploy_ok(GOOD_B)?;
+    let before = fx.status()?.history.len() as u64;
+    let said = fx.cli(&["rollback"])?;
+    ensure!(said.contains(GOOD_A), "`controller rollback` said {said:?}");
+    let done = stack::rollout::follow(GOOD_A, before, Duration::from_secs(90))?;
+    ensure!(done.result == Outcome::Succeeded, "{done:?}");
+    fx.expect_live("blue", GOOD_A, 1)?;
+    let history = fx.cli(&["history"])?;
+    ensure!(history.lines().count() >= 3, "`controller history` printed {history:?}");
+    Ok(format!("`controller rollback` went back to {GOOD_A} in blue"))
+}
+
+fn replicas_2(fx: &Fixture) -> Result<String> {
+    fx.fresh(GOOD_A)?;
+    let before = fx.status()?.history.len() as u64;
+    fs::write(stack::live_manifest(), manifest(GOOD_B, 2)?)?;
+    let traffic = Traffic::start();
+    let done = stack::rollout::follow(GOOD_B, before, Duration::from_secs(90))?;
+    let sent = traffic.expect_only(&[("blue", GOOD_A), ("green", GOOD_B)])?;
+    ensure!(done.result == Outcome::Succeeded, "{done:?}");
+    fx.expect_live("green", GOOD_B, 2)?;
+    let upstream = fx.upstream()?;
+    for n in 1..=2 {
+        let server = format!("taxi-fare_app_green_{n}:");
+        ensure!(upstream.contains(&server), "upstream.conf lacks {server}: {upstream}");
+    }
+    Ok(format!("2 green replicas behind nginx, {sent} requests all 200"))
+}
