@@ -18,7 +18,7 @@ use controller::manifest::{self, Desired};
 
 use crate::effects::http::Request;
 use crate::effects::paths;
-use crate::stack::{self, controller as running};
+use crate::stack::{self, rollout as running};
 use crate::stages::artifacts::Built;
 
 #[derive(clap::Args, Debug, Clone, Default)]
