@@ -93,6 +93,7 @@ pub struct Metrics {
     predictions_cancelled: Counter,
     connections_open: Gauge,
     connection_timeouts: Family<StageLabels, Counter>,
+    connections_evicted: Counter,
 }
 
 /// Keeps a gauge (predictions in flight, open connections) one higher
@@ -151,6 +152,13 @@ impl Metrics {
              taken by the client in time)",
             connection_timeouts.clone(),
         );
+        let connections_evicted = Counter::default();
+        registry.register(
+            "connections_evicted",
+            "Connections with no request in flight closed at the connection limit to make \
+             room for a new one",
+            connections_evicted.clone(),
+        );
         let predicted_rows = Counter::default();
         registry.register(
             "predicted_rows",
@@ -193,7 +201,12 @@ impl Metrics {
             predictions_cancelled,
             connections_open,
             connection_timeouts,
+            connections_evicted,
         }
+    }
+
+    pub fn record_connection_evicted(&self) {
+        self.connections_evicted.inc();
     }
 
     /// Counts a predict request in flight until the guard drops.

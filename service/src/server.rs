@@ -10,11 +10,12 @@
 //! request that reached the application was answered, or 1 if some were
 //! still running at the drain deadline.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -25,7 +26,7 @@ use axum::http::{HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 use crate::app;
@@ -133,19 +134,30 @@ pub async fn serve(
     let router = app::router(state.clone());
     let in_flight = Arc::new(AtomicUsize::new(0));
     let (stage_tx, stage_rx) = watch::channel(Stage::Serving);
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let open = Arc::new(Open::default());
     let mut connections = JoinSet::new();
     tokio::pin!(stop);
-    loop {
-        // At the connection limit, wait for a slot: further clients wait in
-        // the kernel's accept queue rather than costing memory here.
-        let slot = tokio::select! {
-            () = &mut stop => break,
-            slot = slots.clone().acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => break,
-            },
-        };
+    'accept: loop {
+        // Room for one more. At the limit, the oldest connection with no
+        // request in the application is closed to make it, so clients that
+        // connect and send nothing (or half a head) cannot keep others
+        // out; when every connection has a request in flight, wait for one
+        // to close (further clients wait in the kernel's accept queue).
+        loop {
+            let closed = open.closed.notified();
+            tokio::pin!(closed);
+            closed.as_mut().enable();
+            if open.count.load(Ordering::Acquire) < limits.max_connections {
+                break;
+            }
+            if open.evict_one() {
+                state.metrics.record_connection_evicted();
+            }
+            tokio::select! {
+                () = &mut stop => break 'accept,
+                () = closed => {}
+            }
+        }
         let tcp = tokio::select! {
             () = &mut stop => break,
             accepted = listener.accept() => match accepted {
@@ -159,13 +171,22 @@ pub async fn serve(
                 }
             },
         };
+        let requests = Arc::new(ConnRequests::default());
+        let entry = Arc::new(Entry {
+            requests: requests.clone(),
+            evict: Notify::new(),
+            evicted: AtomicBool::new(false),
+        });
+        let place = open.register(&entry, limits.max_connections);
         let connection = Connection {
             router: router.clone(),
             state: state.clone(),
             in_flight: in_flight.clone(),
             limits,
             stage: stage_rx.clone(),
-            _slot: slot,
+            requests,
+            entry,
+            _place: place,
         };
         connections.spawn(connection.run(tcp));
         while connections.try_join_next().is_some() {}
@@ -207,7 +228,70 @@ struct Connection {
     in_flight: Arc<AtomicUsize>,
     limits: ConnLimits,
     stage: watch::Receiver<Stage>,
-    _slot: OwnedSemaphorePermit,
+    requests: Arc<ConnRequests>,
+    entry: Arc<Entry>,
+    _place: Place,
+}
+
+/// The open connections, oldest first.
+#[derive(Default)]
+struct Open {
+    entries: Mutex<VecDeque<Weak<Entry>>>,
+    count: AtomicUsize,
+    /// Notified each time a connection closes.
+    closed: Notify,
+}
+
+/// What the accept loop knows of one connection.
+struct Entry {
+    requests: Arc<ConnRequests>,
+    /// Notified to make the connection close at once.
+    evict: Notify,
+    evicted: AtomicBool,
+}
+
+/// A connection's place among the open ones, given back when dropped.
+struct Place(Arc<Open>);
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::AcqRel);
+        self.0.closed.notify_one();
+    }
+}
+
+impl Open {
+    fn register(self: &Arc<Self>, entry: &Arc<Entry>, max: usize) -> Place {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if entries.len() >= 2 * max {
+            entries.retain(|e| e.strong_count() > 0);
+        }
+        entries.push_back(Arc::downgrade(entry));
+        Place(self.clone())
+    }
+
+    /// Asks the oldest connection that never delivered a request (silent,
+    /// or a head half sent), else the oldest with no request in the
+    /// application (idle), to close. False when every one is busy.
+    fn evict_one(&self) -> bool {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        while entries.front().is_some_and(|e| e.strong_count() == 0) {
+            entries.pop_front();
+        }
+        let live: Vec<Arc<Entry>> = entries.iter().filter_map(Weak::upgrade).collect();
+        let candidates = live.iter().filter(|e| !e.evicted.load(Ordering::Acquire));
+        let never_asked = candidates.clone().find(|e| !e.requests.any_started());
+        let pick = never_asked.or_else(|| candidates.clone().find(|e| !e.requests.in_request()));
+        match pick {
+            Some(entry) => {
+                entry.evicted.store(true, Ordering::Release);
+                entry.evict.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 impl Connection {
@@ -216,7 +300,7 @@ impl Connection {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
         let _open = self.state.metrics.connection_opened();
-        let requests = Arc::new(ConnRequests::default());
+        let requests = self.requests.clone();
         let request = &self.state.limits;
         let timers = Timers {
             header: self.limits.header_timeout,
@@ -269,6 +353,10 @@ impl Connection {
                         self.state.metrics.record_connection_timeout(stage);
                         tracing::debug!(stage, "connection timed out");
                     }
+                    return;
+                }
+                () = self.entry.evict.notified() => {
+                    tracing::debug!("connection closed to make room for a new one");
                     return;
                 }
                 changed = self.stage.changed(), if !closing => {
