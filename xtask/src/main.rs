@@ -50,7 +50,8 @@ enum Command {
     Up(stack::UpArgs),
     /// Stop everything `up` started; leaves no container behind.
     Down,
-    /// Every test stage in pipeline order: what `.ci/run` runs.
+    /// The whole pipeline on this machine, what `.ci/run` runs: every stage,
+    /// the stack up, deploy, the end-to-end tests, then down (always).
     Ci,
     /// Benchmarks that compare this project with the original stack.
     Bench {

@@ -37,6 +37,11 @@ pub struct DeployArgs {
     /// localhost read as 127.0.0.1].
     #[arg(long, env = "TAXI_REGISTRY")]
     pub registry: Option<String>,
+    /// Skip asking the registry (one that speaks TLS or wants credentials,
+    /// which this check cannot): a tag that is not there then fails the
+    /// rollout at level 1, on the controller's pull.
+    #[arg(long, env = "TAXI_SKIP_REGISTRY_CHECK")]
+    pub skip_registry_check: bool,
     /// The live manifest the controller watches [default: the local stack's,
     /// target/stack/manifests/rollout.yaml].
     #[arg(long, env = "TAXI_MANIFEST")]
@@ -63,16 +68,21 @@ pub fn run(args: &DeployArgs) -> Result<()> {
     controller::reference::check_tag(&tag).map_err(anyhow::Error::msg)?;
     let manifest_path = args.manifest_path()?;
     let desired = read_manifest(&manifest_path)?;
-    let registry = match &args.registry {
-        Some(r) => r.clone(),
-        None => registry_of(&desired.repository)?,
+    let found = if args.skip_registry_check {
+        "registry not asked".to_owned()
+    } else {
+        let registry = match &args.registry {
+            Some(r) => r.clone(),
+            None => registry_of(&desired.repository)?,
+        };
+        let (_, path) = split_repository(&desired.repository);
+        check_pushed(&registry, path, &tag)?;
+        format!("found in {registry}")
     };
-    let (_, path) = split_repository(&desired.repository);
-    check_pushed(&registry, path, &tag)?;
     args.check_controller()?;
     let timeout = args.timeout.map_or_else(|| rollout_budget(&desired), Duration::from_secs);
     println!(
-        "deploy: {}:{tag} (found in {registry}), rollout budget {} s",
+        "deploy: {}:{tag} ({found}), rollout budget {} s",
         desired.repository,
         timeout.as_secs()
     );
@@ -230,6 +240,7 @@ mod tests {
         let default = DeployArgs::default();
         assert_eq!((parsed.tag, parsed.timeout), (default.tag, default.timeout));
         assert_eq!(parsed.registry, default.registry);
+        assert!(!parsed.skip_registry_check && !default.skip_registry_check);
     }
 
     #[test]
