@@ -58,11 +58,6 @@ impl ConnRequests {
         RequestDone(self.clone())
     }
 
-    /// Whether a request is in the application (or its answer being taken).
-    pub fn in_request(&self) -> bool {
-        self.busy().0
-    }
-
     /// Whether the connection ever delivered a request to the application.
     pub fn any_started(&self) -> bool {
         self.started.load(Ordering::Acquire) > 0

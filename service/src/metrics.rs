@@ -155,8 +155,8 @@ impl Metrics {
         let connections_evicted = Counter::default();
         registry.register(
             "connections_evicted",
-            "Connections with no request in flight closed at the connection limit to make \
-             room for a new one",
+            "Connections that never delivered a request, closed at the connection limit \
+             to make room for a new one",
             connections_evicted.clone(),
         );
         let predicted_rows = Counter::default();

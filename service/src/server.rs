@@ -138,11 +138,11 @@ pub async fn serve(
     let mut connections = JoinSet::new();
     tokio::pin!(stop);
     'accept: loop {
-        // Room for one more. At the limit, the oldest connection with no
-        // request in the application is closed to make it, so clients that
-        // connect and send nothing (or half a head) cannot keep others
-        // out; when every connection has a request in flight, wait for one
-        // to close (further clients wait in the kernel's accept queue).
+        // Room for one more. At the limit, the oldest connection that never
+        // delivered a request is closed to make it, so clients that connect
+        // and send nothing (or half a head) cannot keep others out;
+        // otherwise wait for one to close (further clients wait in the
+        // kernel's accept queue).
         loop {
             let closed = open.closed.notified();
             tokio::pin!(closed);
@@ -272,25 +272,30 @@ impl Open {
     }
 
     /// Asks the oldest connection that never delivered a request (silent,
-    /// or a head half sent), else the oldest with no request in the
-    /// application (idle), to close. False when every one is busy.
+    /// or a head half sent) to close, unless one asked is still closing.
+    /// False when there is none to ask: connections that were served keep
+    /// their place until their idle timer (one may be about to carry
+    /// nginx's next request).
     fn evict_one(&self) -> bool {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         while entries.front().is_some_and(|e| e.strong_count() == 0) {
             entries.pop_front();
         }
-        let live: Vec<Arc<Entry>> = entries.iter().filter_map(Weak::upgrade).collect();
-        let candidates = live.iter().filter(|e| !e.evicted.load(Ordering::Acquire));
-        let never_asked = candidates.clone().find(|e| !e.requests.any_started());
-        let pick = never_asked.or_else(|| candidates.clone().find(|e| !e.requests.in_request()));
-        match pick {
-            Some(entry) => {
-                entry.evicted.store(true, Ordering::Release);
-                entry.evict.notify_one();
-                true
+        let live = entries.iter().filter_map(Weak::upgrade);
+        let mut pick = None;
+        for entry in live {
+            if entry.evicted.load(Ordering::Acquire) {
+                // One is on its way out: its place is the one to take.
+                return false;
             }
-            None => false,
+            if pick.is_none() && !entry.requests.any_started() {
+                pick = Some(entry);
+            }
         }
+        let Some(entry) = pick else { return false };
+        entry.evicted.store(true, Ordering::Release);
+        entry.evict.notify_one();
+        true
     }
 }
 
