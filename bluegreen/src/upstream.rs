@@ -106,13 +106,19 @@ mod tests {
 
     #[test]
     fn reads_hand_written_files() {
-        assert_eq!(live("# server app_green:32000;\nserver app_blue:32000;"), Ok(Some(Color::Blue)));
+        assert_eq!(
+            live("# server app_green:32000;\nserver app_blue:32000;"),
+            Ok(Some(Color::Blue))
+        );
         assert_eq!(
             live("server taxi-fare_app_green_1:32000;\nserver taxi-fare_app_blue_1:32000 backup;"),
             Ok(Some(Color::Green))
         );
         assert_eq!(live("server app_blue:1;\nserver app_green:1;"), Err(UpstreamError::BothColors));
-        assert_eq!(live("server 10.0.0.1:80;"), Err(UpstreamError::UnknownServer("10.0.0.1".into())));
+        assert_eq!(
+            live("server 10.0.0.1:80;"),
+            Err(UpstreamError::UnknownServer("10.0.0.1".into()))
+        );
         assert_eq!(live("keepalive 16;"), Ok(None));
     }
 }
