@@ -1,12 +1,13 @@
 //! `ci`: the whole pipeline on this machine, what `.ci/run` runs.
 //!
 //! The CI jobs in their order (lint → smoke → unit → train → build & push
-//! → integration → deploy), with what CI's runner already has brought up
-//! locally in between: the stack (`up`, reusing the trained model) before
-//! deploy, so the deploy stage meets a running controller as the CI job
-//! does, and the end-to-end tests after it. The stack is torn down at the
-//! end whatever happened, and a table of each step's duration is printed,
-//! also on a failure, ending with the pass/fail count CI reads.
+//! → integration → deploy), plus what a CI runner has and this machine
+//! lacks: before deploy, the production stack (`up`, reusing the trained
+//! model), so the deploy stage meets a running controller as the CI job
+//! does; after it, the controller's end-to-end tests. The stack is torn
+//! down at the end whatever happened, and a table of each step's duration
+//! is printed, also on a failure, ending with the pass/fail count CI
+//! reads.
 
 use std::time::{Duration, Instant};
 
