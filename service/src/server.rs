@@ -139,19 +139,18 @@ pub async fn serve(
     tokio::pin!(stop);
     'accept: loop {
         // Room for one more. At the limit, the oldest connection that never
-        // delivered a request is closed to make it, so clients that connect
-        // and send nothing (or half a head) cannot keep others out;
-        // otherwise wait for one to close (further clients wait in the
-        // kernel's accept queue).
+        // delivered a request is closed to make it, once the new one is
+        // accepted, so clients that connect and send nothing (or half a
+        // head) cannot keep others out; with none such, wait for one to
+        // close (further clients wait in the kernel's accept queue).
         loop {
             let closed = open.closed.notified();
             tokio::pin!(closed);
             closed.as_mut().enable();
-            if open.count.load(Ordering::Acquire) < limits.max_connections {
+            if open.count.load(Ordering::Acquire) < limits.max_connections
+                || open.victim().is_some()
+            {
                 break;
-            }
-            if open.evict_one() {
-                state.metrics.record_connection_evicted();
             }
             tokio::select! {
                 () = &mut stop => break 'accept,
@@ -171,6 +170,13 @@ pub async fn serve(
                 }
             },
         };
+        if open.count.load(Ordering::Acquire) >= limits.max_connections
+            && let Some(victim) = open.victim()
+        {
+            victim.evicted.store(true, Ordering::Release);
+            victim.evict.notify_one();
+            state.metrics.record_connection_evicted();
+        }
         let requests = Arc::new(ConnRequests::default());
         let entry = Arc::new(Entry {
             requests: requests.clone(),
@@ -271,31 +277,27 @@ impl Open {
         Place(self.clone())
     }
 
-    /// Asks the oldest connection that never delivered a request (silent,
-    /// or a head half sent) to close, unless one asked is still closing.
-    /// False when there is none to ask: connections that were served keep
-    /// their place until their idle timer (one may be about to carry
-    /// nginx's next request).
-    fn evict_one(&self) -> bool {
+    /// The connection to close to make room: the oldest that never
+    /// delivered a request (silent, or a head half sent), unless one is
+    /// already closing for that. Connections that were served keep their
+    /// place until their idle timer (one may be about to carry nginx's next
+    /// request).
+    fn victim(&self) -> Option<Arc<Entry>> {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         while entries.front().is_some_and(|e| e.strong_count() == 0) {
             entries.pop_front();
         }
-        let live = entries.iter().filter_map(Weak::upgrade);
         let mut pick = None;
-        for entry in live {
+        for entry in entries.iter().filter_map(Weak::upgrade) {
             if entry.evicted.load(Ordering::Acquire) {
                 // One is on its way out: its place is the one to take.
-                return false;
+                return None;
             }
             if pick.is_none() && !entry.requests.any_started() {
                 pick = Some(entry);
             }
         }
-        let Some(entry) = pick else { return false };
-        entry.evicted.store(true, Ordering::Release);
-        entry.evict.notify_one();
-        true
+        pick
     }
 }
 
