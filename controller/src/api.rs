@@ -58,21 +58,20 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         .into_response()
 }
 
+fn unauthorized() -> Response {
+    refuse(StatusCode::UNAUTHORIZED, "a valid `Authorization: Bearer <token>` is required")
+}
+
 /// Checks `Authorization: Bearer <token>` in constant time.
-fn authorized(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     let expected = shared.token.as_bytes();
-    let same = given.len() == expected.len()
-        && given.bytes().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
-    if same {
-        Ok(())
-    } else {
-        Err(refuse(StatusCode::UNAUTHORIZED, "a valid `Authorization: Bearer <token>` is required"))
-    }
+    given.len() == expected.len()
+        && given.bytes().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
 async fn write_tag(shared: &Shared, tag: String, why: &'static str) -> Response {
@@ -102,8 +101,8 @@ async fn set_image(
     headers: HeaderMap,
     body: Option<Json<SetImage>>,
 ) -> Response {
-    if let Err(r) = authorized(&shared, &headers) {
-        return r;
+    if !authorized(&shared, &headers) {
+        return unauthorized();
     }
     let Some(Json(SetImage { tag })) = body else {
         return refuse(
@@ -116,8 +115,8 @@ async fn set_image(
 
 /// Back to the newest tag that succeeded, other than the desired one.
 async fn rollback(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorized(&shared, &headers) {
-        return r;
+    if !authorized(&shared, &headers) {
+        return unauthorized();
     }
     let target = {
         let status = shared.status.borrow();

@@ -211,6 +211,7 @@ async fn run(args: RunArgs) -> Result<()> {
     })?;
     let token = store::token(&args.state_dir.join("token"))
         .context("cannot read or create the API token")?;
+    controller::crash::arm(&args.state_dir);
     let engine = Engine::connect().await.context("cannot use the Docker Engine")?;
     let platform =
         DockerNginx::new(engine.clone(), args.upstream_dir.clone(), args.proxy_url.clone());

@@ -40,10 +40,17 @@ pub fn set_tag(manifest: &Path, tag: &str) -> Result<()> {
 pub fn follow(tag: &str, after_revision: u64, timeout: Duration) -> Result<FinishedView> {
     let deadline = Instant::now() + timeout;
     let mut said = String::new();
+    let mut refused_since: Option<Instant> = None;
     loop {
         let s = status()?;
-        if let Some(error) = &s.desired.error {
-            bail!("the controller refused the manifest: {error}");
+        // A refusal that outlasts the controller's next read of the file.
+        match (&s.desired.error, refused_since) {
+            (Some(error), Some(since)) if since.elapsed() > Duration::from_secs(3) => {
+                bail!("the controller refused the manifest: {error}")
+            }
+            (Some(_), Some(_)) => {}
+            (Some(_), None) => refused_since = Some(Instant::now()),
+            (None, _) => refused_since = None,
         }
         if let Some(done) = s.history.iter().find(|f| f.revision > after_revision && f.tag == tag) {
             return Ok(done.clone());
