@@ -73,7 +73,20 @@ impl Default for ConnLimits {
 /// cannot start, or if requests were still running at the drain deadline.
 pub async fn run(args: &ServeArgs) -> Result<()> {
     let limits = args.limits()?;
-    let conn_limits = args.conn_limits()?;
+    let mut conn_limits = args.conn_limits()?;
+    let open_files = raise_open_file_limit();
+    if let Some(files) = open_files {
+        let usable = files.saturating_sub(RESERVED_FILES).max(1);
+        if usable < conn_limits.max_connections {
+            tracing::warn!(
+                max_connections = conn_limits.max_connections,
+                open_file_limit = files,
+                using = usable,
+                "--max-connections is more than the open-file limit allows"
+            );
+            conn_limits.max_connections = usable;
+        }
+    }
 
     let stop = shutdown::install();
     tracing::info!(
@@ -113,6 +126,29 @@ pub async fn run(args: &ServeArgs) -> Result<()> {
     tracing::info!(addr = %local, "listening");
 
     serve(listener, state, conn_limits, stop).await
+}
+
+/// File descriptors kept for everything but client connections (the
+/// listener, the runtime, the model file, logs).
+const RESERVED_FILES: usize = 32;
+
+/// Raises the soft limit on open files to the hard one, and returns it:
+/// past it `accept` fails, and the connection limit (with the room made
+/// for new clients) would never be reached.
+fn raise_open_file_limit() -> Option<usize> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct passed, which we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+        // SAFETY: setrlimit reads the struct passed.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        }
+    }
+    usize::try_from(limit.rlim_cur).ok()
 }
 
 /// What every connection task is told about shutdown.
