@@ -264,15 +264,22 @@ macro_rules! skip_map {
     };
 }
 
+/// A seed that is its own visitor, for any JSON type.
+macro_rules! seed_of_visitor {
+    ($seed:ty, $value:ty) => {
+        impl<'de> DeserializeSeed<'de> for $seed {
+            type Value = $value;
+            fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<$value, D::Error> {
+                de.deserialize_any(self)
+            }
+        }
+    };
+}
+
 /// The whole body: an object whose `data` key matters.
 struct BodySeed<'b, 'a>(&'b mut Batch<'a>);
 
-impl<'de> DeserializeSeed<'de> for BodySeed<'_, '_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
-        de.deserialize_any(self)
-    }
-}
+seed_of_visitor!(BodySeed<'_, '_>, ());
 
 impl<'de> Visitor<'de> for BodySeed<'_, '_> {
     type Value = ();
@@ -302,12 +309,7 @@ impl BodySeed<'_, '_> {
 /// The value of `data`: a list of rows.
 struct DataSeed<'b, 'a>(&'b mut Batch<'a>);
 
-impl<'de> DeserializeSeed<'de> for DataSeed<'_, '_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
-        de.deserialize_any(self)
-    }
-}
+seed_of_visitor!(DataSeed<'_, '_>, ());
 
 impl<'de> Visitor<'de> for DataSeed<'_, '_> {
     type Value = ();
@@ -349,12 +351,7 @@ impl DataSeed<'_, '_> {
 /// One row: an object with the five fields.
 struct RowSeed;
 
-impl<'de> DeserializeSeed<'de> for RowSeed {
-    type Value = Row;
-    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Row, D::Error> {
-        de.deserialize_any(self)
-    }
-}
+seed_of_visitor!(RowSeed, Row);
 
 impl<'de> Visitor<'de> for RowSeed {
     type Value = Row;

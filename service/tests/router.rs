@@ -490,27 +490,21 @@ async fn no_model_and_overload_are_different_503s_in_metrics() {
     drop(held);
     let ok = send(&state, post_json("/api/predict/", documented_request().to_string())).await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
-    let m = send(&state, get("/metrics")).await.text;
-    assert_eq!(
-        series_value(
-            &m,
-            r#"http_request_errors_total{route="/api/predict/",status="503",kind="overloaded"}"#
-        ),
-        1.0
-    );
-    assert!(!m.contains(r#"kind="no_model""#), "{m}");
+    assert_only_503_kind(&state, "overloaded", "no_model").await;
 
     let empty = state_with(ModelSlot::load(None));
     send(&empty, post_json("/api/predict/", documented_request().to_string())).await;
-    let m = send(&empty, get("/metrics")).await.text;
-    assert_eq!(
-        series_value(
-            &m,
-            r#"http_request_errors_total{route="/api/predict/",status="503",kind="no_model"}"#
-        ),
-        1.0
-    );
-    assert!(!m.contains(r#"kind="overloaded""#), "{m}");
+    assert_only_503_kind(&empty, "no_model", "overloaded").await;
+}
+
+/// `/metrics` counts one predict 503 of `kind`, and none of `other`.
+async fn assert_only_503_kind(state: &Arc<AppState>, kind: &str, other: &str) {
+    let m = send(state, get("/metrics")).await.text;
+    let series = |kind: &str| {
+        format!(r#"http_request_errors_total{{route="/api/predict/",status="503",kind="{kind}"}}"#)
+    };
+    assert_eq!(series_value(&m, &series(kind)), 1.0);
+    assert!(!m.contains(&series(other)), "{m}");
 }
 
 #[tokio::test]
