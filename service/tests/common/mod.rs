@@ -355,11 +355,7 @@ pub fn read_one(stream: &mut TcpStream) -> std::io::Result<RawResponse> {
         head.push(byte[0]);
     }
     let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("no status line in {head:?}")))?;
+    let status = status_of(&head)?;
     let mut response = RawResponse { status, head, body: String::new() };
     let len: usize = response.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
     let mut body = vec![0u8; len];
@@ -388,10 +384,13 @@ pub fn read_response(stream: &mut TcpStream) -> std::io::Result<(u16, String)> {
     stream.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
+    Ok((status_of(head)?, body.to_owned()))
+}
+
+/// The status code of a response head.
+fn status_of(head: &str) -> std::io::Result<u16> {
+    head.split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("no status line in {head:?}")))?;
-    Ok((status, body.to_owned()))
+        .ok_or_else(|| std::io::Error::other(format!("no status line in {head:?}")))
 }
