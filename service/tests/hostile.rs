@@ -449,3 +449,27 @@ fn busy_kept_alive_connections_lose_nothing_to_sigterm() {
     let status = service.wait_exit(Duration::from_secs(20)).expect("no exit after SIGTERM");
     assert!(status.success(), "{status}");
 }
+
+#[test]
+fn pricing_stops_when_its_request_times_out() {
+    // A timeout far shorter than pricing 10,000 rows takes.
+    let (service, _dir) = with_model("cancel", &["--request-timeout-secs", "0.001"]);
+    let body = batch(10_000).to_string();
+    let request = format!("{}{body}", post_head(body.len(), ""));
+    for _ in 0..3 {
+        let response = exchange(&service, request.as_bytes());
+        assert_eq!(response.status, 503, "{response:?}");
+        assert!(response.json()["detail"].as_str().unwrap().contains("timed out"));
+    }
+    let timeouts =
+        r#"http_request_errors_total{route="/api/predict/",status="503",kind="timeout"}"#;
+    assert_eq!(service.metric(timeouts), 3.0);
+    // The abandoned work gave up rather than ran to the end, and gave its
+    // slot back.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while service.metric("predictions_cancelled_total") < 1.0 {
+        assert!(Instant::now() < deadline, "no pricing was cancelled");
+        thread::sleep(Duration::from_millis(10));
+    }
+    service.wait_for_metric("predictions_in_flight", 0.0);
+}
