@@ -99,18 +99,18 @@ async fn write_tag(shared: &Shared, tag: String, why: &'static str) -> Response 
 async fn set_image(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
-    body: Option<Json<SetImage>>,
+    body: axum::body::Bytes,
 ) -> Response {
     if !authorized(&shared, &headers) {
         return unauthorized();
     }
-    let Some(Json(SetImage { tag })) = body else {
-        return refuse(
+    match serde_json::from_slice::<SetImage>(&body) {
+        Ok(SetImage { tag }) => write_tag(&shared, tag, "set-image").await,
+        Err(e) => refuse(
             StatusCode::UNPROCESSABLE_ENTITY,
-            r#"the body must be JSON: {"tag": "<image tag>"}"#,
-        );
-    };
-    write_tag(&shared, tag, "set-image").await
+            format!(r#"the body must be JSON {{"tag": "<image tag>"}}: {e}"#),
+        ),
+    }
 }
 
 /// Back to the newest tag that succeeded, other than the desired one.
