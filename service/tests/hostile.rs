@@ -214,13 +214,16 @@ fn a_declared_length_over_the_limit_gets_413_unread() {
 
 #[test]
 fn errors_made_below_the_app_have_fastapi_bodies() {
-    let service = Service::start(&[]);
-    let cases: [(&str, Vec<u8>, u16); 3] = [
+    // Room in a head for a target past hyper's limit (65,534 bytes), 414.
+    let service = Service::start(&["--max-header-bytes", "100000"]);
+    let long_target = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(66_000));
+    let cases: [(&str, Vec<u8>, u16); 4] = [
         ("garbage", b"NOT HTTP AT ALL\r\n\r\n".to_vec(), 400),
         ("bad header", b"GET / HTTP/1.1\r\nHost x\r\n\r\n".to_vec(), 400),
+        ("long target", long_target.into_bytes(), 414),
         (
             "huge header",
-            format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(64 * 1024))
+            format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(128 * 1024))
                 .into_bytes(),
             431,
         ),
