@@ -9,8 +9,12 @@ pub const PROJECT: &str = "taxi-fare";
 pub const NETWORK: &str = "taxi-fare_private";
 /// The port every app container listens on, and nginx proxies to.
 pub const APP_PORT: u16 = 32000;
-/// The nginx compose service.
+/// The nginx compose service that routes to the live color (reloaded at
+/// each switch).
 pub const NGINX_SERVICE: &str = "nginx";
+/// The nginx compose service clients connect to (never reloaded by a
+/// deployment).
+pub const EDGE_SERVICE: &str = "edge";
 /// The controller compose service.
 pub const CONTROLLER_SERVICE: &str = "controller";
 /// The controller API's port.

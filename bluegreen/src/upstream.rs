@@ -20,6 +20,9 @@ pub struct Upstream {
     pub live: Option<Color>,
     /// How many servers of that color it lists.
     pub replicas: u32,
+    /// The color listed as `backup`: it takes a request only when the
+    /// live color refuses it (kept while a new color is verified).
+    pub backup: Option<Color>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -32,15 +35,21 @@ pub enum UpstreamError {
 
 impl Upstream {
     /// The upstream.conf that sends traffic to `replicas` replicas of
-    /// `color`.
-    pub fn render(color: Color, replicas: u32) -> String {
+    /// `color`, with `backup`'s replicas, if any, as backup servers.
+    pub fn render(color: Color, replicas: u32, backup: Option<(Color, u32)>) -> String {
         let template = match color {
             Color::Blue => BLUE_TEMPLATE,
             Color::Green => GREEN_TEMPLATE,
         };
-        let servers: Vec<String> = (1..=replicas.max(1))
+        let mut servers: Vec<String> = (1..=replicas.max(1))
             .map(|n| format!("    server {}:{APP_PORT};", container_name(color, n)))
             .collect();
+        if let Some((old, n)) = backup.filter(|(old, _)| *old != color) {
+            servers.extend(
+                (1..=n.max(1))
+                    .map(|i| format!("    server {}:{APP_PORT} backup;", container_name(old, i))),
+            );
+        }
         template.replace(PLACEHOLDER, &servers.join("\n"))
     }
 
@@ -54,24 +63,31 @@ impl Upstream {
     pub fn parse(text: &str) -> Result<Upstream, UpstreamError> {
         let mut live = None;
         let mut replicas = 0;
+        let mut backup = None;
         for line in text.lines() {
             let line = line.split('#').next().unwrap_or("").trim();
             let Some(rest) = line.strip_prefix("server ") else { continue };
             let mut words = rest.trim_end_matches(';').split_whitespace();
             let Some(address) = words.next() else { continue };
-            if words.any(|w| w == "backup" || w == "down") {
+            let flags: Vec<&str> = words.collect();
+            if flags.contains(&"down") {
                 continue;
             }
+            let is_backup = flags.contains(&"backup");
             let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
             let color =
                 color_of_host(host).ok_or_else(|| UpstreamError::UnknownServer(host.to_owned()))?;
+            if is_backup {
+                backup = Some(color);
+                continue;
+            }
             match live {
                 Some(c) if c != color => return Err(UpstreamError::BothColors),
                 _ => live = Some(color),
             }
             replicas += 1;
         }
-        Ok(Upstream { live, replicas })
+        Ok(Upstream { live, replicas, backup })
     }
 }
 
@@ -96,9 +112,17 @@ mod tests {
     fn a_rendered_file_reads_back_as_its_color() {
         for color in Color::ALL {
             for replicas in 1..=3 {
-                let text = Upstream::render(color, replicas);
+                let text = Upstream::render(color, replicas, None);
                 assert!(!text.contains(PLACEHOLDER));
-                assert_eq!(Upstream::parse(&text), Ok(Upstream { live: Some(color), replicas }));
+                assert_eq!(
+                    Upstream::parse(&text),
+                    Ok(Upstream { live: Some(color), replicas, backup: None })
+                );
+                let text = Upstream::render(color, replicas, Some((color.other(), 2)));
+                let with_backup =
+                    Upstream { live: Some(color), replicas, backup: Some(color.other()) };
+                assert_eq!(Upstream::parse(&text), Ok(with_backup));
+                assert_eq!(text.matches(" backup;").count(), 2);
             }
         }
         assert_eq!(live(Upstream::render_none()), Ok(None));

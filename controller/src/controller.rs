@@ -247,10 +247,10 @@ impl<P: Platform> Reconciler<P> {
                 info!("every new replica is healthy; switching");
                 self.record.enter(Stage::Switch, Timestamp::now());
             }
-            Step::Switch { to, replicas } => {
+            Step::Switch { to, replicas, backup } => {
                 let forward = stage == Some(Stage::Switch);
-                info!(to = ?to, forward, "switching nginx");
-                match self.platform.switch_traffic(to, replicas).await {
+                info!(to = ?to, backup = ?backup, forward, "switching nginx");
+                match self.platform.switch_traffic(to, replicas, backup).await {
                     Ok(()) if forward => {
                         crate::crash::point("after_reload");
                         self.record.enter(Stage::Verify, Timestamp::now())

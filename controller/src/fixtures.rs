@@ -32,5 +32,5 @@ pub fn container(color: Color, replica: u32, tag: &str, health: Health) -> Conta
 }
 
 pub fn observed(live: Option<Color>, containers: Vec<Container>) -> Observed {
-    Observed { containers, live: Ok(live) }
+    Observed { containers, live: Ok(live), backup: None }
 }

@@ -27,22 +27,29 @@ impl Nginx {
         self.dir.join(FILE)
     }
 
-    /// The color upstream.conf sends traffic to; a missing file sends it
-    /// nowhere.
-    pub async fn live(&self) -> std::result::Result<Option<Color>, String> {
+    /// What upstream.conf says; a missing file sends traffic nowhere.
+    pub async fn upstream(&self) -> std::result::Result<Upstream, String> {
         let path = self.file();
         match tokio::fs::read_to_string(&path).await {
-            Ok(text) => Upstream::parse(&text).map(|u| u.live).map_err(|e| e.to_string()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Ok(text) => Upstream::parse(&text).map_err(|e| e.to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(Upstream { live: None, replicas: 0, backup: None })
+            }
             Err(e) => Err(format!("cannot read {}: {e}", path.display())),
         }
     }
 
-    /// Points nginx at `to` (no color when `None`). Always reloads, even
+    /// Points nginx at `to` (no color when `None`), with `backup`'s
+    /// replicas as backup servers. Always reloads, even
     /// when the file already says so: a controller that died between the
     /// write and the reload left nginx on the old file. On a refused
     /// configuration or a failed reload the previous file is put back.
-    pub async fn switch(&self, to: Option<Color>, replicas: u32) -> Result<()> {
+    pub async fn switch(
+        &self,
+        to: Option<Color>,
+        replicas: u32,
+        backup: Option<(Color, u32)>,
+    ) -> Result<()> {
         let nginx = self.engine.nginx().await?;
         let path = self.file();
         let previous = match tokio::fs::read_to_string(&path).await {
@@ -53,7 +60,7 @@ impl Nginx {
             Err(source) => return Err(upstream_error(&path, source)),
         };
         let next = match to {
-            Some(color) => Upstream::render(color, replicas),
+            Some(color) => Upstream::render(color, replicas, backup),
             None => Upstream::render_none().to_owned(),
         };
         self.write(&next).await?;

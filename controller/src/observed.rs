@@ -45,6 +45,8 @@ pub struct Observed {
     /// The color upstream.conf names, `None` when no color is live, or why
     /// the file could not be read.
     pub live: Result<Option<Color>, String>,
+    /// The color upstream.conf lists as backup, if any.
+    pub backup: Option<Color>,
 }
 
 impl Observed {

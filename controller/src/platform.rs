@@ -35,6 +35,7 @@ pub trait Platform: Send + Sync {
         &self,
         to: Option<Color>,
         replicas: u32,
+        backup: Option<(Color, u32)>,
     ) -> impl Future<Output = Result<()>> + Send;
     /// Checks, through the traffic path, that `color` and `tag` serve.
     fn probe(
@@ -64,8 +65,9 @@ impl DockerNginx {
 impl Platform for DockerNginx {
     async fn observe(&self) -> Result<Observed> {
         let containers = self.engine.app_containers().await?;
-        let live = self.nginx.live().await;
-        Ok(Observed { containers, live })
+        let upstream = self.nginx.upstream().await;
+        let backup = upstream.as_ref().ok().and_then(|u| u.backup);
+        Ok(Observed { containers, live: upstream.map(|u| u.live), backup })
     }
 
     async fn start_color(&self, color: Color, image: &str, tag: &str, replicas: u32) -> Result<()> {
@@ -92,8 +94,13 @@ impl Platform for DockerNginx {
         Ok(())
     }
 
-    async fn switch_traffic(&self, to: Option<Color>, replicas: u32) -> Result<()> {
-        self.nginx.switch(to, replicas).await
+    async fn switch_traffic(
+        &self,
+        to: Option<Color>,
+        replicas: u32,
+        backup: Option<(Color, u32)>,
+    ) -> Result<()> {
+        self.nginx.switch(to, replicas, backup).await
     }
 
     async fn probe(&self, color: Color, tag: &str, probe: &Probe) -> Result<()> {

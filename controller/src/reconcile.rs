@@ -38,8 +38,9 @@ pub enum Step {
     Start { color: Color, image: String, tag: String, replicas: u32 },
     /// Every replica is healthy: record it.
     Healthy,
-    /// Point nginx at `to` (`None`: no color).
-    Switch { to: Option<Color>, replicas: u32 },
+    /// Point nginx at `to` (`None`: no color), with `backup` taking what
+    /// `to` refuses.
+    Switch { to: Option<Color>, replicas: u32, backup: Option<(Color, u32)> },
     /// Ask through nginx which color and tag answer.
     Probe { color: Color, tag: String },
     /// Give the rollout up.
@@ -141,15 +142,30 @@ fn decide_rollout(r: &Rollout, desired: Option<&Desired>, o: &Observed, now: Tim
             }
             Step::Wait { until: Some(*deadline) }
         }
-        Stage::Switch => Step::Switch { to: Some(r.color), replicas: r.desired.replicas },
+        // The previous color stays as backup until the new one is proven:
+        // a new color that refuses connections costs no request.
+        Stage::Switch => Step::Switch {
+            to: Some(r.color),
+            replicas: r.desired.replicas,
+            backup: r
+                .from
+                .filter(|c| *c != r.color && !o.of(*c).is_empty())
+                .map(|c| (c, r.from_replicas.max(1))),
+        },
         Stage::Verify => Step::Probe { color: r.color, tag: r.tag.clone() },
         Stage::ScaleDown { not_before } => match r.from {
             Some(old) if old != r.color && !o.of(old).is_empty() => {
-                if now >= *not_before || superseded.is_some() {
-                    Step::Remove { color: old, why: Removal::ScaleDown }
-                } else {
+                if now < *not_before && superseded.is_none() {
                     Step::Wait { until: Some(*not_before) }
+                } else if o.backup.is_some() {
+                    // nginx stops naming the old color before it goes.
+                    Step::Switch { to: Some(r.color), replicas: r.desired.replicas, backup: None }
+                } else {
+                    Step::Remove { color: old, why: Removal::ScaleDown }
                 }
+            }
+            _ if o.backup.is_some() && o.live_color() == Some(r.color) => {
+                Step::Switch { to: Some(r.color), replicas: r.desired.replicas, backup: None }
             }
             _ => Step::Finish,
         },
@@ -157,7 +173,7 @@ fn decide_rollout(r: &Rollout, desired: Option<&Desired>, o: &Observed, now: Tim
             if o.live_color() == Some(r.color) {
                 // Back to the previous color while it still exists.
                 let back = r.from.filter(|c| *c != r.color && !o.of(*c).is_empty());
-                Step::Switch { to: back, replicas: r.from_replicas.max(1) }
+                Step::Switch { to: back, replicas: r.from_replicas.max(1), backup: None }
             } else if !new.is_empty() {
                 Step::Remove { color: r.color, why: Removal::Failed }
             } else {
@@ -325,7 +341,7 @@ mod tests {
             &both,
             &rolling("v2", Stage::Switch),
             T0,
-            Step::Switch { to: Some(Green), replicas: 1 },
+            Step::Switch { to: Some(Green), replicas: 1, backup: Some((Blue, 1)) },
         );
         check(
             &d,
@@ -342,13 +358,31 @@ mod tests {
     }
 
     #[test]
+    fn the_backup_is_dropped_before_the_old_color_goes() {
+        let d = desired("v2");
+        let mut both = observed(
+            Some(Green),
+            vec![container(Blue, 1, "v1", Healthy), container(Green, 1, "v2", Healthy)],
+        );
+        both.backup = Some(Blue);
+        let r = rolling("v2", Stage::ScaleDown { not_before: at(3000) });
+        check(&d, &both, &r, at(10), Step::Wait { until: Some(at(3000)) });
+        let unlisted = Step::Switch { to: Some(Green), replicas: 1, backup: None };
+        check(&d, &both, &r, at(3000), unlisted.clone());
+        // The old color already gone (a crash), the backup line still there.
+        let mut green = observed(Some(Green), vec![container(Green, 1, "v2", Healthy)]);
+        green.backup = Some(Blue);
+        check(&d, &green, &r, at(3000), unlisted);
+    }
+
+    #[test]
     fn level_2_restores_traffic_then_removes_the_new_color() {
         let d = desired("v2");
         let r = rolling("v2", Stage::Rollback { level: 2, reason: "probe".into() });
         let blue = container(Blue, 1, "v1", Healthy);
         let green = container(Green, 1, "v2", Healthy);
         let o = observed(Some(Green), vec![blue.clone(), green.clone()]);
-        check(&d, &o, &r, T0, Step::Switch { to: Some(Blue), replicas: 1 });
+        check(&d, &o, &r, T0, Step::Switch { to: Some(Blue), replicas: 1, backup: None });
         let o = observed(Some(Blue), vec![blue.clone(), green]);
         check(&d, &o, &r, T0, Step::Remove { color: Green, why: Removal::Failed });
         let o = observed(Some(Blue), vec![blue]);
@@ -361,7 +395,7 @@ mod tests {
         r.begin(&desired("v1"), Blue, None, T0);
         r.enter(Stage::Rollback { level: 2, reason: "probe".into() }, T0);
         let o = observed(Some(Blue), vec![container(Blue, 1, "v1", Healthy)]);
-        check(&desired("v1"), &o, &r, T0, Step::Switch { to: None, replicas: 1 });
+        check(&desired("v1"), &o, &r, T0, Step::Switch { to: None, replicas: 1, backup: None });
     }
 
     #[test]
@@ -390,7 +424,7 @@ mod tests {
             &both,
             &rolling("v2", Stage::Switch),
             T0,
-            Step::Switch { to: Some(Green), replicas: 1 },
+            Step::Switch { to: Some(Green), replicas: 1, backup: Some((Blue, 1)) },
         );
         check(
             &d3,
@@ -420,6 +454,12 @@ mod tests {
             Some(Green),
             vec![container(Blue, 1, "v1", Healthy), container(Green, 1, "v2", Healthy)],
         );
-        check(&desired("v2"), &o, &r, T0, Step::Switch { to: Some(Blue), replicas: 1 });
+        check(
+            &desired("v2"),
+            &o,
+            &r,
+            T0,
+            Step::Switch { to: Some(Blue), replicas: 1, backup: None },
+        );
     }
 }

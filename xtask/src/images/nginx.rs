@@ -189,7 +189,9 @@ fn import(rootfs: &Path, reference: &str) -> Result<()> {
 /// `nginx -t`. Returns the image reference.
 pub fn build(base: &str, tag: &str, build_args: &[(&str, String)]) -> Result<String> {
     let context = images::fresh_context("nginx")?;
-    for file in ["nginx.conf", "upstream.conf", "upstream_blue.tmpl", "upstream_green.tmpl"] {
+    for file in
+        ["nginx.conf", "edge.conf", "upstream.conf", "upstream_blue.tmpl", "upstream_green.tmpl"]
+    {
         fs::copy(paths::root().join("nginx").join(file), context.join(file))
             .with_context(|| format!("cannot copy nginx/{file}"))?;
     }
@@ -217,7 +219,19 @@ fn check_config(reference: &str) -> Result<()> {
         "nginx",
         "-t",
     ]))
-    .context("nginx rejects nginx/nginx.conf")
+    .context("nginx rejects nginx/nginx.conf")?;
+    run(docker([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        reference,
+        "nginx",
+        "-t",
+        "-c",
+        "/etc/nginx/edge.conf",
+    ]))
+    .context("nginx rejects nginx/edge.conf")
 }
 
 /// The Debian mirror apt uses on this machine for `suite`, read from

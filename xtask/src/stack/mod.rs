@@ -138,7 +138,9 @@ pub fn launch(tool: Tool, built: &Built, timeout: Duration) -> Result<()> {
     // Before the controller starts, so its first rollout is this tag.
     rollout::set_tag(&live_manifest(), &built.tag)?;
     compose_up(tool, built)?;
-    docker::wait_healthy(&container_of(tool, bluegreen::NGINX_SERVICE)?, timeout)?;
+    for proxy in [bluegreen::NGINX_SERVICE, bluegreen::EDGE_SERVICE] {
+        docker::wait_healthy(&container_of(tool, proxy)?, timeout)?;
+    }
     deploy(&built.tag, timeout)
 }
 
@@ -233,6 +235,7 @@ fn compose_up(tool: Tool, built: &Built) -> Result<()> {
         "-d",
         "--no-deps",
         bluegreen::NGINX_SERVICE,
+        bluegreen::EDGE_SERVICE,
         bluegreen::CONTROLLER_SERVICE,
     ]);
     c.env("NGINX_IMAGE", &built.nginx)
@@ -329,7 +332,7 @@ mod tests {
         let out = output(tool.command(["config", "--services"])).unwrap();
         let mut services: Vec<&str> = out.lines().collect();
         services.sort_unstable();
-        assert_eq!(services, ["app_blue", "app_green", "controller", "nginx"]);
+        assert_eq!(services, ["app_blue", "app_green", "controller", "edge", "nginx"]);
         let mut config = tool.command(["config"]);
         config.env("STACK_DIR", "/stack");
         let config = output(config).unwrap();
