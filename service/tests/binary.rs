@@ -152,7 +152,6 @@ fn sigterm_finishes_requests_in_flight_then_exits_zero() {
     }
     // …and still finishes what it started.
     signalled.wait();
-    let signalled_at = Instant::now();
     for handle in handles {
         let (status, body) = handle.join().unwrap();
         assert_eq!(status, 200, "{body}");
@@ -160,7 +159,6 @@ fn sigterm_finishes_requests_in_flight_then_exits_zero() {
     }
     let status = service.wait_exit(Duration::from_secs(10)).expect("did not exit after SIGTERM");
     assert!(status.success(), "exit status {status}");
-    assert!(signalled_at.elapsed() < Duration::from_secs(10));
 }
 
 #[test]
@@ -169,15 +167,16 @@ fn sigterm_exits_within_the_deadline_even_if_a_request_never_completes() {
     let path = write_file(&dir.0, "model.json", &artifact().to_json().unwrap());
     let mut service = Service::start(&["--model", &path, "--shutdown-timeout-secs", "1"]);
     let body = batch(10).to_string();
-    // A client that never sends the end of its body.
-    let _stuck = start_request(service.port, &body);
+    // A client that never sends the end of its body (the body timer, 10 s,
+    // is far past the drain deadline).
+    let mut stuck = start_request(service.port, &body);
     service.wait_for_metric("predictions_in_flight", 1.0);
-    let sent = Instant::now();
     service.signal("TERM");
     let status = service.wait_exit(Duration::from_secs(5)).expect("did not exit by the deadline");
-    let took = sent.elapsed();
     assert!(!status.success(), "a forced exit is reported: {status}");
-    assert!(took >= Duration::from_millis(900), "exited before the deadline: {took:?}");
+    // The deadline cut the request: it was never answered.
+    let answer = common::read_response(&mut stuck);
+    assert!(answer.is_err(), "the stuck request was answered: {answer:?}");
 }
 
 #[test]
