@@ -184,8 +184,9 @@ impl ServeArgs {
         };
         anyhow::ensure!(limits.max_batch_rows > 0, "--max-batch-rows must be at least 1");
         anyhow::ensure!(
-            limits.max_concurrent_predictions > 0,
-            "--max-concurrent-predictions must be at least 1"
+            (1..=tokio::sync::Semaphore::MAX_PERMITS).contains(&limits.max_concurrent_predictions),
+            "--max-concurrent-predictions must be at least 1 and at most {}",
+            tokio::sync::Semaphore::MAX_PERMITS
         );
         Ok(limits)
     }
@@ -259,6 +260,8 @@ mod tests {
         assert!(parse(&["--max-header-bytes", "4096"]).conn_limits().is_err());
         assert!(parse(&["--max-connections", "0"]).conn_limits().is_err());
         assert!(parse(&["--max-concurrent-predictions", "0"]).limits().is_err());
+        let huge = u64::MAX.to_string();
+        assert!(parse(&["--max-concurrent-predictions", &huge]).limits().is_err());
         assert!(parse(&["--body-timeout-secs", "0"]).limits().is_err());
     }
 
