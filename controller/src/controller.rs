@@ -255,7 +255,11 @@ impl<P: Platform> Reconciler<P> {
                         crate::crash::point("after_reload");
                         self.record.enter(Stage::Verify, Timestamp::now())
                     }
-                    Ok(()) => {}
+                    Ok(()) => {
+                        if matches!(stage, Some(Stage::Rollback { .. })) {
+                            self.record.restored(Timestamp::now());
+                        }
+                    }
                     // nginx kept its old configuration: traffic never moved.
                     Err(e @ (Error::NginxTest(_) | Error::NginxReload(_))) if forward => {
                         self.roll_back(1, e.to_string())

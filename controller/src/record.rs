@@ -46,6 +46,12 @@ pub struct Rollout {
     pub steps: Vec<StepTime>,
     pub healthy_at: Option<Timestamp>,
     pub switched_at: Option<Timestamp>,
+    /// When it was given up, and when traffic was back on the previous
+    /// color (level 2).
+    #[serde(default)]
+    pub failed_at: Option<Timestamp>,
+    #[serde(default)]
+    pub restored_at: Option<Timestamp>,
     /// Times the controller restarted while this rollout was in flight.
     #[serde(default)]
     pub restarts: u32,
@@ -121,6 +127,10 @@ pub struct Finished {
     pub steps: Vec<StepTime>,
     /// From every replica healthy to nginx reloaded on the new color.
     pub healthy_to_switched_ms: Option<u64>,
+    /// From the rollout given up to nginx reloaded on the previous color
+    /// (level 2).
+    #[serde(default)]
+    pub failed_to_restored_ms: Option<u64>,
     pub restarts: u32,
 }
 
@@ -162,6 +172,8 @@ impl Record {
             steps: Vec::new(),
             healthy_at: None,
             switched_at: None,
+            failed_at: None,
+            restored_at: None,
             restarts: 0,
         });
     }
@@ -178,6 +190,7 @@ impl Record {
         match stage {
             Stage::Switch => r.healthy_at = Some(now),
             Stage::Verify => r.switched_at = Some(now),
+            Stage::Rollback { .. } => r.failed_at = r.failed_at.or(Some(now)),
             _ => {}
         }
         r.stage = stage;
@@ -207,6 +220,10 @@ impl Record {
             (Some(h), Some(s)) => Some(s.millis_since(h)),
             _ => None,
         };
+        let failed_to_restored_ms = match (r.failed_at, r.restored_at) {
+            (Some(f), Some(s)) => Some(s.millis_since(f)),
+            _ => None,
+        };
         let finished = Finished {
             revision: r.revision,
             tag: r.tag,
@@ -220,11 +237,19 @@ impl Record {
             finished_at: now,
             steps: r.steps,
             healthy_to_switched_ms,
+            failed_to_restored_ms,
             restarts: r.restarts,
         };
         self.history.insert(0, finished.clone());
         self.history.truncate(HISTORY);
         Some(finished)
+    }
+
+    /// Notes that traffic is back on the previous color.
+    pub fn restored(&mut self, now: Timestamp) {
+        if let Some(r) = self.rollout.as_mut() {
+            r.restored_at = r.restored_at.or(Some(now));
+        }
     }
 
     /// Notes that the controller restarted: the rollout in flight, if any,

@@ -88,6 +88,9 @@ pub struct FinishedView {
     /// Step timings in milliseconds.
     pub steps: Vec<StepTime>,
     pub healthy_to_switched_ms: Option<u64>,
+    /// From the rollout given up to traffic back on the previous color.
+    #[serde(default)]
+    pub failed_to_restored_ms: Option<u64>,
     /// Controller restarts during this rollout.
     pub restarts: u32,
 }
@@ -108,6 +111,7 @@ impl From<&Finished> for FinishedView {
             duration_ms: f.finished_at.millis_since(f.started_at),
             steps: f.steps.clone(),
             healthy_to_switched_ms: f.healthy_to_switched_ms,
+            failed_to_restored_ms: f.failed_to_restored_ms,
             restarts: f.restarts,
         }
     }

@@ -6,6 +6,7 @@ mod bench;
 mod e2e;
 mod effects;
 mod images;
+mod load;
 mod stack;
 mod stages;
 
@@ -66,6 +67,8 @@ enum Bench {
     Train(bench::train::BenchTrainArgs),
     /// The service against FastAPI + uvicorn, with wrk.
     Serve(bench::serve::BenchServeArgs),
+    /// Clients through nginx during deploys, rollbacks and faults.
+    Deploy(bench::deploy::BenchDeployArgs),
 }
 
 fn main() -> ExitCode {
@@ -84,6 +87,7 @@ fn main() -> ExitCode {
         Command::Ci => ci::run(),
         Command::Bench { which: Bench::Train(args) } => bench::train::run(&args),
         Command::Bench { which: Bench::Serve(args) } => bench::serve::run(&args),
+        Command::Bench { which: Bench::Deploy(args) } => bench::deploy::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

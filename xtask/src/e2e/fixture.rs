@@ -27,7 +27,7 @@ use crate::stages::artifacts::Built;
 /// How long a rollout may take in a scenario (the level-1 image needs
 /// about 20 s to be declared unhealthy).
 const ROLLOUT: Duration = Duration::from_secs(90);
-const CONTROLLER: &str = "taxi-fare_controller_1";
+pub const CONTROLLER: &str = "taxi-fare_controller_1";
 
 pub struct Fixture {
     pub tool: Tool,
@@ -186,10 +186,8 @@ impl Fixture {
     /// takes as a deliberate stop) and waits for the restart policy to
     /// bring it back.
     pub fn kill_controller(&self) -> Result<()> {
-        let restarts: u32 = docker::inspect(CONTROLLER, "{{.RestartCount}}")?.parse().unwrap_or(0);
-        let pid = docker::inspect(CONTROLLER, "{{.State.Pid}}")?;
-        ensure!(pid != "0", "the controller is not running");
-        run(cmd("kill", ["-KILL", pid.as_str()]))?;
+        let restarts = self.restart_count()?;
+        self.kill_process_of(CONTROLLER)?;
         self.wait_restarted(restarts)
     }
 
@@ -226,6 +224,23 @@ impl Fixture {
         c.env("CONTROLLER_TOKEN_FILE", token)
             .env("CONTROLLER_URL", format!("http://{}", rollout::ADDR));
         output(c)
+    }
+
+    /// What every answer to the documented request must be: the built
+    /// model's version and its fare for that trip.
+    pub fn expected_answer(&self) -> Result<(String, f64)> {
+        let model = crate::stages::artifacts::load_model(&crate::stages::artifacts::model_path())?;
+        let trip = model::Trip::from_values(model::DOCUMENTED_TRIP)
+            .map_err(|v| anyhow::anyhow!("the documented trip is invalid: {v:?}"))?;
+        Ok((model.model_version.clone(), model.predict(&trip)))
+    }
+
+    /// SIGKILLs the main process of a container (Docker's restart policy
+    /// then applies, as after a crash).
+    pub fn kill_process_of(&self, container: &str) -> Result<()> {
+        let pid = docker::inspect(container, "{{.State.Pid}}")?;
+        ensure!(pid != "0", "{container} is not running");
+        run(cmd("kill", ["-KILL", pid.as_str()]))
     }
 
     /// The live upstream.conf.

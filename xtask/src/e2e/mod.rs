@@ -7,8 +7,8 @@
 //! `e2e-…` ([`images`]). Everything is removed at the end, also when a
 //! scenario fails. Docker is required: without it this fails, never skips.
 
-mod fixture;
-mod images;
+pub mod fixture;
+pub mod images;
 mod scenarios;
 
 use std::time::Instant;

@@ -12,6 +12,7 @@ use controller::status::FinishedView;
 use super::fixture::{Fixture, Traffic, manifest};
 use super::images::{GOOD_A, GOOD_B, NEVER_BUILT, NO_MODEL, WRONG_PORT};
 use crate::effects::poll::{self, Poll};
+use crate::load::{Connection, Load};
 use crate::stack;
 
 pub type Scenario = (&'static str, fn(&Fixture) -> Result<String>);
@@ -31,6 +32,7 @@ pub const ALL: &[Scenario] = &[
     ("tag change during a rollout", tag_change_during_rollout),
     ("controller rollback", rollback),
     ("replicas 2", replicas_2),
+    ("under load: deploys and rollbacks lose no request", under_load),
 ];
 
 fn rolled_back(f: &FinishedView, level: u8, reason_has: &str) -> Result<()> {
@@ -250,4 +252,45 @@ fn replicas_2(fx: &Fixture) -> Result<String> {
         ensure!(upstream.contains(&server), "upstream.conf lacks {server}: {upstream}");
     }
     Ok(format!("2 green replicas behind nginx, {sent} requests all 200"))
+}
+
+/// Keep-alive and per-request clients through nginx while two good
+/// deploys, a level-2 and a level-1 rollback happen: not one request may
+/// fail, and every answer is the built model's.
+fn under_load(fx: &Fixture) -> Result<String> {
+    fx.fresh(GOOD_A)?;
+    let expected = fx.expected_answer()?;
+    let load = Load::start(
+        &stack::front(),
+        &crate::api::documented_request(),
+        4,
+        2,
+        Duration::from_secs(240),
+    );
+    let steps = (|| -> Result<()> {
+        fx.deploy_ok(GOOD_B)?;
+        rolled_back(&fx.deploy(WRONG_PORT)?, 2, "probe")?;
+        fx.deploy_ok(GOOD_A)?;
+        rolled_back(&fx.deploy(NO_MODEL)?, 1, "healthy")
+    })();
+    let report = load.stop();
+    steps?;
+    let failures = report.failures();
+    ensure!(
+        failures.is_empty(),
+        "{} of {} requests failed; the first: {:?}",
+        failures.len(),
+        report.samples.len(),
+        failures.iter().take(3).collect::<Vec<_>>()
+    );
+    let wrong = report.wrong_answers(&[expected]);
+    ensure!(wrong.is_empty(), "{} answers were not the model's: {:?}", wrong.len(), wrong.first());
+    let (kept, ..) = report.counts(Some(Connection::KeepAlive));
+    let (fresh, ..) = report.counts(Some(Connection::PerRequest));
+    let (_, p99, max) = report.latency(None);
+    Ok(format!(
+        "{kept} keep-alive + {fresh} per-request POSTs, 0 failed, p99 {:.1} ms, max {:.0} ms",
+        p99.as_secs_f64() * 1e3,
+        max.as_secs_f64() * 1e3
+    ))
 }
