@@ -6,7 +6,8 @@ use anyhow::{Context, Result, bail};
 use serde::de::DeserializeOwned;
 
 use controller::api::{Accepted, ROLLBACK, SET_IMAGE, SetImage};
-use controller::status::{FinishedView, Status};
+use controller::record::Finished;
+use controller::status::Status;
 
 pub struct Client {
     base: String,
@@ -108,7 +109,7 @@ pub fn summary(s: &Status) -> String {
     out
 }
 
-pub fn history_line(f: &FinishedView) -> String {
+pub fn history_line(f: &Finished) -> String {
     let result = match (f.result, f.level) {
         (controller::record::Outcome::Succeeded, _) => "succeeded".to_owned(),
         (_, Some(level)) => format!("rolled back (level {level})"),

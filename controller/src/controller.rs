@@ -250,7 +250,11 @@ impl<P: Platform> Reconciler<P> {
             Step::Switch { to, replicas, backup } => {
                 let forward = stage == Some(Stage::Switch);
                 info!(to = ?to, backup = ?backup, forward, "switching nginx");
-                match self.platform.switch_traffic(to, replicas, backup).await {
+                let result = self.platform.switch_traffic(to, replicas, backup).await;
+                if result.is_ok() {
+                    self.record.last_reload_at = Some(Timestamp::now());
+                }
+                match result {
                     Ok(()) if forward => {
                         crate::crash::point("after_reload");
                         self.record.enter(Stage::Verify, Timestamp::now())

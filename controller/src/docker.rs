@@ -22,6 +22,7 @@ use bollard::query_parameters::{
 };
 use futures_util::{Stream, StreamExt, TryStreamExt};
 
+use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::observed::{Container, Health};
 
@@ -92,6 +93,7 @@ impl Engine {
                 Some(HealthStatusEnum::STARTING) => Health::Starting,
                 _ => Health::None,
             };
+            let started_at = state.started_at.as_deref().and_then(Timestamp::parse);
             let status = state.status.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into());
             let running = status == "running";
             found.push(Container {
@@ -103,6 +105,7 @@ impl Engine {
                 exit_code: if running { None } else { state.exit_code },
                 state: status,
                 health,
+                started_at,
             });
         }
         Ok(found)

@@ -28,6 +28,7 @@ pub fn container(color: Color, replica: u32, tag: &str, health: Health) -> Conta
         state: "running".to_owned(),
         health,
         exit_code: None,
+        started_at: None,
     }
 }
 

@@ -155,7 +155,7 @@ async fn dispatch(command: Command) -> Result<()> {
             }
             if !json {
                 for f in &status.history {
-                    println!("{} (started {})", cli::history_line(f), f.started_at);
+                    println!("{} (started {})", cli::history_line(f), f.started_at.rfc3339());
                 }
             }
             Ok(())

@@ -5,6 +5,8 @@
 use bluegreen::Color;
 use serde::Serialize;
 
+use crate::clock::Timestamp;
+
 /// Docker's health status of a container (`none` when it has no check).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -30,6 +32,9 @@ pub struct Container {
     pub health: Health,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i64>,
+    /// When it last started (a restart by Docker moves it).
+    #[serde(skip)]
+    pub started_at: Option<Timestamp>,
 }
 
 impl Container {

@@ -79,6 +79,16 @@ pub fn decide(
             if !observed.of(live.other()).is_empty() {
                 return Step::Remove { color: live.other(), why: Removal::Stale };
             }
+            // Docker restarted a live container (its restart policy, after
+            // a crash) with a new address: nginx resolves names only when
+            // it loads its configuration.
+            let restarted = of.iter().any(|c| {
+                c.is_running()
+                    && matches!((c.started_at, record.last_reload_at), (Some(s), Some(r)) if s > r)
+            });
+            if restarted {
+                return Step::Switch { to: Some(live), replicas: desired.replicas, backup: None };
+            }
             return Step::Wait { until: None };
         }
     }
@@ -240,6 +250,23 @@ mod tests {
             T0,
             Step::Remove { color: Green, why: Removal::Stale },
         );
+    }
+
+    #[test]
+    fn a_live_container_restarted_after_the_last_reload_is_resolved_again() {
+        let mut restarted = container(Blue, 1, "v1", Healthy);
+        restarted.started_at = Some(at(500));
+        let o = observed(Some(Blue), vec![restarted]);
+        let mut r = Record { last_reload_at: Some(at(100)), ..Default::default() };
+        check(
+            &desired("v1"),
+            &o,
+            &r,
+            at(600),
+            Step::Switch { to: Some(Blue), replicas: 1, backup: None },
+        );
+        r.last_reload_at = Some(at(700));
+        check(&desired("v1"), &o, &r, at(800), Step::Wait { until: None });
     }
 
     #[test]

@@ -25,6 +25,10 @@ pub struct Record {
     /// The desired state whose rollout failed: not retried until the
     /// manifest changes.
     pub failed: Option<Failure>,
+    /// When nginx last loaded an upstream.conf of ours: a live container
+    /// (re)started after it has an address nginx has not resolved.
+    #[serde(default)]
+    pub last_reload_at: Option<Timestamp>,
 }
 
 /// A rollout under way.
@@ -124,6 +128,8 @@ pub struct Finished {
     pub reason: Option<String>,
     pub started_at: Timestamp,
     pub finished_at: Timestamp,
+    pub duration_ms: u64,
+    /// Step timings in milliseconds, in order.
     pub steps: Vec<StepTime>,
     /// From every replica healthy to nginx reloaded on the new color.
     pub healthy_to_switched_ms: Option<u64>,
@@ -131,6 +137,7 @@ pub struct Finished {
     /// (level 2).
     #[serde(default)]
     pub failed_to_restored_ms: Option<u64>,
+    /// Controller restarts during this rollout.
     pub restarts: u32,
 }
 
@@ -235,6 +242,7 @@ impl Record {
             reason,
             started_at: r.started_at,
             finished_at: now,
+            duration_ms: now.millis_since(r.started_at),
             steps: r.steps,
             healthy_to_switched_ms,
             failed_to_restored_ms,

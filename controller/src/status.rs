@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Timestamp;
 use crate::manifest::Desired;
 use crate::observed::{Container, Health, Observed};
-use crate::record::{Finished, Outcome, Record, StepTime};
+use crate::record::{Finished, Record, StepTime};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Status {
@@ -21,11 +21,11 @@ pub struct Status {
     pub reason: Option<String>,
     pub rollout: Option<RolloutView>,
     pub colors: Colors,
-    pub last: Option<FinishedView>,
-    pub history: Vec<FinishedView>,
+    pub last: Option<Finished>,
+    pub history: Vec<Finished>,
     /// The last reconcile step that failed, if the latest one did.
     pub error: Option<String>,
-    pub observed_at: Option<String>,
+    pub observed_at: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -67,54 +67,9 @@ pub struct RolloutView {
     pub color: Color,
     pub from_color: Option<Color>,
     pub step: String,
-    pub started_at: String,
+    pub started_at: Timestamp,
     pub steps: Vec<StepTime>,
     pub restarts: u32,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct FinishedView {
-    pub revision: u64,
-    pub tag: String,
-    pub color: Color,
-    pub from_color: Option<Color>,
-    pub from_tag: Option<String>,
-    pub result: Outcome,
-    pub level: Option<u8>,
-    pub reason: Option<String>,
-    pub started_at: String,
-    pub finished_at: String,
-    pub duration_ms: u64,
-    /// Step timings in milliseconds.
-    pub steps: Vec<StepTime>,
-    pub healthy_to_switched_ms: Option<u64>,
-    /// From the rollout given up to traffic back on the previous color.
-    #[serde(default)]
-    pub failed_to_restored_ms: Option<u64>,
-    /// Controller restarts during this rollout.
-    pub restarts: u32,
-}
-
-impl From<&Finished> for FinishedView {
-    fn from(f: &Finished) -> Self {
-        FinishedView {
-            revision: f.revision,
-            tag: f.tag.clone(),
-            color: f.color,
-            from_color: f.from_color,
-            from_tag: f.from_tag.clone(),
-            result: f.result,
-            level: f.level,
-            reason: f.reason.clone(),
-            started_at: f.started_at.rfc3339(),
-            finished_at: f.finished_at.rfc3339(),
-            duration_ms: f.finished_at.millis_since(f.started_at),
-            steps: f.steps.clone(),
-            healthy_to_switched_ms: f.healthy_to_switched_ms,
-            failed_to_restored_ms: f.failed_to_restored_ms,
-            restarts: f.restarts,
-        }
-    }
 }
 
 fn view(c: &Container) -> ContainerView {
@@ -180,7 +135,7 @@ pub fn build(
     } else {
         ("Healthy", None)
     };
-    let history: Vec<FinishedView> = record.history.iter().map(FinishedView::from).collect();
+    let history = record.history.clone();
     Status {
         desired: DesiredView {
             tag: desired.map(|d| d.tag.clone()),
@@ -199,7 +154,7 @@ pub fn build(
             color: r.color,
             from_color: r.from,
             step: r.stage.name().to_owned(),
-            started_at: r.started_at.rfc3339(),
+            started_at: r.started_at,
             steps: r.steps.clone(),
             restarts: r.restarts,
         }),
@@ -207,7 +162,7 @@ pub fn build(
         last: history.first().cloned(),
         history,
         error: error.map(str::to_owned),
-        observed_at: observed.map(|_| now.rfc3339()),
+        observed_at: observed.map(|_| now),
     }
 }
 

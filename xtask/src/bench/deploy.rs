@@ -15,8 +15,8 @@ use std::thread::sleep;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
+use controller::record::Finished;
 use controller::record::Outcome as Result_;
-use controller::status::FinishedView;
 
 use crate::e2e::fixture::{self, Fixture};
 use crate::e2e::images::{self, GOOD_A, GOOD_B, NO_MODEL, WRONG_PORT};
@@ -53,7 +53,7 @@ const BOUND: Duration = Duration::from_secs(30 * 60);
 
 struct Row {
     label: String,
-    done: FinishedView,
+    done: Finished,
     window: (Duration, Duration),
     switch_at: Option<Duration>,
 }
@@ -117,8 +117,8 @@ fn measure(fx: &Fixture, args: &BenchDeployArgs) -> Result<()> {
 
 /// When nginx was reloaded on the new color (or, for a level-2 rollback,
 /// back on the old one), as an offset into the load.
-fn switch_instant(done: &FinishedView, load_wall: SystemTime) -> Option<Duration> {
-    let started = humantime::parse_rfc3339(&done.started_at).ok()?;
+fn switch_instant(done: &Finished, load_wall: SystemTime) -> Option<Duration> {
+    let started = std::time::UNIX_EPOCH + Duration::from_millis(done.started_at.0);
     let until_switched: u64 = done
         .steps
         .iter()
@@ -166,8 +166,8 @@ fn print_deploys(report: &Report, rows: &[Row], expected: &(String, f64)) {
             (t.saturating_sub(Duration::from_millis(500)), t + Duration::from_millis(500))
         });
         let (p50, p99, max) = report.latency(around.or(window));
-        let (before, after) =
-            row.switch_at.map_or(("-".into(), "-".into()), |t| report.served_around(t));
+        let (before, _) = report.served_around(row.window.0);
+        let (_, after) = report.served_around(row.window.1);
         let result = match (row.done.result, row.done.level) {
             (Result_::Succeeded, _) => format!("succeeded → {}", row.done.color),
             (_, Some(l)) => format!("rolled back, level {l}"),

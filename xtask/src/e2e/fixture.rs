@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use bluegreen::{PROJECT, label};
+use controller::record::Finished;
 use controller::record::Outcome;
-use controller::status::{FinishedView, Status};
+use controller::status::Status;
 use serde::Deserialize;
 
 use crate::effects::compose::Tool;
@@ -95,13 +96,13 @@ impl Fixture {
     }
 
     /// Deploys a tag and returns its finished rollout, whatever the result.
-    pub fn deploy(&self, tag: &str) -> Result<FinishedView> {
+    pub fn deploy(&self, tag: &str) -> Result<Finished> {
         let before = self.set_tag(tag)?;
         rollout::follow(tag, before, ROLLOUT)
     }
 
     /// Deploys a tag that must succeed.
-    pub fn deploy_ok(&self, tag: &str) -> Result<FinishedView> {
+    pub fn deploy_ok(&self, tag: &str) -> Result<Finished> {
         let done = self.deploy(tag)?;
         ensure!(done.result == Outcome::Succeeded, "{}", rollout::describe(&done));
         Ok(done)

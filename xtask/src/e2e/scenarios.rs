@@ -6,8 +6,8 @@ use std::thread::sleep;
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
+use controller::record::Finished;
 use controller::record::Outcome;
-use controller::status::FinishedView;
 
 use super::fixture::{Fixture, Traffic, manifest};
 use super::images::{GOOD_A, GOOD_B, NEVER_BUILT, NO_MODEL, WRONG_PORT};
@@ -33,9 +33,10 @@ pub const ALL: &[Scenario] = &[
     ("controller rollback", rollback),
     ("replicas 2", replicas_2),
     ("under load: deploys and rollbacks lose no request", under_load),
+    ("SIGKILL of the only live replica: served again", replica_killed),
 ];
 
-fn rolled_back(f: &FinishedView, level: u8, reason_has: &str) -> Result<()> {
+fn rolled_back(f: &Finished, level: u8, reason_has: &str) -> Result<()> {
     ensure!(
         f.result == Outcome::RolledBack && f.level == Some(level),
         "expected a level-{level} rollback, got {f:?}"
@@ -45,7 +46,7 @@ fn rolled_back(f: &FinishedView, level: u8, reason_has: &str) -> Result<()> {
     Ok(())
 }
 
-fn switch_ms(f: &FinishedView) -> String {
+fn switch_ms(f: &Finished) -> String {
     f.healthy_to_switched_ms.map_or("-".into(), |ms| format!("{ms} ms"))
 }
 
@@ -293,4 +294,25 @@ fn under_load(fx: &Fixture) -> Result<String> {
         p99.as_secs_f64() * 1e3,
         max.as_secs_f64() * 1e3
     ))
+}
+
+/// Docker's restart policy brings a killed replica back (with a new
+/// address), and the controller has nginx resolve it again: traffic
+/// returns without a rollout.
+fn replica_killed(fx: &Fixture) -> Result<String> {
+    fx.fresh(GOOD_A)?;
+    let rollouts = fx.status()?.history.len();
+    let killed = std::time::Instant::now();
+    fx.kill_process_of("taxi-fare_app_blue_1")?;
+    poll::until(Duration::from_secs(60), Duration::from_millis(100), || {
+        Ok(match fx.front() {
+            Ok(a) if a.color.as_deref() == Some("blue") => Poll::Ready(()),
+            Ok(a) => Poll::Pending(format!("answering {a:?}")),
+            Err(e) => Poll::Pending(format!("failing: {e:#}")),
+        })
+    })?;
+    let outage = killed.elapsed();
+    fx.expect_live("blue", GOOD_A, 1)?;
+    ensure!(fx.status()?.history.len() == rollouts, "a rollout was started instead");
+    Ok(format!("served again {:.1} s after the kill, no rollout", outage.as_secs_f64()))
 }

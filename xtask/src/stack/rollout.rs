@@ -6,8 +6,9 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use controller::record::Finished;
 use controller::record::Outcome;
-use controller::status::{FinishedView, Status};
+use controller::status::Status;
 
 use crate::effects::http::Request;
 
@@ -37,7 +38,7 @@ pub fn set_tag(manifest: &Path, tag: &str) -> Result<()> {
 /// `after_revision` has finished, printing each step as it happens, and
 /// returns it. Fails when the manifest is refused or nothing finishes
 /// within `timeout`.
-pub fn follow(tag: &str, after_revision: u64, timeout: Duration) -> Result<FinishedView> {
+pub fn follow(tag: &str, after_revision: u64, timeout: Duration) -> Result<Finished> {
     let deadline = Instant::now() + timeout;
     let mut said = String::new();
     let mut refused_since: Option<Instant> = None;
@@ -76,7 +77,7 @@ pub fn newest_revision(s: &Status) -> u64 {
 }
 
 /// One line for a finished rollout.
-pub fn describe(f: &FinishedView) -> String {
+pub fn describe(f: &Finished) -> String {
     let steps: Vec<String> = f.steps.iter().map(|s| format!("{} {} ms", s.step, s.ms)).collect();
     let switched = f
         .healthy_to_switched_ms
