@@ -128,13 +128,14 @@ fn malformed_manifest(fx: &Fixture) -> Result<String> {
     for (broken, field) in [
         (format!("{}\nspec: [unclosed\n", fs::read_to_string(&live)?), "manifest"),
         (manifest(GOOD_B, 1)?.replace("replicas: 1", "replicas: 0"), "spec.replicas"),
-        (manifest(GOOD_B, 1)?.replace("replicas: 1", "replica: 1"), "replica"),
+        (manifest(GOOD_B, 1)?.replace("replicas: 1", "replica: 1"), "unknown field"),
     ] {
         fs::write(&live, broken)?;
+        let previous = seen.last().cloned();
         let error = poll::until(Duration::from_secs(15), Duration::from_millis(100), || {
             let s = fx.status()?;
             Ok(match s.desired.error {
-                Some(e) if e.contains(field) => Poll::Ready(e),
+                Some(e) if e.contains(field) && Some(&e) != previous.as_ref() => Poll::Ready(e),
                 other => Poll::Pending(format!("desired.error {other:?}")),
             })
         })?;
