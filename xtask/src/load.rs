@@ -323,12 +323,18 @@ impl Report {
         )
     }
 
-    /// p50, p99 and max latency of the requests sent within `window`.
-    pub fn latency(&self, window: Option<(Duration, Duration)>) -> (Duration, Duration, Duration) {
+    /// p50, p99 and max latency of the requests of `kind` (all when
+    /// `None`) sent within `window`.
+    pub fn latency(
+        &self,
+        window: Option<(Duration, Duration)>,
+        kind: Option<Connection>,
+    ) -> (Duration, Duration, Duration) {
         let mut l: Vec<Duration> = self
             .samples
             .iter()
             .filter(|s| window.is_none_or(|(a, b)| s.at >= a && s.at <= b))
+            .filter(|s| kind.is_none_or(|k| s.connection == k))
             .map(|s| s.latency)
             .collect();
         if l.is_empty() {

@@ -165,7 +165,7 @@ fn print_deploys(report: &Report, rows: &[Row], expected: &(String, f64)) {
         let around = row.switch_at.map(|t| {
             (t.saturating_sub(Duration::from_millis(500)), t + Duration::from_millis(500))
         });
-        let (p50, p99, max) = report.latency(around.or(window));
+        let (p50, p99, max) = report.latency(around.or(window), None);
         let (before, _) = report.served_around(row.window.0);
         let (_, after) = report.served_around(row.window.1);
         let result = match (row.done.result, row.done.level) {
@@ -220,7 +220,7 @@ fn summary(what: &str, report: &Report, expected: &(String, f64)) {
         ("all", None),
     ] {
         let (sent, ok, bad, conn, timeout) = report.counts(kind);
-        let (p50, p99, max) = report.latency(None);
+        let (p50, p99, max) = report.latency(None, kind);
         let wrong = if kind.is_none() {
             report.wrong_answers(std::slice::from_ref(expected)).len().to_string()
         } else {
@@ -280,7 +280,8 @@ fn faults(fx: &Fixture, args: &BenchDeployArgs, body: &str) -> Result<()> {
     stack::rollout::follow(GOOD_A, before, Duration::from_secs(120))?;
     fault("SIGKILL the only live replica", args, body, || {
         fx.kill_process_of("taxi-fare_app_blue_1")?;
-        Ok("outage until Docker restarts it; the controller leaves it to the restart policy".into())
+        Ok("outage until Docker restarts it and the controller has nginx resolve its new address"
+            .into())
     })?;
     fault("SIGKILL the router nginx", args, body, || {
         fx.kill_process_of("taxi-fare_nginx_1")?;

@@ -289,7 +289,7 @@ fn under_load(fx: &Fixture) -> Result<String> {
     ensure!(wrong.is_empty(), "{} answers were not the model's: {:?}", wrong.len(), wrong.first());
     let (kept, ..) = report.counts(Some(Connection::KeepAlive));
     let (fresh, ..) = report.counts(Some(Connection::PerRequest));
-    let (_, p99, max) = report.latency(None);
+    let (_, p99, max) = report.latency(None, None);
     Ok(format!(
         "{kept} keep-alive + {fresh} per-request POSTs, 0 failed, p99 {:.1} ms, max {:.0} ms",
         p99.as_secs_f64() * 1e3,
