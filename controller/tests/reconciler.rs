@@ -1,0 +1,249 @@
+//! The reconcile loop against an in-memory platform: a whole rollout, and
+//! each rollback level, carried out step by step by the real loop, the
+//! real decision and the real record, with no Docker and no nginx.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bluegreen::Color;
+use controller::clock::Timestamp;
+use controller::controller::{Reconciler, Shared};
+use controller::error::{Error, Result};
+use controller::manifest::Probe;
+use controller::metrics::Metrics;
+use controller::observed::{Container, Health, Observed};
+use controller::platform::Platform;
+use controller::record::{Finished, Outcome, Record};
+use controller::status::{self, ManifestState};
+use controller::store::Store;
+use tokio::sync::{mpsc, watch};
+
+/// What the fake world holds, and how it misbehaves.
+#[derive(Default)]
+struct World {
+    containers: Vec<Container>,
+    live: Option<Color>,
+    /// Observations until a started container turns healthy; `None`:
+    /// it turns unhealthy instead.
+    healthy_after: Option<u32>,
+    probe_fails: bool,
+    nginx_test_fails: bool,
+    /// Every call, for the assertions.
+    calls: Vec<String>,
+    /// How many times each starting container has been observed.
+    seen: std::collections::HashMap<String, u32>,
+}
+
+#[derive(Clone)]
+struct Fake(Arc<Mutex<World>>);
+
+impl Fake {
+    fn world(&self) -> std::sync::MutexGuard<'_, World> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Platform for Fake {
+    async fn observe(&self) -> Result<Observed> {
+        let mut guard = self.world();
+        let w = &mut *guard;
+        for c in &mut w.containers {
+            if c.health == Health::Starting {
+                let seen = w.seen.entry(c.id.clone()).or_default();
+                *seen += 1;
+                match w.healthy_after {
+                    Some(n) if *seen >= n => c.health = Health::Healthy,
+                    None if *seen >= 2 => c.health = Health::Unhealthy,
+                    _ => {}
+                }
+            }
+        }
+        Ok(Observed { containers: w.containers.clone(), live: Ok(w.live), backup: None })
+    }
+
+    async fn start_color(
+        &self,
+        color: Color,
+        _image: &str,
+        tag: &str,
+        replicas: u32,
+    ) -> Result<()> {
+        let mut w = self.world();
+        w.calls.push(format!("start {color} {tag}"));
+        w.containers.retain(|c| c.color != color);
+        w.seen.clear();
+        for replica in 1..=replicas {
+            w.containers.push(Container {
+                id: format!("{color}-{replica}"),
+                name: bluegreen::container_name(color, replica),
+                color,
+                replica,
+                tag: tag.to_owned(),
+                state: "running".into(),
+                health: Health::Starting,
+                exit_code: None,
+                started_at: None,
+            });
+        }
+        Ok(())
+    }
+
+    async fn remove_color(&self, color: Color, graceful: bool) -> Result<()> {
+        let mut w = self.world();
+        w.calls.push(format!("remove {color} graceful={graceful}"));
+        w.containers.retain(|c| c.color != color);
+        Ok(())
+    }
+
+    async fn switch_traffic(
+        &self,
+        to: Option<Color>,
+        _replicas: u32,
+        backup: Option<(Color, u32)>,
+    ) -> Result<()> {
+        let mut w = self.world();
+        w.calls.push(format!("switch {to:?} backup {:?}", backup.map(|b| b.0)));
+        if w.nginx_test_fails && to != w.live {
+            return Err(Error::NginxTest("host not found in upstream".into()));
+        }
+        w.live = to;
+        Ok(())
+    }
+
+    async fn probe(&self, color: Color, tag: &str, _probe: &Probe) -> Result<()> {
+        let mut w = self.world();
+        w.calls.push(format!("probe {color} {tag}"));
+        if w.probe_fails { Err(Error::Probe("502 through nginx".into())) } else { Ok(()) }
+    }
+}
+
+const MANIFEST: &str = "apiVersion: deploy.taxi-fare.io/v1\nkind: Rollout\nmetadata:\n  name: t\nspec:\n  \
+    image:\n    repository: localhost:5000/taxi/service\n    tag: TAG\n  healthTimeout: 5s\n  \
+    scaleDownDelay: 0s\n";
+
+/// Runs the loop on a fake world until a rollout of `tag` has finished.
+async fn roll_out(world: World, tag: &str) -> (Finished, Fake) {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("rollout.yaml");
+    std::fs::write(&manifest, MANIFEST.replace("TAG", tag)).unwrap();
+    let source = manifest.display().to_string();
+    let initial = status::build(
+        &ManifestState { desired: None, error: None, source: &source },
+        None,
+        &Record::default(),
+        None,
+        Timestamp::now(),
+    );
+    let (triggers, trigger_rx) = mpsc::channel(8);
+    let (status_tx, mut status_rx) = watch::channel(initial);
+    let shared = Arc::new(Shared {
+        status: status_tx,
+        metrics: Metrics::default(),
+        manifest,
+        manifest_lock: tokio::sync::Mutex::new(()),
+        triggers,
+        token: "t".into(),
+    });
+    let fake = Fake(Arc::new(Mutex::new(world)));
+    let reconciler =
+        Reconciler::new(fake.clone(), shared, Store::new(dir.path()), Duration::from_millis(20))
+            .unwrap();
+    let (stop, stopped) = watch::channel(false);
+    let running = tokio::spawn(reconciler.run(trigger_rx, stopped));
+    let done = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let finished = status_rx.borrow().history.iter().find(|f| f.tag == tag).cloned();
+            if let Some(f) = finished {
+                return f;
+            }
+            status_rx.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the rollout did not finish");
+    stop.send(true).unwrap();
+    running.await.unwrap();
+    drop(dir);
+    (done, fake)
+}
+
+fn blue_live_on(tag: &str) -> World {
+    World {
+        containers: vec![Container {
+            id: "blue-1".into(),
+            name: bluegreen::container_name(Color::Blue, 1),
+            color: Color::Blue,
+            replica: 1,
+            tag: tag.into(),
+            state: "running".into(),
+            health: Health::Healthy,
+            exit_code: None,
+            started_at: None,
+        }],
+        live: Some(Color::Blue),
+        healthy_after: Some(2),
+        ..World::default()
+    }
+}
+
+#[tokio::test]
+async fn a_good_rollout_switches_probes_and_scales_down() {
+    let (done, fake) = roll_out(blue_live_on("v1"), "v2").await;
+    assert_eq!((done.result, done.color, done.level), (Outcome::Succeeded, Color::Green, None));
+    let w = fake.world();
+    assert_eq!(w.live, Some(Color::Green));
+    assert!(w.containers.iter().all(|c| c.color == Color::Green && c.tag == "v2"));
+    let calls: Vec<&str> = w.calls.iter().map(String::as_str).collect();
+    assert_eq!(
+        calls,
+        [
+            "start green v2",
+            "switch Some(Green) backup Some(Blue)",
+            "probe green v2",
+            "remove blue graceful=true",
+        ]
+    );
+    let steps: Vec<&str> = done.steps.iter().map(|s| s.step.as_str()).collect();
+    assert_eq!(steps, ["prepare", "health", "switch", "verify", "scale_down"]);
+    assert!(done.healthy_to_switched_ms.is_some());
+}
+
+#[tokio::test]
+async fn an_unhealthy_color_is_rolled_back_at_level_1() {
+    let world = World { healthy_after: None, ..blue_live_on("v1") };
+    let (done, fake) = roll_out(world, "v2").await;
+    assert_eq!((done.result, done.level), (Outcome::RolledBack, Some(1)));
+    assert!(done.reason.as_deref().unwrap_or("").contains("unhealthy"), "{done:?}");
+    let w = fake.world();
+    assert_eq!(w.live, Some(Color::Blue));
+    assert!(w.containers.iter().all(|c| c.color == Color::Blue));
+    assert!(!w.calls.iter().any(|c| c.starts_with("switch")), "{:?}", w.calls);
+}
+
+#[tokio::test]
+async fn a_refused_configuration_is_level_1() {
+    let world = World { nginx_test_fails: true, ..blue_live_on("v1") };
+    let (done, fake) = roll_out(world, "v2").await;
+    assert_eq!((done.result, done.level), (Outcome::RolledBack, Some(1)));
+    assert!(done.reason.as_deref().unwrap_or("").contains("nginx -t"), "{done:?}");
+    assert_eq!(fake.world().live, Some(Color::Blue));
+}
+
+#[tokio::test]
+async fn a_failed_probe_restores_traffic_at_level_2() {
+    let world = World { probe_fails: true, ..blue_live_on("v1") };
+    let (done, fake) = roll_out(world, "v2").await;
+    assert_eq!((done.result, done.level), (Outcome::RolledBack, Some(2)));
+    assert!(done.failed_to_restored_ms.is_some(), "{done:?}");
+    let w = fake.world();
+    assert_eq!(w.live, Some(Color::Blue));
+    assert!(w.containers.iter().all(|c| c.color == Color::Blue));
+    assert!(w.calls.iter().any(|c| c == "switch Some(Blue) backup None"), "{:?}", w.calls);
+}
+
+#[tokio::test]
+async fn a_first_deploy_goes_to_blue_from_nothing() {
+    let (done, fake) = roll_out(World { healthy_after: Some(1), ..World::default() }, "v1").await;
+    assert_eq!((done.result, done.color), (Outcome::Succeeded, Color::Blue));
+    assert_eq!(fake.world().live, Some(Color::Blue));
+}
