@@ -10,8 +10,13 @@ use std::time::Duration;
 use tokio::sync::{Mutex, mpsc, watch};
 use tracing::{error, info, warn};
 
+use bluegreen::Color;
+use model::Trip;
+
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
+use crate::gates::{self, Diff};
+use crate::manifest::Gates;
 use crate::manifest::{self, Desired};
 use crate::metrics::Metrics;
 use crate::observed::Observed;
@@ -244,8 +249,29 @@ impl<P: Platform> Reconciler<P> {
                 }
             }
             Step::Healthy => {
-                info!("every new replica is healthy; switching");
-                self.record.enter(Stage::Switch, Timestamp::now());
+                info!("every new replica is healthy; running the model gates");
+                self.record.enter(Stage::Gates, Timestamp::now());
+            }
+            Step::Gates { color, live } => {
+                let Some(desired) = self.rollout_desired() else { return Ok(()) };
+                match self.gates(color, live, &desired.gates).await {
+                    Ok(diff) => {
+                        if let Some(d) = &diff {
+                            info!(
+                                trips = d.trips,
+                                mean_abs = d.mean_abs,
+                                max_abs = d.max_abs,
+                                "prediction diff"
+                            );
+                        }
+                        if let Some(r) = self.record.rollout.as_mut() {
+                            r.diff = diff;
+                        }
+                        info!(%color, "the model gates passed; switching");
+                        self.record.enter(Stage::Switch, Timestamp::now());
+                    }
+                    Err(reason) => self.roll_back(1, reason),
+                }
             }
             Step::Switch { to, replicas, backup } => {
                 let forward = stage == Some(Stage::Switch);
@@ -303,6 +329,61 @@ impl<P: Platform> Reconciler<P> {
             }
         }
         Ok(())
+    }
+
+    /// The model gates on `color`, against `live`: the golden trips, the
+    /// quality gate, and the diff users would see. Any failure to read or
+    /// price is a refusal too: traffic has not moved.
+    async fn gates(
+        &self,
+        color: Color,
+        live: Option<Color>,
+        gates: &Gates,
+    ) -> std::result::Result<Option<Diff>, String> {
+        let new = self
+            .platform
+            .artifact(color)
+            .await
+            .map_err(|e| format!("cannot read the new model: {e}"))?;
+        let trips: Vec<Trip> = new.golden.iter().map(|g| g.trip).collect();
+        let mut new_fares = None;
+        if gates.golden {
+            let (fares, version) = self
+                .platform
+                .predict(color, &trips)
+                .await
+                .map_err(|e| format!("golden trips: {e}"))?;
+            gates::check_golden(&new, &fares, &version)?;
+            new_fares = Some(fares);
+        }
+        let live_model = match live {
+            Some(l) => Some(
+                self.platform
+                    .artifact(l)
+                    .await
+                    .map_err(|e| format!("cannot read the live model: {e}"))?,
+            ),
+            None => None,
+        };
+        gates::check_quality(
+            gates,
+            &new.lineage.metrics,
+            live_model.as_ref().map(|a| &a.lineage.metrics),
+        )?;
+        let (Some(l), false) = (live, trips.is_empty()) else { return Ok(None) };
+        let (old, _) =
+            self.platform.predict(l, &trips).await.map_err(|e| format!("prediction diff: {e}"))?;
+        let new_fares = match new_fares {
+            Some(f) => f,
+            None => {
+                self.platform
+                    .predict(color, &trips)
+                    .await
+                    .map_err(|e| format!("prediction diff: {e}"))?
+                    .0
+            }
+        };
+        Ok(Some(gates::diff(&old, &new_fares)))
     }
 
     fn roll_back(&mut self, level: u8, reason: String) {

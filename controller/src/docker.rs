@@ -17,8 +17,8 @@ use bollard::models::{
     NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, EventsOptions, InspectContainerOptions,
-    ListContainersOptions, RemoveContainerOptions, StopContainerOptions,
+    CreateContainerOptions, CreateImageOptions, DownloadFromContainerOptions, EventsOptions,
+    InspectContainerOptions, ListContainersOptions, RemoveContainerOptions, StopContainerOptions,
 };
 use futures_util::{Stream, StreamExt, TryStreamExt};
 
@@ -226,6 +226,43 @@ impl Engine {
         }
     }
 
+    /// A file from a container's file system (the model artifact its
+    /// image carries), read through the archive endpoint.
+    pub async fn read_file(&self, container: &str, path: &str) -> Result<Vec<u8>> {
+        let options = DownloadFromContainerOptions { path: path.to_owned() };
+        let mut archive = Vec::new();
+        let mut stream = self.docker.download_from_container(container, Some(options));
+        while let Some(chunk) = stream.next().await {
+            archive.extend_from_slice(&chunk?);
+            if archive.len() > MAX_ARCHIVE {
+                break;
+            }
+        }
+        Ok(first_file_of_tar(&archive).unwrap_or_default().to_vec())
+    }
+
+    /// A container's address on the stack's network and an environment
+    /// variable of its configuration.
+    pub async fn address_and_env(
+        &self,
+        container: &str,
+        name: &str,
+    ) -> Result<(Option<String>, Option<String>)> {
+        let inspect =
+            self.docker.inspect_container(container, None::<InspectContainerOptions>).await?;
+        let address = inspect
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|mut n| n.remove(bluegreen::NETWORK))
+            .and_then(|e| e.ip_address)
+            .filter(|ip| !ip.is_empty());
+        let prefix = format!("{name}=");
+        let env = inspect.config.and_then(|c| c.env).and_then(|env| {
+            env.into_iter().find_map(|e| e.strip_prefix(&prefix).map(str::to_owned))
+        });
+        Ok((address, env))
+    }
+
     /// The running nginx container of the project.
     pub async fn nginx(&self) -> Result<String> {
         let options = ListContainersOptions {
@@ -276,11 +313,43 @@ impl Engine {
     }
 }
 
+/// The largest archive read from a container (a model artifact is far
+/// smaller).
+const MAX_ARCHIVE: usize = 4 << 20;
+
+/// The content of the first file of a tar archive (ustar: a 512-byte
+/// header with the size in octal at offset 124, then the data).
+fn first_file_of_tar(archive: &[u8]) -> Option<&[u8]> {
+    let header = archive.get(..512)?;
+    let size_field = std::str::from_utf8(&header[124..136]).ok()?;
+    let size =
+        usize::from_str_radix(size_field.trim_matches(|c: char| c == '\0' || c == ' '), 8).ok()?;
+    archive.get(512..512 + size)
+}
+
 /// The daemon's own message, without bollard's wrapping.
 fn docker_message(e: &BollardError) -> String {
     match e {
         BollardError::DockerResponseServerError { message, .. } => message.clone(),
         BollardError::DockerStreamError { error } => error.clone(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_first_file_of_a_tar() {
+        let mut archive = vec![0u8; 512];
+        archive[..10].copy_from_slice(b"model.json");
+        archive[124..135].copy_from_slice(b"00000000005");
+        archive.extend_from_slice(b"hello");
+        archive.extend_from_slice(&[0u8; 507]);
+        assert_eq!(first_file_of_tar(&archive), Some(&b"hello"[..]));
+        assert_eq!(first_file_of_tar(&archive[..100]), None);
+        archive[124..135].copy_from_slice(b"77777777777");
+        assert_eq!(first_file_of_tar(&archive), None);
     }
 }

@@ -21,6 +21,8 @@ pub enum Error {
     Upstream { path: String, source: std::io::Error },
     #[error("probe through nginx: {0}")]
     Probe(String),
+    #[error("model of {color}: {message}")]
+    Model { color: bluegreen::Color, message: String },
     #[error("state file {path}: {message}")]
     Store { path: String, message: String },
     #[error("manifest: {0}")]
@@ -41,6 +43,7 @@ impl Error {
             Error::NginxReload(_) => "nginx_reload",
             Error::Upstream { .. } => "upstream_file",
             Error::Probe(_) => "probe",
+            Error::Model { .. } => "model",
             Error::Store { .. } => "state_file",
             Error::Manifest(_) => "manifest",
             Error::ManifestIo { .. } => "manifest_file",

@@ -15,6 +15,7 @@ pub fn desired(tag: &str) -> Desired {
         health_timeout: Duration::from_secs(30),
         probe: Probe { path: "/".into(), predict: true, timeout: Duration::from_secs(5) },
         scale_down_delay: Duration::from_secs(3),
+        gates: Default::default(),
     }
 }
 

@@ -22,6 +22,7 @@ pub mod docker;
 pub mod error;
 #[cfg(test)]
 mod fixtures;
+pub mod gates;
 pub mod manifest_file;
 pub mod metrics;
 pub mod nginx;

@@ -37,7 +37,31 @@ pub struct Desired {
     /// in that window is instant.
     #[serde(with = "millis")]
     pub scale_down_delay: Duration,
+    /// What the new model must prove before traffic moves to it.
+    #[serde(default)]
+    pub gates: Gates,
 }
+
+/// The model gates before a switch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gates {
+    /// Send the artifact's golden trips to the new color and require its
+    /// fares and model version.
+    pub golden: bool,
+    /// The new model's held-out RMSE may exceed the live model's by at
+    /// most this fraction (0.05 for `5%`).
+    pub max_rmse_increase: Option<f64>,
+    /// The new model's held-out R² must be at least this.
+    pub min_r2: Option<f64>,
+}
+
+impl Default for Gates {
+    fn default() -> Self {
+        Gates { golden: true, max_rmse_increase: None, min_r2: None }
+    }
+}
+
+impl Eq for Gates {}
 
 /// What the probe through nginx checks after a switch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,6 +152,15 @@ struct RawSpec {
     health_timeout: Option<String>,
     probe: Option<RawProbe>,
     scale_down_delay: Option<String>,
+    gates: Option<RawGates>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawGates {
+    golden: Option<bool>,
+    max_rmse_increase: Option<String>,
+    min_r2: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -147,6 +180,7 @@ struct RawProbe {
 
 /// Parses and validates a manifest's text.
 pub fn parse(text: &str) -> Result<Desired, ManifestError> {
+    let text_of_manifest = text;
     let raw: RawManifest =
         serde_saphyr::from_str(text).map_err(|e| syntax_error(&e.to_string()))?;
     if raw.api_version != API_VERSION {
@@ -237,6 +271,29 @@ pub fn parse(text: &str) -> Result<Desired, ManifestError> {
             MAX_PROBE_TIMEOUT,
         )?,
     };
+    let gates = match spec.gates {
+        None => Gates::default(),
+        Some(raw) => {
+            let max_rmse_increase = match raw.max_rmse_increase {
+                None => None,
+                Some(text) => Some(percent(&text).ok_or_else(|| {
+                    ManifestError::at(
+                        text_of_manifest,
+                        "spec.gates.maxRmseIncrease",
+                        format!("{text:?} is not a percentage from 0% to 1000% such as 5%"),
+                    )
+                })?),
+            };
+            if let Some(r2) = raw.min_r2.filter(|r| !(r.is_finite() && *r <= 1.0)) {
+                return Err(ManifestError::at(
+                    text_of_manifest,
+                    "spec.gates.minR2",
+                    format!("is {r2}, must be a number up to 1"),
+                ));
+            }
+            Gates { golden: raw.golden.unwrap_or(true), max_rmse_increase, min_r2: raw.min_r2 }
+        }
+    };
     Ok(Desired {
         repository: spec.image.repository,
         tag: spec.image.tag,
@@ -244,7 +301,14 @@ pub fn parse(text: &str) -> Result<Desired, ManifestError> {
         health_timeout,
         probe,
         scale_down_delay,
+        gates,
     })
+}
+
+/// `5%` → 0.05.
+fn percent(text: &str) -> Option<f64> {
+    let value: f64 = text.trim().strip_suffix('%')?.trim().parse().ok()?;
+    (value.is_finite() && (0.0..=1000.0).contains(&value)).then_some(value / 100.0)
 }
 
 /// A parser error, with the line the parser names pulled out.
@@ -421,6 +485,18 @@ spec:
         assert_eq!(parse(&set_tag(&no_tag, "v1").unwrap()).unwrap().tag, "v1");
         assert!(set_tag(GOOD, "bad tag").is_err());
         assert!(set_tag("image: {tag: x}", "v2").is_err());
+    }
+
+    #[test]
+    fn reads_the_gates() {
+        let text = format!("{GOOD}  gates:\n    golden: false\n    maxRmseIncrease: 5%\n    minR2: 0.7\n");
+        let g = parse(&text).unwrap().gates;
+        assert_eq!((g.golden, g.max_rmse_increase, g.min_r2), (false, Some(0.05), Some(0.7)));
+        assert_eq!(parse(GOOD).unwrap().gates, Gates::default());
+        let e = refused(&text.replace("5%", "five"));
+        assert_eq!((e.field.as_str(), e.line), ("spec.gates.maxRmseIncrease", Some(18)));
+        let e = refused(&text.replace("0.7", "1.5"));
+        assert_eq!(e.field, "spec.gates.minR2");
     }
 
     #[test]

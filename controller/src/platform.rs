@@ -6,8 +6,10 @@ use std::future::Future;
 use std::path::PathBuf;
 
 use bluegreen::Color;
+use model::{ModelArtifact, Trip};
 
 use crate::docker::Engine;
+use crate::error::Error;
 use crate::error::Result;
 use crate::manifest::Probe;
 use crate::nginx::Nginx;
@@ -37,6 +39,15 @@ pub trait Platform: Send + Sync {
         replicas: u32,
         backup: Option<(Color, u32)>,
     ) -> impl Future<Output = Result<()>> + Send;
+    /// The model artifact the image of `color` carries.
+    fn artifact(&self, color: Color) -> impl Future<Output = Result<ModelArtifact>> + Send;
+    /// Prices `trips` on `color` directly, not through nginx: the fares
+    /// and the model version that answered.
+    fn predict(
+        &self,
+        color: Color,
+        trips: &[Trip],
+    ) -> impl Future<Output = Result<(Vec<f64>, String)>> + Send;
     /// Checks, through the traffic path, that `color` and `tag` serve.
     fn probe(
         &self,
@@ -59,6 +70,27 @@ impl DockerNginx {
     pub fn new(engine: Engine, upstream_dir: PathBuf, proxy_url: String) -> DockerNginx {
         let nginx = Nginx::new(engine.clone(), upstream_dir);
         DockerNginx { engine, nginx, proxy_url, http: probe::client() }
+    }
+}
+
+/// Where the service image keeps its model when `MODEL_PATH` is unset.
+const DEFAULT_MODEL_PATH: &str = "/model/model.json";
+
+impl DockerNginx {
+    /// The first running replica of a color.
+    async fn first_replica(&self, color: Color) -> Result<String> {
+        let mut of: Vec<_> = self
+            .engine
+            .app_containers()
+            .await?
+            .into_iter()
+            .filter(|c| c.color == color && c.is_running())
+            .collect();
+        of.sort_by_key(|c| c.replica);
+        of.into_iter()
+            .next()
+            .map(|c| c.id)
+            .ok_or_else(|| Error::Model { color, message: "no running container".into() })
     }
 }
 
@@ -101,6 +133,33 @@ impl Platform for DockerNginx {
         backup: Option<(Color, u32)>,
     ) -> Result<()> {
         self.nginx.switch(to, replicas, backup).await
+    }
+
+    async fn artifact(&self, color: Color) -> Result<ModelArtifact> {
+        let model_error = |message: String| Error::Model { color, message };
+        let first = self.first_replica(color).await?;
+        let (_, path) = self.engine.address_and_env(&first, "MODEL_PATH").await?;
+        let path = path.unwrap_or_else(|| DEFAULT_MODEL_PATH.to_owned());
+        let bytes = self.engine.read_file(&first, &path).await?;
+        let text = String::from_utf8(bytes)
+            .map_err(|e| model_error(format!("{path} is not text: {e}")))?;
+        ModelArtifact::from_json(&text).map_err(|e| model_error(format!("{path}: {e}")))
+    }
+
+    async fn predict(&self, color: Color, trips: &[Trip]) -> Result<(Vec<f64>, String)> {
+        let first = self.first_replica(color).await?;
+        let (address, _) = self.engine.address_and_env(&first, "MODEL_PATH").await?;
+        let address = address.ok_or_else(|| Error::Model {
+            color,
+            message: format!("{first} has no address on {}", bluegreen::NETWORK),
+        })?;
+        probe::predict_direct(
+            &self.http,
+            &format!("http://{address}:{}", bluegreen::APP_PORT),
+            trips,
+        )
+        .await
+        .map_err(|message| Error::Model { color, message })
     }
 
     async fn probe(&self, color: Color, tag: &str, probe: &Probe) -> Result<()> {

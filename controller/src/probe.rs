@@ -85,6 +85,36 @@ async fn answered(
     Ok((body.color, body.version))
 }
 
+#[derive(Deserialize)]
+struct Priced {
+    predictions: Vec<f64>,
+    model_version: String,
+}
+
+/// Prices `trips` at `base` (a color's own address): fares and the
+/// answering model version.
+pub async fn predict_direct(
+    http: &reqwest::Client,
+    base: &str,
+    trips: &[model::Trip],
+) -> std::result::Result<(Vec<f64>, String), String> {
+    let url = format!("{base}/api/predict/");
+    let body = serde_json::json!({ "data": trips });
+    let response =
+        http.post(&url).json(&body).send().await.map_err(|e| format!("POST {url}: {e}"))?;
+    let status = response.status();
+    if !status.is_success() {
+        let text = response.text().await.unwrap_or_default();
+        return Err(format!(
+            "POST {url} answered {status}: {}",
+            text.chars().take(200).collect::<String>()
+        ));
+    }
+    let priced: Priced =
+        response.json().await.map_err(|e| format!("POST {url}: not a prediction: {e}"))?;
+    Ok((priced.predictions, priced.model_version))
+}
+
 async fn predict(http: &reqwest::Client, base: &str) -> std::result::Result<(), String> {
     let url = format!("{}/api/predict/", base.trim_end_matches('/'));
     let response = http

@@ -38,6 +38,8 @@ pub enum Step {
     Start { color: Color, image: String, tag: String, replicas: u32 },
     /// Every replica is healthy: record it.
     Healthy,
+    /// Run the model gates on `color` against the live color, if any.
+    Gates { color: Color, live: Option<Color> },
     /// Point nginx at `to` (`None`: no color), with `backup` taking what
     /// `to` refuses.
     Switch { to: Option<Color>, replicas: u32, backup: Option<(Color, u32)> },
@@ -109,7 +111,9 @@ fn decide_rollout(r: &Rollout, desired: Option<&Desired>, o: &Observed, now: Tim
     let fail = |reason: String| Step::Fail { level: 1, reason };
     let new = o.of(r.color);
     match &r.stage {
-        Stage::Prepare | Stage::Start | Stage::Health { .. } if superseded.is_some() => {
+        Stage::Prepare | Stage::Start | Stage::Health { .. } | Stage::Gates
+            if superseded.is_some() =>
+        {
             fail(superseded.unwrap_or_default())
         }
         Stage::Prepare if !new.is_empty() => Step::Remove { color: r.color, why: Removal::Stale },
@@ -154,6 +158,10 @@ fn decide_rollout(r: &Rollout, desired: Option<&Desired>, o: &Observed, now: Tim
         }
         // The previous color stays as backup until the new one is proven:
         // a new color that refuses connections costs no request.
+        Stage::Gates => Step::Gates {
+            color: r.color,
+            live: r.from.filter(|c| *c != r.color && !o.of(*c).is_empty()),
+        },
         Stage::Switch => Step::Switch {
             to: Some(r.color),
             replicas: r.desired.replicas,
@@ -354,6 +362,33 @@ mod tests {
         assert!(
             fails(container(Green, 1, "v2", Starting), at(5000)).contains("not healthy within")
         );
+    }
+
+    #[test]
+    fn gates_run_against_the_live_color_before_the_switch() {
+        let both = observed(
+            Some(Blue),
+            vec![container(Blue, 1, "v1", Healthy), container(Green, 1, "v2", Healthy)],
+        );
+        check(
+            &desired("v2"),
+            &both,
+            &rolling("v2", Stage::Gates),
+            T0,
+            Step::Gates { color: Green, live: Some(Blue) },
+        );
+        let first = observed(None, vec![container(Green, 1, "v2", Healthy)]);
+        check(
+            &desired("v2"),
+            &first,
+            &rolling("v2", Stage::Gates),
+            T0,
+            Step::Gates { color: Green, live: None },
+        );
+        assert!(matches!(
+            decide(Some(&desired("v3")), &both, &rolling("v2", Stage::Gates), T0),
+            Step::Fail { level: 1, .. }
+        ));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use bluegreen::Color;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
+use crate::gates::Diff;
 use crate::manifest::Desired;
 
 /// How many finished rollouts the history keeps.
@@ -56,6 +57,9 @@ pub struct Rollout {
     pub failed_at: Option<Timestamp>,
     #[serde(default)]
     pub restored_at: Option<Timestamp>,
+    /// What the gates measured users would see change.
+    #[serde(default)]
+    pub diff: Option<Diff>,
     /// Times the controller restarted while this rollout was in flight.
     #[serde(default)]
     pub restarts: u32,
@@ -71,6 +75,8 @@ pub enum Stage {
     Start,
     /// Waiting for Docker health `healthy` on every replica.
     Health { deadline: Timestamp },
+    /// The model gates: golden trips, quality, the prediction diff.
+    Gates,
     /// Pointing nginx at the new color.
     Switch,
     /// Probing the new color through nginx.
@@ -87,6 +93,7 @@ impl Stage {
             Stage::Prepare => "prepare",
             Stage::Start => "start",
             Stage::Health { .. } => "health",
+            Stage::Gates => "gates",
             Stage::Switch => "switch",
             Stage::Verify => "verify",
             Stage::ScaleDown { .. } => "scale_down",
@@ -131,8 +138,12 @@ pub struct Finished {
     pub duration_ms: u64,
     /// Step timings in milliseconds, in order.
     pub steps: Vec<StepTime>,
-    /// From every replica healthy to nginx reloaded on the new color.
+    /// From every replica healthy to nginx reloaded on the new color
+    /// (the gates included).
     pub healthy_to_switched_ms: Option<u64>,
+    /// The fares users would see change, over the golden trips.
+    #[serde(default)]
+    pub diff: Option<Diff>,
     /// From the rollout given up to nginx reloaded on the previous color
     /// (level 2).
     #[serde(default)]
@@ -181,6 +192,7 @@ impl Record {
             switched_at: None,
             failed_at: None,
             restored_at: None,
+            diff: None,
             restarts: 0,
         });
     }
@@ -195,7 +207,7 @@ impl Record {
             None => r.steps.push(StepTime { step: r.stage.name().to_owned(), ms }),
         }
         match stage {
-            Stage::Switch => r.healthy_at = Some(now),
+            Stage::Gates => r.healthy_at = Some(now),
             Stage::Verify => r.switched_at = Some(now),
             Stage::Rollback { .. } => r.failed_at = r.failed_at.or(Some(now)),
             _ => {}
@@ -245,6 +257,7 @@ impl Record {
             duration_ms: now.millis_since(r.started_at),
             steps: r.steps,
             healthy_to_switched_ms,
+            diff: r.diff,
             failed_to_restored_ms,
             restarts: r.restarts,
         };
@@ -290,7 +303,8 @@ mod tests {
         r.begin(&desired("v1"), Color::Blue, None, Timestamp(1000));
         r.enter(Stage::Start, Timestamp(1100));
         r.enter(Stage::Health { deadline: Timestamp(9000) }, Timestamp(1500));
-        r.enter(Stage::Switch, Timestamp(2500));
+        r.enter(Stage::Gates, Timestamp(2500));
+        r.enter(Stage::Switch, Timestamp(2520));
         r.enter(Stage::Verify, Timestamp(2600));
         r.enter(Stage::ScaleDown { not_before: Timestamp(2700) }, Timestamp(2700));
         let f = r.finish(Timestamp(3000)).unwrap();
@@ -303,7 +317,8 @@ mod tests {
                 ("prepare", 100),
                 ("start", 400),
                 ("health", 1000),
-                ("switch", 100),
+                ("gates", 20),
+                ("switch", 80),
                 ("verify", 100),
                 ("scale_down", 300)
             ]

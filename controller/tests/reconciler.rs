@@ -16,6 +16,7 @@ use controller::platform::Platform;
 use controller::record::{Finished, Outcome, Record};
 use controller::status::{self, ManifestState};
 use controller::store::Store;
+use model::{ModelArtifact, Trip};
 use tokio::sync::{mpsc, watch};
 
 /// What the fake world holds, and how it misbehaves.
@@ -27,6 +28,9 @@ struct World {
     /// it turns unhealthy instead.
     healthy_after: Option<u32>,
     probe_fails: bool,
+    /// The artifact each image carries, by tag, and what the image really
+    /// computes (its fares differ from the artifact's by this much).
+    models: std::collections::HashMap<String, (ModelArtifact, f64)>,
     nginx_test_fails: bool,
     /// Every call, for the assertions.
     calls: Vec<String>,
@@ -110,6 +114,33 @@ impl Platform for Fake {
         Ok(())
     }
 
+    async fn artifact(&self, color: Color) -> Result<ModelArtifact> {
+        let w = self.world();
+        let tag = w
+            .containers
+            .iter()
+            .find(|c| c.color == color)
+            .map(|c| c.tag.clone())
+            .unwrap_or_default();
+        w.models
+            .get(&tag)
+            .map(|(a, _)| a.clone())
+            .ok_or(Error::Model { color, message: "no model".into() })
+    }
+
+    async fn predict(&self, color: Color, trips: &[Trip]) -> Result<(Vec<f64>, String)> {
+        let w = self.world();
+        let tag = w
+            .containers
+            .iter()
+            .find(|c| c.color == color)
+            .map(|c| c.tag.clone())
+            .unwrap_or_default();
+        let (a, skew) =
+            w.models.get(&tag).ok_or(Error::Model { color, message: "no model".into() })?;
+        Ok((trips.iter().map(|t| a.predict(t) + skew).collect(), a.model_version.clone()))
+    }
+
     async fn probe(&self, color: Color, tag: &str, _probe: &Probe) -> Result<()> {
         let mut w = self.world();
         w.calls.push(format!("probe {color} {tag}"));
@@ -119,7 +150,37 @@ impl Platform for Fake {
 
 const MANIFEST: &str = "apiVersion: deploy.taxi-fare.io/v1\nkind: Rollout\nmetadata:\n  name: t\nspec:\n  \
     image:\n    repository: localhost:5000/taxi/service\n    tag: TAG\n  healthTimeout: 5s\n  \
-    scaleDownDelay: 0s\n";
+    scaleDownDelay: 0s\n  gates:\n    maxRmseIncrease: 5%\n";
+
+/// A model with golden trips, an intercept and a held-out RMSE.
+fn model(version: &str, intercept: f64, rmse: f64) -> ModelArtifact {
+    let mut lineage = model::Lineage::hand_made("test");
+    lineage.metrics = model::Scores { rmse, mae: rmse / 2.0, r2: 0.8 };
+    let mut a = ModelArtifact::new(version, [0.1; model::N_FEATURES], intercept, lineage);
+    let trips = [[40.76, -73.98, 40.64, -73.78, 1.0], [40.71, -74.0, 40.73, -73.93, 2.0]];
+    a.golden = trips
+        .iter()
+        .map(|v| {
+            let trip = Trip::from_values(*v).unwrap();
+            model::GoldenTrip { trip, fare: a.predict(&trip) }
+        })
+        .collect();
+    a
+}
+
+/// Models for v1 (live), v2 (a little different, as good), `skewed`
+/// (serves other fares than its artifact) and `worse` (RMSE 10% up).
+fn models() -> std::collections::HashMap<String, (ModelArtifact, f64)> {
+    [
+        ("v1", (model("m1", 3.0, 4.0), 0.0)),
+        ("v2", (model("m2", 3.5, 4.1), 0.0)),
+        ("skewed", (model("m3", 3.0, 4.0), 0.25)),
+        ("worse", (model("m4", 3.0, 4.4), 0.0)),
+    ]
+    .into_iter()
+    .map(|(t, m)| (t.to_owned(), m))
+    .collect()
+}
 
 /// Runs the loop on a fake world until a rollout of `tag` has finished.
 async fn roll_out(world: World, tag: &str) -> (Finished, Fake) {
@@ -182,6 +243,7 @@ fn blue_live_on(tag: &str) -> World {
         }],
         live: Some(Color::Blue),
         healthy_after: Some(2),
+        models: models(),
         ..World::default()
     }
 }
@@ -204,7 +266,10 @@ async fn a_good_rollout_switches_probes_and_scales_down() {
         ]
     );
     let steps: Vec<&str> = done.steps.iter().map(|s| s.step.as_str()).collect();
-    assert_eq!(steps, ["prepare", "health", "switch", "verify", "scale_down"]);
+    assert_eq!(steps, ["prepare", "health", "gates", "switch", "verify", "scale_down"]);
+    let diff = done.diff.expect("the diff is recorded");
+    assert_eq!(diff.trips, 2);
+    assert!((diff.max_abs - 0.5).abs() < 1e-9, "{diff:?}");
     assert!(done.healthy_to_switched_ms.is_some());
 }
 
@@ -243,7 +308,26 @@ async fn a_failed_probe_restores_traffic_at_level_2() {
 
 #[tokio::test]
 async fn a_first_deploy_goes_to_blue_from_nothing() {
-    let (done, fake) = roll_out(World { healthy_after: Some(1), ..World::default() }, "v1").await;
+    let world = World { healthy_after: Some(1), models: models(), ..World::default() };
+    let (done, fake) = roll_out(world, "v1").await;
     assert_eq!((done.result, done.color), (Outcome::Succeeded, Color::Blue));
+    assert_eq!(fake.world().live, Some(Color::Blue));
+}
+
+#[tokio::test]
+async fn an_image_serving_other_fares_than_its_artifact_is_refused() {
+    let (done, fake) = roll_out(blue_live_on("v1"), "skewed").await;
+    assert_eq!((done.result, done.level), (Outcome::RolledBack, Some(1)));
+    let reason = done.reason.unwrap_or_default();
+    assert!(reason.contains("golden trip 0") && reason.contains("promises"), "{reason}");
+    assert_eq!(fake.world().live, Some(Color::Blue));
+}
+
+#[tokio::test]
+async fn a_worse_model_is_refused_with_figures() {
+    let (done, fake) = roll_out(blue_live_on("v1"), "worse").await;
+    assert_eq!((done.result, done.level), (Outcome::RolledBack, Some(1)));
+    let reason = done.reason.unwrap_or_default();
+    assert!(reason.contains("10.0% above") && reason.contains("at most 5.0%"), "{reason}");
     assert_eq!(fake.world().live, Some(Color::Blue));
 }

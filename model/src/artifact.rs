@@ -43,7 +43,23 @@ pub struct ModelArtifact {
     /// is better priced like the nearest one that was.
     pub feature_ranges: Vec<FeatureRange>,
     pub lineage: Lineage,
+    /// Held-out trips with the fares this model predicts for them. A
+    /// deployment sends them to the image that carries the artifact and
+    /// requires the same fares back: proof that it serves this model with
+    /// these features.
+    #[serde(default)]
+    pub golden: Vec<GoldenTrip>,
 }
+
+/// A trip and the fare its model predicts for it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct GoldenTrip {
+    pub trip: Trip,
+    pub fare: f64,
+}
+
+/// How many golden trips an artifact may carry.
+pub const MAX_GOLDEN: usize = 64;
 
 /// Where a model came from and how good it was on held-out data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,6 +117,8 @@ pub enum ArtifactError {
          (the limit is {MAX_PREDICTION:e}): coefficients or feature ranges out of bounds"
     )]
     PredictionBound { bound: f64 },
+    #[error("model artifact's golden trips are unusable ({count} trips, at most {MAX_GOLDEN}; first bad: {bad:?})")]
+    Golden { count: usize, bad: Option<usize> },
 }
 
 impl Lineage {
@@ -147,6 +165,7 @@ impl ModelArtifact {
             intercept,
             feature_ranges: feature_domain().to_vec(),
             lineage,
+            golden: Vec::new(),
         }
     }
 
@@ -223,6 +242,13 @@ impl ModelArtifact {
         ];
         if let Some((field, _)) = numbers.iter().find(|(_, v)| !v.is_finite()) {
             return Err(ArtifactError::NonFiniteLineage { field });
+        }
+        let bad_golden = self
+            .golden
+            .iter()
+            .position(|g| g.trip.validate().is_err() || !g.fare.is_finite() || g.fare.abs() > MAX_PREDICTION);
+        if self.golden.len() > MAX_GOLDEN || bad_golden.is_some() {
+            return Err(ArtifactError::Golden { count: self.golden.len(), bad: bad_golden });
         }
         let bound = self.prediction_bound();
         if bound.is_nan() || bound > MAX_PREDICTION {

@@ -88,11 +88,16 @@ pub struct FirstPass {
 }
 
 /// Held-out scores of the model and of the training-mean baseline.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HeldOut {
     pub model: Scores,
     pub baseline: Scores,
+    /// The first held-out trips with the model's fares for them.
+    pub golden: Vec<model::GoldenTrip>,
 }
+
+/// How many held-out trips the artifact carries as golden requests.
+const GOLDEN_TRIPS: usize = 16;
 
 /// The outcome of pass 1 and the fit, with the spool for pass 2.
 pub struct Fitted {
@@ -137,13 +142,18 @@ impl Fitted {
         let mean = self.first.moments.mean_y();
         let (mut model, mut baseline) = (ScoreAccumulator::default(), ScoreAccumulator::default());
         let mut buf = [0u8; SPOOL_RECORD];
+        let mut golden = Vec::with_capacity(GOLDEN_TRIPS);
         for _ in 0..self.first.rows.test {
             reader.read_exact(&mut buf).map_err(TrainError::Scratch)?;
             let row = decode(&buf);
-            model.push(row.fare, artifact.predict(&row.trip));
+            let fare = artifact.predict(&row.trip);
+            model.push(row.fare, fare);
             baseline.push(row.fare, mean);
+            if golden.len() < GOLDEN_TRIPS {
+                golden.push(model::GoldenTrip { trip: row.trip, fare });
+            }
         }
-        Ok(HeldOut { model: model.finish(), baseline: baseline.finish() })
+        Ok(HeldOut { model: model.finish(), baseline: baseline.finish(), golden })
     }
 }
 
@@ -194,6 +204,7 @@ pub fn train(cfg: &TrainConfig, git_commit: Option<String>) -> Result<Trained, T
     debug!(seconds = started.elapsed().as_secs_f64(), "held-out rows scored");
     artifact.lineage.metrics = held_out.model;
     artifact.lineage.baseline = held_out.baseline;
+    artifact.golden = held_out.golden;
     // Once complete: the checks include the lineage's metrics, which only
     // exist after scoring (a non-finite fit shows up there too).
     artifact.validate()?;

@@ -3,7 +3,11 @@
 //! good tags of the same image, one whose model file is missing (it runs
 //! but never turns ready: a level-1 rollback), one that listens on a port
 //! nginx does not proxy to (healthy, but unreachable through nginx: a
-//! level-2 rollback), and a tag that is never pushed.
+//! level-2 rollback), a tag that is never pushed, and two other models in
+//! the real service: one whose artifact promises other fares than the
+//! image computes (its golden trips' fares moved by a dollar), and a worse
+//! one (trained on synthetic trips, a higher held-out RMSE than the
+//! reference model's).
 
 use std::fs;
 
@@ -12,14 +16,17 @@ use bluegreen::service_image;
 
 use crate::effects::docker::{self, docker};
 use crate::effects::paths;
-use crate::effects::process::run;
-use crate::stages::artifacts::Built;
+use crate::effects::process::{cmd, run};
+use crate::stages::artifacts::{self, Built};
+use crate::stages::train;
 
 pub const GOOD_A: &str = "e2e-good-a";
 pub const GOOD_B: &str = "e2e-good-b";
 pub const NO_MODEL: &str = "e2e-no-model";
 pub const WRONG_PORT: &str = "e2e-wrong-port";
 pub const NEVER_BUILT: &str = "e2e-never-built";
+pub const GOLDEN_MISMATCH: &str = "e2e-golden-mismatch";
+pub const WORSE_MODEL: &str = "e2e-worse-model";
 
 /// Tags and pushes the scenario images.
 pub fn prepare(built: &Built) -> Result<()> {
@@ -42,5 +49,38 @@ pub fn prepare(built: &Built) -> Result<()> {
         docker::build(&context, &[&service_image(tag)], &[])?;
         docker::push(&service_image(tag))?;
     }
-    Ok(())
+    let mut tampered: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(artifacts::model_path())?)?;
+    let golden =
+        tampered["golden"].as_array_mut().context("the built model carries no golden trips")?;
+    for trip in golden {
+        let fare = trip["fare"].as_f64().context("a golden trip without a fare")?;
+        trip["fare"] = serde_json::json!(fare + 1.0);
+    }
+    with_model(built, GOLDEN_MISMATCH, &serde_json::to_string_pretty(&tampered)?)?;
+
+    let dir = paths::target().join("images/e2e/worse-model-data");
+    let trainer = train::build_trainer()?;
+    let trips = dir.join("synthetic-20000-7.csv");
+    train::ensure_synthetic(&trainer, &trips, 20_000, 7)?;
+    let worse = dir.join("model.json");
+    let mut c = cmd(trainer.to_str().unwrap_or("trainer"), ["train", "--csv"]);
+    c.arg(&trips).arg("--output").arg(&worse).arg("--metrics").arg(dir.join("metrics.json"));
+    run(c)?;
+    with_model(built, WORSE_MODEL, &fs::read_to_string(&worse)?)
+}
+
+/// The real service image with another model artifact in it.
+fn with_model(built: &Built, tag: &str, model_json: &str) -> Result<()> {
+    let context = paths::target().join("images/e2e").join(tag);
+    paths::remove_dir_if_present(&context)?;
+    fs::create_dir_all(&context)?;
+    let dockerfile = format!(
+        "# The real service image with another model, for `cargo xtask e2e`.\nFROM {}\nCOPY model.json /model/model.json\n",
+        built.service
+    );
+    fs::write(context.join("Dockerfile"), dockerfile)?;
+    fs::write(context.join("model.json"), model_json)?;
+    docker::build(&context, &[&service_image(tag)], &[])?;
+    docker::push(&service_image(tag))
 }

@@ -10,7 +10,9 @@ use controller::record::Finished;
 use controller::record::Outcome;
 
 use super::fixture::{Fixture, Traffic, manifest};
-use super::images::{GOOD_A, GOOD_B, NEVER_BUILT, NO_MODEL, WRONG_PORT};
+use super::images::{
+    GOLDEN_MISMATCH, GOOD_A, GOOD_B, NEVER_BUILT, NO_MODEL, WORSE_MODEL, WRONG_PORT,
+};
 use crate::effects::poll::{self, Poll};
 use crate::load::{Connection, Load};
 use crate::stack;
@@ -34,6 +36,9 @@ pub const ALL: &[Scenario] = &[
     ("replicas 2", replicas_2),
     ("under load: deploys and rollbacks lose no request", under_load),
     ("SIGKILL of the only live replica: served again", replica_killed),
+    ("gate: golden trips mismatch", golden_mismatch),
+    ("gate: a worse model", worse_model),
+    ("gate: a good model's diff is recorded", good_model_diff),
 ];
 
 fn rolled_back(f: &Finished, level: u8, reason_has: &str) -> Result<()> {
@@ -316,4 +321,34 @@ fn replica_killed(fx: &Fixture) -> Result<String> {
     fx.expect_live("blue", GOOD_A, 1)?;
     ensure!(fx.status()?.history.len() == rollouts, "a rollout was started instead");
     Ok(format!("served again {:.1} s after the kill, no rollout", outage.as_secs_f64()))
+}
+
+fn golden_mismatch(fx: &Fixture) -> Result<String> {
+    fx.fresh(GOOD_A)?;
+    let done = fx.deploy(GOLDEN_MISMATCH)?;
+    rolled_back(&done, 1, "golden trip 0")?;
+    let reason = done.reason.clone().unwrap_or_default();
+    ensure!(reason.contains("promises"), "the reason does not give both values: {reason}");
+    expect_refused(fx, GOLDEN_MISMATCH)?;
+    Ok(format!("refused: {reason}"))
+}
+
+fn worse_model(fx: &Fixture) -> Result<String> {
+    fx.fresh(GOOD_A)?;
+    let done = fx.deploy(WORSE_MODEL)?;
+    rolled_back(&done, 1, "quality gate")?;
+    let reason = done.reason.clone().unwrap_or_default();
+    ensure!(reason.contains("% above the live model's"), "the reason gives no figures: {reason}");
+    expect_refused(fx, WORSE_MODEL)?;
+    Ok(format!("refused: {reason}"))
+}
+
+fn good_model_diff(fx: &Fixture) -> Result<String> {
+    fx.fresh(GOOD_A)?;
+    let done = fx.deploy_ok(GOOD_B)?;
+    let diff = done.diff.ok_or_else(|| anyhow::anyhow!("no diff recorded: {done:?}"))?;
+    // The same model in both tags: nothing changes for users.
+    ensure!(diff.trips > 0 && diff.max_abs == 0.0, "{diff:?}");
+    ensure!(fx.status()?.last.and_then(|l| l.diff) == Some(diff), "/status does not show the diff");
+    Ok(format!("switched; diff over {} golden trips: max change ${:.2}", diff.trips, diff.max_abs))
 }

@@ -1,0 +1,163 @@
+//! The model gates before a switch, as pure checks: the golden trips (the
+//! image serves the model its artifact describes), the quality gate (no
+//! worse than the live model by more than a margin, R² above a floor), and
+//! the prediction diff users would see.
+
+use model::{ModelArtifact, Scores};
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::Gates;
+
+/// Served fares must equal the artifact's to this (relative) tolerance.
+const TOLERANCE: f64 = 1e-9;
+
+/// What users would see change, over the golden trips.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Diff {
+    pub trips: usize,
+    /// Mean and largest absolute change of the fare, in dollars.
+    pub mean_abs: f64,
+    pub max_abs: f64,
+    /// Share of trips whose fare changes by more than a dollar.
+    pub over_one_dollar: f64,
+}
+
+/// The new color answered the golden trips with `fares` from
+/// `model_version`: both must be the artifact's.
+pub fn check_golden(
+    artifact: &ModelArtifact,
+    fares: &[f64],
+    model_version: &str,
+) -> Result<(), String> {
+    if artifact.golden.is_empty() {
+        return Err("golden trips: the artifact carries none to check the image against".into());
+    }
+    if model_version != artifact.model_version {
+        return Err(format!(
+            "golden trips: answered by model {model_version}, the artifact is {}",
+            artifact.model_version
+        ));
+    }
+    if fares.len() != artifact.golden.len() {
+        return Err(format!(
+            "golden trips: {} fares for {} trips",
+            fares.len(),
+            artifact.golden.len()
+        ));
+    }
+    for (i, (g, served)) in artifact.golden.iter().zip(fares).enumerate() {
+        if (served - g.fare).abs() > TOLERANCE * g.fare.abs().max(1.0) {
+            return Err(format!(
+                "golden trip {i} ({:?}): served {served}, the artifact promises {}",
+                g.trip.values(),
+                g.fare
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The quality gate: `new` against the live model's `live` held-out
+/// scores (when there is a live model).
+pub fn check_quality(gates: &Gates, new: &Scores, live: Option<&Scores>) -> Result<(), String> {
+    if let Some(floor) = gates.min_r2
+        && new.r2 < floor
+    {
+        return Err(format!(
+            "quality gate: held-out R² {:.4} is under the floor {floor:.4}",
+            new.r2
+        ));
+    }
+    if let (Some(margin), Some(live)) = (gates.max_rmse_increase, live) {
+        let increase = (new.rmse - live.rmse) / live.rmse;
+        if increase > margin {
+            return Err(format!(
+                "quality gate: held-out RMSE {:.3} is {:.1}% above the live model's {:.3} (at most {:.1}% allowed)",
+                new.rmse,
+                increase * 100.0,
+                live.rmse,
+                margin * 100.0
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The change from `live` fares to `new` fares for the same trips.
+pub fn diff(live: &[f64], new: &[f64]) -> Diff {
+    let changes: Vec<f64> = live.iter().zip(new).map(|(a, b)| (b - a).abs()).collect();
+    let n = changes.len();
+    if n == 0 {
+        return Diff { trips: 0, mean_abs: 0.0, max_abs: 0.0, over_one_dollar: 0.0 };
+    }
+    Diff {
+        trips: n,
+        mean_abs: changes.iter().sum::<f64>() / n as f64,
+        max_abs: changes.iter().copied().fold(0.0, f64::max),
+        over_one_dollar: changes.iter().filter(|c| **c > 1.0).count() as f64 / n as f64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn artifact() -> ModelArtifact {
+        let mut a = ModelArtifact::new(
+            "m1",
+            [0.5; model::N_FEATURES],
+            3.0,
+            model::Lineage::hand_made("test"),
+        );
+        let trip = model::Trip::from_values([40.76, -73.98, 40.64, -73.78, 1.0]).unwrap();
+        a.golden = vec![model::GoldenTrip { trip, fare: a.predict(&trip) }];
+        a
+    }
+
+    #[test]
+    fn golden_trips_need_the_same_fares_and_version() {
+        let a = artifact();
+        let fare = a.golden[0].fare;
+        assert_eq!(check_golden(&a, &[fare], "m1"), Ok(()));
+        let e = check_golden(&a, &[fare + 0.01], "m1").unwrap_err();
+        assert!(e.contains("golden trip 0") && e.contains("promises"), "{e}");
+        assert!(check_golden(&a, &[fare], "m2").unwrap_err().contains("answered by model m2"));
+        assert!(check_golden(&a, &[], "m1").is_err());
+        let mut none = a.clone();
+        none.golden.clear();
+        assert!(check_golden(&none, &[], "m1").unwrap_err().contains("carries none"));
+    }
+
+    #[test]
+    fn the_quality_gate_says_by_how_much() {
+        let gates = Gates { golden: true, max_rmse_increase: Some(0.05), min_r2: Some(0.7) };
+        let live = Scores { rmse: 4.0, mae: 2.0, r2: 0.8 };
+        assert_eq!(
+            check_quality(&gates, &Scores { rmse: 4.1, mae: 2.0, r2: 0.79 }, Some(&live)),
+            Ok(())
+        );
+        let e = check_quality(&gates, &Scores { rmse: 4.4, mae: 2.0, r2: 0.79 }, Some(&live))
+            .unwrap_err();
+        assert!(e.contains("10.0% above") && e.contains("at most 5.0%"), "{e}");
+        let e = check_quality(&gates, &Scores { rmse: 3.0, mae: 2.0, r2: 0.6 }, None).unwrap_err();
+        assert!(e.contains("under the floor"), "{e}");
+        assert_eq!(
+            check_quality(
+                &Gates::default(),
+                &Scores { rmse: 99.0, mae: 9.0, r2: -1.0 },
+                Some(&live)
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn the_diff_counts_what_users_would_see() {
+        let d = diff(&[10.0, 20.0, 30.0, 40.0], &[10.0, 20.5, 32.0, 40.0]);
+        assert_eq!(d.trips, 4);
+        assert!((d.mean_abs - 0.625).abs() < 1e-12);
+        assert_eq!(d.max_abs, 2.0);
+        assert_eq!(d.over_one_dollar, 0.25);
+        assert_eq!(diff(&[], &[]).trips, 0);
+    }
+}
