@@ -148,14 +148,17 @@ impl Platform for DockerNginx {
 
     async fn predict(&self, color: Color, trips: &[Trip]) -> Result<(Vec<f64>, String)> {
         let first = self.first_replica(color).await?;
-        let (address, _) = self.engine.address_and_env(&first, "MODEL_PATH").await?;
+        // Directly at the port the container itself listens on: what nginx
+        // proxies to is the probe's business, not the model's.
+        let (address, port) = self.engine.address_and_env(&first, "PORT").await?;
+        let port = port.and_then(|p| p.parse::<u16>().ok()).unwrap_or(bluegreen::APP_PORT);
         let address = address.ok_or_else(|| Error::Model {
             color,
             message: format!("{first} has no address on {}", bluegreen::NETWORK),
         })?;
         probe::predict_direct(
             &self.http,
-            &format!("http://{address}:{}", bluegreen::APP_PORT),
+            &format!("http://{address}:{port}"),
             trips,
         )
         .await
