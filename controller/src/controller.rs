@@ -13,6 +13,7 @@ use tracing::{error, info, warn};
 use bluegreen::Color;
 use model::Trip;
 
+use crate::analysis::{self, Sample};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::gates::{self, Diff};
@@ -22,9 +23,16 @@ use crate::metrics::Metrics;
 use crate::observed::Observed;
 use crate::platform::Platform;
 use crate::reconcile::{Removal, Step, decide};
+use crate::record::Watch;
 use crate::record::{Record, Stage};
 use crate::status::{self, ManifestState, Status};
 use crate::store::Store;
+
+/// Requests in one warm-up burst of the latency budget.
+const WARM_UP: usize = 40;
+
+/// How often the analysis after a switch reads the new color's metrics.
+const ANALYSIS_EVERY: Duration = Duration::from_secs(1);
 
 /// How long to wait before retrying a step that failed.
 const BACKOFF: Duration = Duration::from_secs(2);
@@ -303,12 +311,49 @@ impl<P: Platform> Reconciler<P> {
                     Ok(()) => {
                         let now = Timestamp::now();
                         info!(%color, %tag, "the new color answers through nginx");
-                        self.record.enter(
-                            Stage::ScaleDown { not_before: now.plus(desired.scale_down_delay) },
-                            now,
-                        );
+                        // The old color stays through the analysis window, so
+                        // a rollback in it is instant.
+                        let window = desired.analysis.window;
+                        let analyze = !window.is_zero()
+                            && self.record.rollout.as_ref().is_some_and(|r| r.from.is_some());
+                        let keep = if analyze {
+                            desired.scale_down_delay.max(window)
+                        } else {
+                            desired.scale_down_delay
+                        };
+                        self.record.enter(Stage::ScaleDown { not_before: now.plus(keep) }, now);
+                        if let Some(r) = self.record.rollout.as_mut().filter(|_| analyze) {
+                            r.watch = Some(Watch {
+                                until: now.plus(window),
+                                next_at: now,
+                                baseline: None,
+                                figures: None,
+                            });
+                        }
                     }
                     Err(e) => self.roll_back(2, e.to_string()),
+                }
+            }
+            Step::Analyze { color } => {
+                let Some(desired) = self.rollout_desired() else { return Ok(()) };
+                let mut now_sample = Sample::default();
+                for text in self.platform.metrics(color).await? {
+                    now_sample.add(&analysis::parse(&text));
+                }
+                let now = Timestamp::now();
+                let Some(watch) = self.record.rollout.as_mut().and_then(|r| r.watch.as_mut())
+                else {
+                    return Ok(());
+                };
+                watch.next_at = now.plus(ANALYSIS_EVERY);
+                let Some(baseline) = &watch.baseline else {
+                    watch.baseline = Some(now_sample);
+                    return Ok(());
+                };
+                let figures = analysis::figures(baseline, &now_sample);
+                watch.figures = Some(figures);
+                if let Err(reason) = analysis::judge(&desired.analysis, &figures) {
+                    self.roll_back(3, reason);
                 }
             }
             Step::Fail { level, reason } => self.roll_back(level, reason),
@@ -370,6 +415,9 @@ impl<P: Platform> Reconciler<P> {
             &new.lineage.metrics,
             live_model.as_ref().map(|a| &a.lineage.metrics),
         )?;
+        if let Some(budget) = gates.latency_budget {
+            self.warm_up(color, trips.first().copied(), budget).await?;
+        }
         let (Some(l), false) = (live, trips.is_empty()) else { return Ok(None) };
         let (old, _) =
             self.platform.predict(l, &trips).await.map_err(|e| format!("prediction diff: {e}"))?;
@@ -384,6 +432,52 @@ impl<P: Platform> Reconciler<P> {
             }
         };
         Ok(Some(gates::diff(&old, &new_fares)))
+    }
+
+    /// Warm-up bursts to the new color until the p99 of one is within
+    /// `budget`, or the health timeout (counted from healthy) passes.
+    async fn warm_up(
+        &self,
+        color: Color,
+        trip: Option<Trip>,
+        budget: Duration,
+    ) -> std::result::Result<(), String> {
+        let trip = match trip {
+            Some(t) => t,
+            None => Trip::from_values(model::DOCUMENTED_TRIP)
+                .map_err(|v| format!("latency budget: {v:?}"))?,
+        };
+        let deadline = self
+            .record
+            .rollout
+            .as_ref()
+            .and_then(|r| r.healthy_at.map(|h| h.plus(r.desired.health_timeout)))
+            .unwrap_or_else(Timestamp::now);
+        loop {
+            let mut took = Vec::with_capacity(WARM_UP);
+            for _ in 0..WARM_UP {
+                let sent = std::time::Instant::now();
+                self.platform
+                    .predict(color, &[trip])
+                    .await
+                    .map_err(|e| format!("latency budget: {e}"))?;
+                took.push(sent.elapsed());
+            }
+            took.sort();
+            let p99 = took[(took.len() - 1) * 99 / 100];
+            if p99 <= budget {
+                info!(%color, p99_ms = p99.as_secs_f64() * 1e3, "within the latency budget");
+                return Ok(());
+            }
+            if Timestamp::now() >= deadline {
+                return Err(format!(
+                    "latency budget: p99 of a {WARM_UP}-request warm-up is {:.1} ms, over {} ms until the health timeout",
+                    p99.as_secs_f64() * 1e3,
+                    budget.as_millis()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 
     fn roll_back(&mut self, level: u8, reason: String) {

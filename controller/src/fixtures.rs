@@ -16,6 +16,7 @@ pub fn desired(tag: &str) -> Desired {
         probe: Probe { path: "/".into(), predict: true, timeout: Duration::from_secs(5) },
         scale_down_delay: Duration::from_secs(3),
         gates: Default::default(),
+        analysis: crate::manifest::Analysis { window: Duration::ZERO, ..Default::default() },
     }
 }
 

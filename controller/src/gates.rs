@@ -130,7 +130,12 @@ mod tests {
 
     #[test]
     fn the_quality_gate_says_by_how_much() {
-        let gates = Gates { golden: true, max_rmse_increase: Some(0.05), min_r2: Some(0.7) };
+        let gates = Gates {
+            golden: true,
+            max_rmse_increase: Some(0.05),
+            min_r2: Some(0.7),
+            latency_budget: None,
+        };
         let live = Scores { rmse: 4.0, mae: 2.0, r2: 0.8 };
         assert_eq!(
             check_quality(&gates, &Scores { rmse: 4.1, mae: 2.0, r2: 0.79 }, Some(&live)),

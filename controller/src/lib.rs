@@ -14,6 +14,7 @@ pub mod reconcile;
 pub mod record;
 pub mod reference;
 
+pub mod analysis;
 pub mod api;
 pub mod atomic_file;
 pub mod controller;

@@ -40,6 +40,9 @@ pub struct Desired {
     /// What the new model must prove before traffic moves to it.
     #[serde(default)]
     pub gates: Gates,
+    /// What the new color must keep showing after traffic moved to it.
+    #[serde(default)]
+    pub analysis: Analysis,
 }
 
 /// The model gates before a switch.
@@ -53,11 +56,43 @@ pub struct Gates {
     pub max_rmse_increase: Option<f64>,
     /// The new model's held-out R² must be at least this.
     pub min_r2: Option<f64>,
+    /// The p99 of a warm-up burst sent to the new color must be within
+    /// this before the switch (retried until the health timeout).
+    #[serde(default, with = "millis_opt")]
+    pub latency_budget: Option<Duration>,
 }
+
+/// The analysis after a switch, while the old color still runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Analysis {
+    /// How long after the switch the new color is watched (0: not at all).
+    #[serde(with = "millis")]
+    pub window: Duration,
+    /// Share of predictions answered 5xx above which it is rolled back.
+    pub max_error_rate: f64,
+    /// p99 of predictions above which it is rolled back.
+    #[serde(with = "millis")]
+    pub max_p99: Duration,
+    /// Predictions needed before judging.
+    pub min_requests: u32,
+}
+
+impl Default for Analysis {
+    fn default() -> Self {
+        Analysis {
+            window: Duration::from_secs(60),
+            max_error_rate: 0.01,
+            max_p99: Duration::from_secs(1),
+            min_requests: 20,
+        }
+    }
+}
+
+impl Eq for Analysis {}
 
 impl Default for Gates {
     fn default() -> Self {
-        Gates { golden: true, max_rmse_increase: None, min_r2: None }
+        Gates { golden: true, max_rmse_increase: None, min_r2: None, latency_budget: None }
     }
 }
 
@@ -85,6 +120,25 @@ impl Desired {
     /// until it changes.
     pub fn fingerprint(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|_| self.image())
+    }
+}
+
+mod millis_opt {
+    use std::time::Duration;
+
+    use serde::Deserialize;
+
+    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&(d.as_millis() as u64)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Option::<u64>::deserialize(d).map(|o| o.map(Duration::from_millis))
     }
 }
 
@@ -153,6 +207,7 @@ struct RawSpec {
     probe: Option<RawProbe>,
     scale_down_delay: Option<String>,
     gates: Option<RawGates>,
+    analysis: Option<RawAnalysis>,
 }
 
 #[derive(Deserialize)]
@@ -161,6 +216,16 @@ struct RawGates {
     golden: Option<bool>,
     max_rmse_increase: Option<String>,
     min_r2: Option<f64>,
+    latency_budget: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawAnalysis {
+    window: Option<String>,
+    max_error_rate: Option<String>,
+    max_p99: Option<String>,
+    min_requests: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -291,7 +356,56 @@ pub fn parse(text: &str) -> Result<Desired, ManifestError> {
                     format!("is {r2}, must be a number up to 1"),
                 ));
             }
-            Gates { golden: raw.golden.unwrap_or(true), max_rmse_increase, min_r2: raw.min_r2 }
+            let latency_budget = match raw.latency_budget.as_deref() {
+                None => None,
+                Some(v) => Some(duration(
+                    "spec.gates.latencyBudget",
+                    Some(v),
+                    Duration::ZERO,
+                    Duration::from_millis(1),
+                    MAX_PROBE_TIMEOUT,
+                )?),
+            };
+            Gates {
+                golden: raw.golden.unwrap_or(true),
+                max_rmse_increase,
+                min_r2: raw.min_r2,
+                latency_budget,
+            }
+        }
+    };
+    let analysis = match spec.analysis {
+        None => Analysis::default(),
+        Some(raw) => {
+            let defaults = Analysis::default();
+            let max_error_rate = match raw.max_error_rate {
+                None => defaults.max_error_rate,
+                Some(text) => percent(&text).filter(|p| *p <= 1.0).ok_or_else(|| {
+                    ManifestError::at(
+                        text_of_manifest,
+                        "spec.analysis.maxErrorRate",
+                        format!("{text:?} is not a percentage from 0% to 100% such as 1%"),
+                    )
+                })?,
+            };
+            Analysis {
+                window: duration(
+                    "spec.analysis.window",
+                    raw.window.as_deref(),
+                    defaults.window,
+                    Duration::ZERO,
+                    MAX_SCALE_DOWN_DELAY,
+                )?,
+                max_error_rate,
+                max_p99: duration(
+                    "spec.analysis.maxP99",
+                    raw.max_p99.as_deref(),
+                    defaults.max_p99,
+                    Duration::from_millis(1),
+                    MAX_PROBE_TIMEOUT,
+                )?,
+                min_requests: raw.min_requests.unwrap_or(defaults.min_requests),
+            }
         }
     };
     Ok(Desired {
@@ -302,6 +416,7 @@ pub fn parse(text: &str) -> Result<Desired, ManifestError> {
         probe,
         scale_down_delay,
         gates,
+        analysis,
     })
 }
 
@@ -489,7 +604,8 @@ spec:
 
     #[test]
     fn reads_the_gates() {
-        let text = format!("{GOOD}  gates:\n    golden: false\n    maxRmseIncrease: 5%\n    minR2: 0.7\n");
+        let text =
+            format!("{GOOD}  gates:\n    golden: false\n    maxRmseIncrease: 5%\n    minR2: 0.7\n");
         let g = parse(&text).unwrap().gates;
         assert_eq!((g.golden, g.max_rmse_increase, g.min_r2), (false, Some(0.05), Some(0.7)));
         assert_eq!(parse(GOOD).unwrap().gates, Gates::default());

@@ -48,6 +48,8 @@ pub trait Platform: Send + Sync {
         color: Color,
         trips: &[Trip],
     ) -> impl Future<Output = Result<(Vec<f64>, String)>> + Send;
+    /// The Prometheus text of each running replica of `color`.
+    fn metrics(&self, color: Color) -> impl Future<Output = Result<Vec<String>>> + Send;
     /// Checks, through the traffic path, that `color` and `tag` serve.
     fn probe(
         &self,
@@ -156,13 +158,28 @@ impl Platform for DockerNginx {
             color,
             message: format!("{first} has no address on {}", bluegreen::NETWORK),
         })?;
-        probe::predict_direct(
-            &self.http,
-            &format!("http://{address}:{port}"),
-            trips,
-        )
-        .await
-        .map_err(|message| Error::Model { color, message })
+        probe::predict_direct(&self.http, &format!("http://{address}:{port}"), trips)
+            .await
+            .map_err(|message| Error::Model { color, message })
+    }
+
+    async fn metrics(&self, color: Color) -> Result<Vec<String>> {
+        let mut texts = Vec::new();
+        for c in self.engine.app_containers().await? {
+            if c.color != color || !c.is_running() {
+                continue;
+            }
+            let (address, port) = self.engine.address_and_env(&c.id, "PORT").await?;
+            let port = port.and_then(|p| p.parse::<u16>().ok()).unwrap_or(bluegreen::APP_PORT);
+            let Some(address) = address else { continue };
+            let url = format!("http://{address}:{port}/metrics");
+            let text = async { self.http.get(&url).send().await?.error_for_status()?.text().await };
+            texts.push(
+                text.await
+                    .map_err(|e| Error::Model { color, message: format!("GET {url}: {e}") })?,
+            );
+        }
+        Ok(texts)
     }
 
     async fn probe(&self, color: Color, tag: &str, probe: &Probe) -> Result<()> {

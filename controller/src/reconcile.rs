@@ -45,6 +45,8 @@ pub enum Step {
     Switch { to: Option<Color>, replicas: u32, backup: Option<(Color, u32)> },
     /// Ask through nginx which color and tag answer.
     Probe { color: Color, tag: String },
+    /// Read the new color's metrics for the analysis after the switch.
+    Analyze { color: Color },
     /// Give the rollout up.
     Fail { level: u8, reason: String },
     /// Put the rollout in the history.
@@ -171,6 +173,14 @@ fn decide_rollout(r: &Rollout, desired: Option<&Desired>, o: &Observed, now: Tim
                 .map(|c| (c, r.from_replicas.max(1))),
         },
         Stage::Verify => Step::Probe { color: r.color, tag: r.tag.clone() },
+        Stage::ScaleDown { .. }
+            if r.watch.as_ref().is_some_and(|w| now < w.until) && superseded.is_none() =>
+        {
+            match &r.watch {
+                Some(w) if now < w.next_at => Step::Wait { until: Some(w.next_at) },
+                _ => Step::Analyze { color: r.color },
+            }
+        }
         Stage::ScaleDown { not_before } => match r.from {
             Some(old) if old != r.color && !o.of(old).is_empty() => {
                 if now < *not_before && superseded.is_none() {

@@ -9,8 +9,19 @@
 use bluegreen::Color;
 use serde::{Deserialize, Serialize};
 
+use crate::analysis::{Figures, Sample};
 use crate::clock::Timestamp;
 use crate::gates::Diff;
+
+/// The analysis window after a switch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Watch {
+    pub until: Timestamp,
+    pub next_at: Timestamp,
+    /// The new color's counters when the window opened.
+    pub baseline: Option<Sample>,
+    pub figures: Option<Figures>,
+}
 use crate::manifest::Desired;
 
 /// How many finished rollouts the history keeps.
@@ -60,6 +71,9 @@ pub struct Rollout {
     /// What the gates measured users would see change.
     #[serde(default)]
     pub diff: Option<Diff>,
+    /// The analysis after the switch, while it runs.
+    #[serde(default)]
+    pub watch: Option<Watch>,
     /// Times the controller restarted while this rollout was in flight.
     #[serde(default)]
     pub restarts: u32,
@@ -144,6 +158,9 @@ pub struct Finished {
     /// The fares users would see change, over the golden trips.
     #[serde(default)]
     pub diff: Option<Diff>,
+    /// What the analysis after the switch saw last.
+    #[serde(default)]
+    pub analysis: Option<Figures>,
     /// From the rollout given up to nginx reloaded on the previous color
     /// (level 2).
     #[serde(default)]
@@ -193,6 +210,7 @@ impl Record {
             failed_at: None,
             restored_at: None,
             diff: None,
+            watch: None,
             restarts: 0,
         });
     }
@@ -258,6 +276,7 @@ impl Record {
             steps: r.steps,
             healthy_to_switched_ms,
             diff: r.diff,
+            analysis: r.watch.as_ref().and_then(|w| w.figures),
             failed_to_restored_ms,
             restarts: r.restarts,
         };

@@ -34,6 +34,8 @@ struct World {
     nginx_test_fails: bool,
     /// Every call, for the assertions.
     calls: Vec<String>,
+    /// Reads of /metrics so far.
+    metric_reads: u32,
     /// How many times each starting container has been observed.
     seen: std::collections::HashMap<String, u32>,
 }
@@ -141,6 +143,25 @@ impl Platform for Fake {
         Ok((trips.iter().map(|t| a.predict(t) + skew).collect(), a.model_version.clone()))
     }
 
+    async fn metrics(&self, color: Color) -> Result<Vec<String>> {
+        let mut w = self.world();
+        let tag = w
+            .containers
+            .iter()
+            .find(|c| c.color == color)
+            .map(|c| c.tag.clone())
+            .unwrap_or_default();
+        w.metric_reads += 1;
+        let n = w.metric_reads;
+        // Every read sees 30 more predictions; `flaky` answers half with 503.
+        let errors = if tag == "flaky" { 15 * n } else { 0 };
+        Ok(vec![format!(
+            "http_requests_total{{route=\"/api/predict/\",method=\"POST\",status=\"200\"}} {}\n\
+             http_requests_total{{route=\"/api/predict/\",method=\"POST\",status=\"503\"}} {errors}\n",
+            30 * n - errors
+        )])
+    }
+
     async fn probe(&self, color: Color, tag: &str, _probe: &Probe) -> Result<()> {
         let mut w = self.world();
         w.calls.push(format!("probe {color} {tag}"));
@@ -150,7 +171,7 @@ impl Platform for Fake {
 
 const MANIFEST: &str = "apiVersion: deploy.taxi-fare.io/v1\nkind: Rollout\nmetadata:\n  name: t\nspec:\n  \
     image:\n    repository: localhost:5000/taxi/service\n    tag: TAG\n  healthTimeout: 5s\n  \
-    scaleDownDelay: 0s\n  gates:\n    maxRmseIncrease: 5%\n";
+    scaleDownDelay: 0s\n  gates:\n    maxRmseIncrease: 5%\n  analysis:\n    window: 2s\n    minRequests: 10\n";
 
 /// A model with golden trips, an intercept and a held-out RMSE.
 fn model(version: &str, intercept: f64, rmse: f64) -> ModelArtifact {
@@ -176,6 +197,7 @@ fn models() -> std::collections::HashMap<String, (ModelArtifact, f64)> {
         ("v2", (model("m2", 3.5, 4.1), 0.0)),
         ("skewed", (model("m3", 3.0, 4.0), 0.25)),
         ("worse", (model("m4", 3.0, 4.4), 0.0)),
+        ("flaky", (model("m5", 3.0, 4.0), 0.0)),
     ]
     .into_iter()
     .map(|(t, m)| (t.to_owned(), m))
@@ -330,4 +352,17 @@ async fn a_worse_model_is_refused_with_figures() {
     let reason = done.reason.unwrap_or_default();
     assert!(reason.contains("10.0% above") && reason.contains("at most 5.0%"), "{reason}");
     assert_eq!(fake.world().live, Some(Color::Blue));
+}
+
+#[tokio::test]
+async fn errors_after_the_switch_roll_back_at_level_3() {
+    let (done, fake) = roll_out(blue_live_on("v1"), "flaky").await;
+    assert_eq!((done.result, done.level), (Outcome::RolledBack, Some(3)));
+    let reason = done.reason.unwrap_or_default();
+    assert!(reason.contains("50.0% of") && reason.contains("5xx"), "{reason}");
+    let figures = done.analysis.expect("the figures that triggered it");
+    assert_eq!(figures.error_rate, 0.5);
+    let w = fake.world();
+    assert_eq!(w.live, Some(Color::Blue));
+    assert!(w.containers.iter().all(|c| c.color == Color::Blue));
 }

@@ -59,6 +59,7 @@ pub fn manifest(tag: &str, replicas: u32) -> Result<String> {
         ("healthTimeout: 60s", "healthTimeout: 40s".to_owned()),
         ("    timeout: 10s", "    timeout: 3s".to_owned()),
         ("scaleDownDelay: 10s", "scaleDownDelay: 3s".to_owned()),
+        ("window: 60s", "window: 3s".to_owned()),
         ("replicas: 1", format!("replicas: {replicas}")),
     ] {
         ensure!(text.contains(from), "manifests/rollout.yaml no longer has {from:?}");

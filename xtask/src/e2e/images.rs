@@ -27,6 +27,7 @@ pub const WRONG_PORT: &str = "e2e-wrong-port";
 pub const NEVER_BUILT: &str = "e2e-never-built";
 pub const GOLDEN_MISMATCH: &str = "e2e-golden-mismatch";
 pub const WORSE_MODEL: &str = "e2e-worse-model";
+pub const SHORT_TIMEOUT: &str = "e2e-short-timeout";
 
 /// Tags and pushes the scenario images.
 pub fn prepare(built: &Built) -> Result<()> {
@@ -34,8 +35,12 @@ pub fn prepare(built: &Built) -> Result<()> {
         run(docker(["tag", &built.service, &service_image(tag)]))?;
         docker::push(&service_image(tag))?;
     }
-    let variants =
-        [(NO_MODEL, "ENV MODEL_PATH=/model/missing.json"), (WRONG_PORT, "ENV PORT=32001")];
+    let variants = [
+        (NO_MODEL, "ENV MODEL_PATH=/model/missing.json"),
+        (WRONG_PORT, "ENV PORT=32001"),
+        // Small batches pass every gate; large ones time out with 503.
+        (SHORT_TIMEOUT, "ENV REQUEST_TIMEOUT_SECS=0.005"),
+    ];
     for (tag, change) in variants {
         let context = paths::target().join("images/e2e").join(tag);
         paths::remove_dir_if_present(&context)?;

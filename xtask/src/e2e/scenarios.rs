@@ -11,7 +11,7 @@ use controller::record::Outcome;
 
 use super::fixture::{Fixture, Traffic, manifest};
 use super::images::{
-    GOLDEN_MISMATCH, GOOD_A, GOOD_B, NEVER_BUILT, NO_MODEL, WORSE_MODEL, WRONG_PORT,
+    GOLDEN_MISMATCH, GOOD_A, GOOD_B, NEVER_BUILT, NO_MODEL, SHORT_TIMEOUT, WORSE_MODEL, WRONG_PORT,
 };
 use crate::effects::poll::{self, Poll};
 use crate::load::{Connection, Load};
@@ -39,6 +39,7 @@ pub const ALL: &[Scenario] = &[
     ("gate: golden trips mismatch", golden_mismatch),
     ("gate: a worse model", worse_model),
     ("gate: a good model's diff is recorded", good_model_diff),
+    ("analysis: 5xx under live traffic rolls back at level 3", level_3_under_traffic),
 ];
 
 fn rolled_back(f: &Finished, level: u8, reason_has: &str) -> Result<()> {
@@ -351,4 +352,48 @@ fn good_model_diff(fx: &Fixture) -> Result<String> {
     ensure!(diff.trips > 0 && diff.max_abs == 0.0, "{diff:?}");
     ensure!(fx.status()?.last.and_then(|l| l.diff) == Some(diff), "/status does not show the diff");
     Ok(format!("switched; diff over {} golden trips: max change ${:.2}", diff.trips, diff.max_abs))
+}
+
+/// A new color that passes its gates, then answers large batches with 503
+/// (its request timeout is too short): the analysis after the switch sees
+/// it in the new color's own metrics and puts traffic back.
+fn level_3_under_traffic(fx: &Fixture) -> Result<String> {
+    fx.fresh(GOOD_A)?;
+    let rows = vec![model::DOCUMENTED_TRIP; 10_000];
+    let body = crate::api::predict_body(&rows);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let front = stack::front();
+    let senders: Vec<_> = (0..3)
+        .map(|_| {
+            let (stop, body, front) = (stop.clone(), body.clone(), front.clone());
+            std::thread::spawn(move || {
+                let started = std::time::Instant::now();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                    && started.elapsed() < Duration::from_secs(120)
+                {
+                    let _ =
+                        crate::effects::http::Request::post_json("/api/predict/", body.as_bytes())
+                            .timeout(Duration::from_secs(10))
+                            .send(&front);
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        })
+        .collect();
+    let done = fx.deploy(SHORT_TIMEOUT);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for s in senders {
+        let _ = s.join();
+    }
+    let done = done?;
+    rolled_back(&done, 3, "5xx")?;
+    let figures = done.analysis.ok_or_else(|| anyhow::anyhow!("no figures recorded: {done:?}"))?;
+    fx.expect_live("blue", GOOD_A, 1)?;
+    ensure!(fx.status()?.phase == "Degraded", "not Degraded after a level-3 rollback");
+    Ok(format!(
+        "level 3 ({}); figures: {:.0} requests, {:.0}% 5xx",
+        done.reason.unwrap_or_default(),
+        figures.requests,
+        figures.error_rate * 100.0
+    ))
 }
