@@ -435,7 +435,8 @@ impl<P: Platform> Reconciler<P> {
     }
 
     /// Warm-up bursts to the new color until the p99 of one is within
-    /// `budget`, or the health timeout (counted from healthy) passes.
+    /// `budget`, or the health timeout (counted from the gates' start)
+    /// passes.
     async fn warm_up(
         &self,
         color: Color,
@@ -451,7 +452,7 @@ impl<P: Platform> Reconciler<P> {
             .record
             .rollout
             .as_ref()
-            .and_then(|r| r.healthy_at.map(|h| h.plus(r.desired.health_timeout)))
+            .map(|r| r.stage_started_at.plus(r.desired.health_timeout))
             .unwrap_or_else(Timestamp::now);
         loop {
             let mut took = Vec::with_capacity(WARM_UP);

@@ -152,8 +152,8 @@ pub struct Finished {
     pub duration_ms: u64,
     /// Step timings in milliseconds, in order.
     pub steps: Vec<StepTime>,
-    /// From every replica healthy to nginx reloaded on the new color
-    /// (the gates included).
+    /// From the gates passed (every replica healthy) to nginx reloaded on
+    /// the new color; the gates' own time is their step's.
     pub healthy_to_switched_ms: Option<u64>,
     /// The fares users would see change, over the golden trips.
     #[serde(default)]
@@ -225,7 +225,7 @@ impl Record {
             None => r.steps.push(StepTime { step: r.stage.name().to_owned(), ms }),
         }
         match stage {
-            Stage::Gates => r.healthy_at = Some(now),
+            Stage::Switch => r.healthy_at = Some(now),
             Stage::Verify => r.switched_at = Some(now),
             Stage::Rollback { .. } => r.failed_at = r.failed_at.or(Some(now)),
             _ => {}
@@ -322,8 +322,8 @@ mod tests {
         r.begin(&desired("v1"), Color::Blue, None, Timestamp(1000));
         r.enter(Stage::Start, Timestamp(1100));
         r.enter(Stage::Health { deadline: Timestamp(9000) }, Timestamp(1500));
-        r.enter(Stage::Gates, Timestamp(2500));
-        r.enter(Stage::Switch, Timestamp(2520));
+        r.enter(Stage::Gates, Timestamp(2480));
+        r.enter(Stage::Switch, Timestamp(2500));
         r.enter(Stage::Verify, Timestamp(2600));
         r.enter(Stage::ScaleDown { not_before: Timestamp(2700) }, Timestamp(2700));
         let f = r.finish(Timestamp(3000)).unwrap();
@@ -335,9 +335,9 @@ mod tests {
             [
                 ("prepare", 100),
                 ("start", 400),
-                ("health", 1000),
+                ("health", 980),
                 ("gates", 20),
-                ("switch", 80),
+                ("switch", 100),
                 ("verify", 100),
                 ("scale_down", 300)
             ]
