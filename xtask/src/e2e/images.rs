@@ -39,7 +39,7 @@ pub fn prepare(built: &Built) -> Result<()> {
         (NO_MODEL, "ENV MODEL_PATH=/model/missing.json"),
         (WRONG_PORT, "ENV PORT=32001"),
         // Small batches pass every gate; large ones time out with 503.
-        (SHORT_TIMEOUT, "ENV REQUEST_TIMEOUT_SECS=0.005"),
+        (SHORT_TIMEOUT, "ENV REQUEST_TIMEOUT_SECS=0.002"),
     ];
     for (tag, change) in variants {
         let context = paths::target().join("images/e2e").join(tag);
