@@ -117,7 +117,9 @@ pub enum ArtifactError {
          (the limit is {MAX_PREDICTION:e}): coefficients or feature ranges out of bounds"
     )]
     PredictionBound { bound: f64 },
-    #[error("model artifact's golden trips are unusable ({count} trips, at most {MAX_GOLDEN}; first bad: {bad:?})")]
+    #[error(
+        "model artifact's golden trips are unusable ({count} trips, at most {MAX_GOLDEN}; first bad: {bad:?})"
+    )]
     Golden { count: usize, bad: Option<usize> },
 }
 
@@ -243,10 +245,9 @@ impl ModelArtifact {
         if let Some((field, _)) = numbers.iter().find(|(_, v)| !v.is_finite()) {
             return Err(ArtifactError::NonFiniteLineage { field });
         }
-        let bad_golden = self
-            .golden
-            .iter()
-            .position(|g| g.trip.validate().is_err() || !g.fare.is_finite() || g.fare.abs() > MAX_PREDICTION);
+        let bad_golden = self.golden.iter().position(|g| {
+            g.trip.validate().is_err() || !g.fare.is_finite() || g.fare.abs() > MAX_PREDICTION
+        });
         if self.golden.len() > MAX_GOLDEN || bad_golden.is_some() {
             return Err(ArtifactError::Golden { count: self.golden.len(), bad: bad_golden });
         }
