@@ -53,6 +53,22 @@ impl Upstream {
         template.replace(PLACEHOLDER, &servers.join("\n"))
     }
 
+    /// The preview.conf that shows `color` on the preview port (`None`:
+    /// nothing paused).
+    pub fn render_preview(preview: Option<(Color, u32)>) -> String {
+        let servers: Vec<String> = match preview {
+            Some((color, n)) => (1..=n.max(1))
+                .map(|i| format!("    server {}:{APP_PORT};", container_name(color, i)))
+                .collect(),
+            None => vec!["    server 127.0.0.1:9 down;".to_owned()],
+        };
+        format!(
+            "# The preview: written by the deployment controller while a rollout is\n\
+             # paused for `controller promote`.\nupstream app_preview {{\n{}\n}}\n",
+            servers.join("\n")
+        )
+    }
+
     /// The upstream.conf of a stack where no color is live.
     pub fn render_none() -> &'static str {
         NONE
@@ -126,6 +142,12 @@ mod tests {
             }
         }
         assert_eq!(live(Upstream::render_none()), Ok(None));
+        assert_eq!(
+            live(&Upstream::render_preview(Some((Color::Green, 2)))),
+            Ok(Some(Color::Green))
+        );
+        assert_eq!(live(&Upstream::render_preview(None)), Ok(None));
+        assert_eq!(live(include_str!("../../nginx/preview.conf")), Ok(None));
     }
 
     #[test]

@@ -15,10 +15,12 @@ use tracing::info;
 
 use crate::controller::{Shared, Trigger};
 use crate::manifest_file;
-use crate::record::Outcome;
+use crate::record::{Operator, Outcome};
 
 pub const SET_IMAGE: &str = "/api/v1/image";
 pub const ROLLBACK: &str = "/api/v1/rollback";
+pub const PROMOTE: &str = "/api/v1/promote";
+pub const ABORT: &str = "/api/v1/abort";
 
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -27,6 +29,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .route(SET_IMAGE, post(set_image))
         .route(ROLLBACK, post(rollback))
+        .route(PROMOTE, post(promote))
+        .route(ABORT, post(abort))
         .with_state(shared)
 }
 
@@ -111,6 +115,44 @@ async fn set_image(
             format!(r#"the body must be JSON {{"tag": "<image tag>"}}: {e}"#),
         ),
     }
+}
+
+async fn promote(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    operator(&shared, &headers, Operator::Promote)
+}
+
+async fn abort(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    operator(&shared, &headers, Operator::Abort)
+}
+
+/// Hands an operator's word to the loop, for the paused rollout.
+fn operator(shared: &Shared, headers: &HeaderMap, op: Operator) -> Response {
+    if !authorized(shared, headers) {
+        return unauthorized();
+    }
+    let paused = shared
+        .status
+        .borrow()
+        .rollout
+        .as_ref()
+        .filter(|r| r.step == "paused")
+        .map(|r| r.tag.clone());
+    let Some(tag) = paused else {
+        return refuse(StatusCode::CONFLICT, "no rollout is paused");
+    };
+    match shared.operator.lock() {
+        Ok(mut slot) => *slot = Some(op),
+        Err(_) => {
+            return refuse(StatusCode::INTERNAL_SERVER_ERROR, "the operator slot is poisoned");
+        }
+    }
+    let _ = shared.triggers.try_send(Trigger::Command(if op == Operator::Promote {
+        "promote"
+    } else {
+        "abort"
+    }));
+    let body = Accepted { tag, manifest: shared.manifest.display().to_string() };
+    (StatusCode::ACCEPTED, Json(body)).into_response()
 }
 
 /// Back to the newest tag that succeeded, other than the desired one.

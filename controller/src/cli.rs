@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use serde::de::DeserializeOwned;
 
-use controller::api::{Accepted, ROLLBACK, SET_IMAGE, SetImage};
+use controller::api::{ABORT, Accepted, PROMOTE, ROLLBACK, SET_IMAGE, SetImage};
 use controller::record::Finished;
 use controller::status::Status;
 
@@ -50,6 +50,12 @@ impl Client {
             .bearer_auth(token)
             .json(&SetImage { tag: tag.into() });
         self.read(request, "set-image").await
+    }
+
+    /// Promotes (or aborts) the paused rollout.
+    pub async fn decide(&self, token: &str, promote: bool) -> Result<Accepted> {
+        let (path, what) = if promote { (PROMOTE, "promote") } else { (ABORT, "abort") };
+        self.read(self.http.post(format!("{}{path}", self.base)).bearer_auth(token), what).await
     }
 
     pub async fn rollback(&self, token: &str) -> Result<Accepted> {

@@ -55,6 +55,8 @@ pub struct Shared {
     pub manifest_lock: Mutex<()>,
     pub triggers: mpsc::Sender<Trigger>,
     pub token: String,
+    /// An operator's promote or abort, taken by the next reconcile.
+    pub operator: std::sync::Mutex<Option<crate::record::Operator>>,
 }
 
 pub struct Reconciler<P> {
@@ -139,6 +141,7 @@ impl<P: Platform> Reconciler<P> {
 
     async fn reconcile(&mut self) -> Flow {
         self.read_manifest().await;
+        self.take_operator();
         let observed = match self.platform.observe().await {
             Ok(o) => o,
             Err(e) => return self.failed(e),
@@ -166,6 +169,20 @@ impl<P: Platform> Reconciler<P> {
                     error!(error = %save, "cannot save the state");
                 }
                 self.failed(e)
+            }
+        }
+    }
+
+    /// An operator's promote or abort, for a paused rollout.
+    fn take_operator(&mut self) {
+        let asked = self.shared.operator.lock().map(|mut o| o.take()).unwrap_or(None);
+        if let Some(op) = asked {
+            match self.record.rollout.as_mut().filter(|r| r.stage == Stage::Paused) {
+                Some(r) => {
+                    info!(operator = ?op, "operator's word on the paused rollout");
+                    r.operator = Some(op);
+                }
+                None => warn!(operator = ?op, "no rollout is paused; ignored"),
             }
         }
     }
@@ -275,8 +292,9 @@ impl<P: Platform> Reconciler<P> {
                         if let Some(r) = self.record.rollout.as_mut() {
                             r.diff = diff;
                         }
-                        info!(%color, "the model gates passed; switching");
-                        self.record.enter(Stage::Switch, Timestamp::now());
+                        let next = if desired.auto_promote { Stage::Switch } else { Stage::Paused };
+                        info!(%color, next = next.name(), "the model gates passed");
+                        self.record.enter(next, Timestamp::now());
                     }
                     Err(reason) => self.roll_back(1, reason),
                 }
@@ -355,6 +373,14 @@ impl<P: Platform> Reconciler<P> {
                 if let Err(reason) = analysis::judge(&desired.analysis, &figures) {
                     self.roll_back(3, reason);
                 }
+            }
+            Step::Preview { to } => {
+                info!(to = ?to, "preview port");
+                self.platform.preview(to).await?;
+            }
+            Step::Promote => {
+                info!("promoted by the operator; switching");
+                self.record.enter(Stage::Switch, Timestamp::now());
             }
             Step::Fail { level, reason } => self.roll_back(level, reason),
             Step::Finish => {

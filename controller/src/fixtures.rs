@@ -17,6 +17,7 @@ pub fn desired(tag: &str) -> Desired {
         scale_down_delay: Duration::from_secs(3),
         gates: Default::default(),
         analysis: crate::manifest::Analysis { window: Duration::ZERO, ..Default::default() },
+        auto_promote: true,
     }
 }
 
@@ -35,5 +36,5 @@ pub fn container(color: Color, replica: u32, tag: &str, health: Health) -> Conta
 }
 
 pub fn observed(live: Option<Color>, containers: Vec<Container>) -> Observed {
-    Observed { containers, live: Ok(live), backup: None }
+    Observed { containers, live: Ok(live), backup: None, preview: None }
 }

@@ -85,6 +85,20 @@ enum Command {
         #[command(flatten)]
         token: TokenArgs,
     },
+    /// Switch traffic to the paused rollout's color (autoPromote: false).
+    Promote {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(flatten)]
+        token: TokenArgs,
+    },
+    /// Give the paused rollout up: its color is removed, traffic stays.
+    Abort {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(flatten)]
+        token: TokenArgs,
+    },
     /// Go back to the newest tag that succeeded before the desired one.
     Rollback {
         #[command(flatten)]
@@ -174,6 +188,18 @@ async fn dispatch(command: Command) -> Result<()> {
             );
             Ok(())
         }
+        Command::Promote { api, token } => {
+            let token = cli::read_token(&token.token_file)?;
+            let accepted = cli::Client::new(&api.url).decide(&token, true).await?;
+            println!("promoting {}: follow it with `controller status`", accepted.tag);
+            Ok(())
+        }
+        Command::Abort { api, token } => {
+            let token = cli::read_token(&token.token_file)?;
+            let accepted = cli::Client::new(&api.url).decide(&token, false).await?;
+            println!("aborting the rollout of {}", accepted.tag);
+            Ok(())
+        }
         Command::Rollback { api, token } => {
             let token = cli::read_token(&token.token_file)?;
             let accepted = cli::Client::new(&api.url).rollback(&token).await?;
@@ -232,6 +258,7 @@ async fn run(args: RunArgs) -> Result<()> {
         manifest_lock: Mutex::new(()),
         triggers: triggers.clone(),
         token,
+        operator: std::sync::Mutex::new(None),
     });
     let reconciler =
         Reconciler::new(platform, shared.clone(), Store::new(&args.state_dir), args.resync)?;

@@ -43,6 +43,14 @@ pub struct Desired {
     /// What the new color must keep showing after traffic moved to it.
     #[serde(default)]
     pub analysis: Analysis,
+    /// Switch as soon as the gates pass; when false, pause with the new
+    /// color on the preview port until `controller promote`.
+    #[serde(default = "yes")]
+    pub auto_promote: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The model gates before a switch.
@@ -208,6 +216,7 @@ struct RawSpec {
     scale_down_delay: Option<String>,
     gates: Option<RawGates>,
     analysis: Option<RawAnalysis>,
+    auto_promote: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -417,6 +426,7 @@ pub fn parse(text: &str) -> Result<Desired, ManifestError> {
         scale_down_delay,
         gates,
         analysis,
+        auto_promote: spec.auto_promote.unwrap_or(true),
     })
 }
 

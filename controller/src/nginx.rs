@@ -11,6 +11,7 @@ use crate::docker::Engine;
 use crate::error::{Error, Result};
 
 const FILE: &str = "upstream.conf";
+const PREVIEW: &str = "preview.conf";
 
 #[derive(Clone)]
 pub struct Nginx {
@@ -27,9 +28,9 @@ impl Nginx {
         self.dir.join(FILE)
     }
 
-    /// What upstream.conf says; a missing file sends traffic nowhere.
-    pub async fn upstream(&self) -> std::result::Result<Upstream, String> {
-        let path = self.file();
+    /// What a file of ours says; a missing file sends traffic nowhere.
+    async fn read(&self, name: &str) -> std::result::Result<Upstream, String> {
+        let path = self.dir.join(name);
         match tokio::fs::read_to_string(&path).await {
             Ok(text) => Upstream::parse(&text).map_err(|e| e.to_string()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -39,53 +40,71 @@ impl Nginx {
         }
     }
 
+    /// What upstream.conf says.
+    pub async fn upstream(&self) -> std::result::Result<Upstream, String> {
+        self.read(FILE).await
+    }
+
+    /// The color preview.conf shows, if any (an unreadable file: none).
+    pub async fn preview(&self) -> Option<Color> {
+        self.read(PREVIEW).await.ok().and_then(|u| u.live)
+    }
+
     /// Points nginx at `to` (no color when `None`), with `backup`'s
-    /// replicas as backup servers. Always reloads, even
-    /// when the file already says so: a controller that died between the
-    /// write and the reload left nginx on the old file. On a refused
-    /// configuration or a failed reload the previous file is put back.
+    /// replicas as backup servers. Always reloads, even when the file
+    /// already says so: a controller that died between the write and the
+    /// reload left nginx on the old file.
     pub async fn switch(
         &self,
         to: Option<Color>,
         replicas: u32,
         backup: Option<(Color, u32)>,
     ) -> Result<()> {
-        let nginx = self.engine.nginx().await?;
-        let path = self.file();
-        let previous = match tokio::fs::read_to_string(&path).await {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Upstream::render_none().to_owned()
-            }
-            Err(source) => return Err(upstream_error(&path, source)),
-        };
         let next = match to {
             Some(color) => Upstream::render(color, replicas, backup),
             None => Upstream::render_none().to_owned(),
         };
-        self.write(&next).await?;
+        self.replace(FILE, &next, Upstream::render_none()).await
+    }
+
+    /// Shows `to` on the preview port (nothing when `None`).
+    pub async fn show_preview(&self, to: Option<(Color, u32)>) -> Result<()> {
+        let none = Upstream::render_preview(None);
+        self.replace(PREVIEW, &Upstream::render_preview(to), &none).await
+    }
+
+    /// Replaces a file of ours, tests and reloads; on a refused
+    /// configuration or a failed reload the previous file is put back.
+    async fn replace(&self, name: &str, next: &str, missing: &str) -> Result<()> {
+        let nginx = self.engine.nginx().await?;
+        let path = self.dir.join(name);
+        let previous = match tokio::fs::read_to_string(&path).await {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => missing.to_owned(),
+            Err(source) => return Err(upstream_error(&path, source)),
+        };
+        self.write(&path, next).await?;
         crate::crash::point("after_upstream_write");
         let (code, out) = self.engine.exec(&nginx, &NGINX_TEST).await?;
         if code != 0 {
-            self.write(&previous).await?;
+            self.write(&path, &previous).await?;
             return Err(Error::NginxTest(out));
         }
         let (code, out) = self.engine.exec(&nginx, &NGINX_RELOAD).await?;
         if code != 0 {
-            self.write(&previous).await?;
+            self.write(&path, &previous).await?;
             return Err(Error::NginxReload(out));
         }
         Ok(())
     }
 
-    async fn write(&self, text: &str) -> Result<()> {
-        let path = self.file();
+    async fn write(&self, path: &Path, text: &str) -> Result<()> {
         let text = text.to_owned();
-        let target = path.clone();
+        let target = path.to_owned();
         tokio::task::spawn_blocking(move || atomic_file::write(&target, text.as_bytes()))
             .await
-            .map_err(|e| upstream_error(&path, std::io::Error::other(e)))?
-            .map_err(|e| upstream_error(&path, e))
+            .map_err(|e| upstream_error(path, std::io::Error::other(e)))?
+            .map_err(|e| upstream_error(path, e))
     }
 }
 

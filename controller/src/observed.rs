@@ -52,6 +52,8 @@ pub struct Observed {
     pub live: Result<Option<Color>, String>,
     /// The color upstream.conf lists as backup, if any.
     pub backup: Option<Color>,
+    /// The color preview.conf shows on the preview port, if any.
+    pub preview: Option<Color>,
 }
 
 impl Observed {

@@ -48,6 +48,8 @@ pub trait Platform: Send + Sync {
         color: Color,
         trips: &[Trip],
     ) -> impl Future<Output = Result<(Vec<f64>, String)>> + Send;
+    /// Shows `to`'s replicas on the preview port (`None`: nothing).
+    fn preview(&self, to: Option<(Color, u32)>) -> impl Future<Output = Result<()>> + Send;
     /// The Prometheus text of each running replica of `color`.
     fn metrics(&self, color: Color) -> impl Future<Output = Result<Vec<String>>> + Send;
     /// Checks, through the traffic path, that `color` and `tag` serve.
@@ -101,7 +103,8 @@ impl Platform for DockerNginx {
         let containers = self.engine.app_containers().await?;
         let upstream = self.nginx.upstream().await;
         let backup = upstream.as_ref().ok().and_then(|u| u.backup);
-        Ok(Observed { containers, live: upstream.map(|u| u.live), backup })
+        let preview = self.nginx.preview().await;
+        Ok(Observed { containers, live: upstream.map(|u| u.live), backup, preview })
     }
 
     async fn start_color(&self, color: Color, image: &str, tag: &str, replicas: u32) -> Result<()> {
@@ -161,6 +164,10 @@ impl Platform for DockerNginx {
         probe::predict_direct(&self.http, &format!("http://{address}:{port}"), trips)
             .await
             .map_err(|message| Error::Model { color, message })
+    }
+
+    async fn preview(&self, to: Option<(Color, u32)>) -> Result<()> {
+        self.nginx.show_preview(to).await
     }
 
     async fn metrics(&self, color: Color) -> Result<Vec<String>> {

@@ -23,7 +23,7 @@ use bluegreen::Color;
 use crate::clock::Timestamp;
 use crate::manifest::Desired;
 use crate::observed::{Health, Observed};
-use crate::record::{Record, Rollout, Stage};
+use crate::record::{Operator, Record, Rollout, Stage};
 
 /// What to do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +45,10 @@ pub enum Step {
     Switch { to: Option<Color>, replicas: u32, backup: Option<(Color, u32)> },
     /// Ask through nginx which color and tag answer.
     Probe { color: Color, tag: String },
+    /// Show `to` on the preview port (`None`: nothing).
+    Preview { to: Option<(Color, u32)> },
+    /// An operator promoted the paused rollout: switch.
+    Promote,
     /// Read the new color's metrics for the analysis after the switch.
     Analyze { color: Color },
     /// Give the rollout up.
@@ -75,6 +79,9 @@ pub fn decide(
     let Some(desired) = desired else { return Step::Wait { until: None } };
     // An unreadable upstream.conf: nothing can be decided about traffic.
     let Ok(live) = observed.live.clone() else { return Step::Wait { until: None } };
+    if observed.preview.is_some() {
+        return Step::Preview { to: None };
+    }
     if let Some(live) = live {
         let of = observed.of(live);
         let steady =
@@ -113,7 +120,7 @@ fn decide_rollout(r: &Rollout, desired: Option<&Desired>, o: &Observed, now: Tim
     let fail = |reason: String| Step::Fail { level: 1, reason };
     let new = o.of(r.color);
     match &r.stage {
-        Stage::Prepare | Stage::Start | Stage::Health { .. } | Stage::Gates
+        Stage::Prepare | Stage::Start | Stage::Health { .. } | Stage::Gates | Stage::Paused
             if superseded.is_some() =>
         {
             fail(superseded.unwrap_or_default())
@@ -160,6 +167,16 @@ fn decide_rollout(r: &Rollout, desired: Option<&Desired>, o: &Observed, now: Tim
         }
         // The previous color stays as backup until the new one is proven:
         // a new color that refuses connections costs no request.
+        Stage::Paused => match r.operator {
+            Some(Operator::Promote) => Step::Promote,
+            Some(Operator::Abort) => fail("aborted by the operator".to_owned()),
+            None if o.preview != Some(r.color) => {
+                Step::Preview { to: Some((r.color, r.desired.replicas)) }
+            }
+            None => Step::Wait { until: None },
+        },
+        // The preview names containers that may go: it is cleared first.
+        _ if o.preview.is_some() => Step::Preview { to: None },
         Stage::Gates => Step::Gates {
             color: r.color,
             live: r.from.filter(|c| *c != r.color && !o.of(*c).is_empty()),

@@ -13,6 +13,14 @@ use crate::analysis::{Figures, Sample};
 use crate::clock::Timestamp;
 use crate::gates::Diff;
 
+/// An operator's word on a paused rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operator {
+    Promote,
+    Abort,
+}
+
 /// The analysis window after a switch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Watch {
@@ -74,6 +82,9 @@ pub struct Rollout {
     /// The analysis after the switch, while it runs.
     #[serde(default)]
     pub watch: Option<Watch>,
+    /// What an operator asked of a paused rollout.
+    #[serde(default)]
+    pub operator: Option<Operator>,
     /// Times the controller restarted while this rollout was in flight.
     #[serde(default)]
     pub restarts: u32,
@@ -91,6 +102,8 @@ pub enum Stage {
     Health { deadline: Timestamp },
     /// The model gates: golden trips, quality, the prediction diff.
     Gates,
+    /// Proven, on the preview port, waiting for `controller promote`.
+    Paused,
     /// Pointing nginx at the new color.
     Switch,
     /// Probing the new color through nginx.
@@ -108,6 +121,7 @@ impl Stage {
             Stage::Start => "start",
             Stage::Health { .. } => "health",
             Stage::Gates => "gates",
+            Stage::Paused => "paused",
             Stage::Switch => "switch",
             Stage::Verify => "verify",
             Stage::ScaleDown { .. } => "scale_down",
@@ -211,6 +225,7 @@ impl Record {
             restored_at: None,
             diff: None,
             watch: None,
+            operator: None,
             restarts: 0,
         });
     }

@@ -117,7 +117,17 @@ pub fn build(
         (Some(d), Some(f)) if f.fingerprint == d.fingerprint() => Some(f),
         _ => None,
     };
-    let (phase, reason) = if let Some(r) = &record.rollout {
+    let (phase, reason) = if let Some(r) =
+        record.rollout.as_ref().filter(|r| r.stage == crate::record::Stage::Paused)
+    {
+        (
+            "Paused",
+            Some(format!(
+                "{} passed its gates in {}: `controller promote` or `controller abort`",
+                r.tag, r.color
+            )),
+        )
+    } else if let Some(r) = &record.rollout {
         ("Progressing", Some(format!("rolling out {} to {}", r.tag, r.color)))
     } else if let Some(f) = failed {
         (

@@ -59,6 +59,7 @@ async fn api(tags: &[&str], failed: usize) -> Api {
         manifest_lock: Mutex::new(()),
         triggers: tx,
         token: "secret".into(),
+        operator: std::sync::Mutex::new(None),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

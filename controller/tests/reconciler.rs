@@ -13,7 +13,7 @@ use controller::manifest::Probe;
 use controller::metrics::Metrics;
 use controller::observed::{Container, Health, Observed};
 use controller::platform::Platform;
-use controller::record::{Finished, Outcome, Record};
+use controller::record::{Finished, Operator, Outcome, Record};
 use controller::status::{self, ManifestState};
 use controller::store::Store;
 use model::{ModelArtifact, Trip};
@@ -34,6 +34,8 @@ struct World {
     nginx_test_fails: bool,
     /// Every call, for the assertions.
     calls: Vec<String>,
+    /// The color on the preview port.
+    preview: Option<Color>,
     /// Reads of /metrics so far.
     metric_reads: u32,
     /// How many times each starting container has been observed.
@@ -64,7 +66,12 @@ impl Platform for Fake {
                 }
             }
         }
-        Ok(Observed { containers: w.containers.clone(), live: Ok(w.live), backup: None })
+        Ok(Observed {
+            containers: w.containers.clone(),
+            live: Ok(w.live),
+            backup: None,
+            preview: w.preview,
+        })
     }
 
     async fn start_color(
@@ -143,6 +150,13 @@ impl Platform for Fake {
         Ok((trips.iter().map(|t| a.predict(t) + skew).collect(), a.model_version.clone()))
     }
 
+    async fn preview(&self, to: Option<(Color, u32)>) -> Result<()> {
+        let mut w = self.world();
+        w.calls.push(format!("preview {:?}", to.map(|t| t.0)));
+        w.preview = to.map(|t| t.0);
+        Ok(())
+    }
+
     async fn metrics(&self, color: Color) -> Result<Vec<String>> {
         let mut w = self.world();
         let tag = w
@@ -206,9 +220,19 @@ fn models() -> std::collections::HashMap<String, (ModelArtifact, f64)> {
 
 /// Runs the loop on a fake world until a rollout of `tag` has finished.
 async fn roll_out(world: World, tag: &str) -> (Finished, Fake) {
+    roll_out_with(world, tag, None).await
+}
+
+/// The same with `autoPromote: false` and an operator's word once the
+/// rollout is paused.
+async fn roll_out_with(world: World, tag: &str, operator: Option<Operator>) -> (Finished, Fake) {
     let dir = tempfile::tempdir().unwrap();
     let manifest = dir.path().join("rollout.yaml");
-    std::fs::write(&manifest, MANIFEST.replace("TAG", tag)).unwrap();
+    let mut text = MANIFEST.replace("TAG", tag);
+    if operator.is_some() {
+        text.push_str("  autoPromote: false\n");
+    }
+    std::fs::write(&manifest, text).unwrap();
     let source = manifest.display().to_string();
     let initial = status::build(
         &ManifestState { desired: None, error: None, source: &source },
@@ -226,13 +250,30 @@ async fn roll_out(world: World, tag: &str) -> (Finished, Fake) {
         manifest_lock: tokio::sync::Mutex::new(()),
         triggers,
         token: "t".into(),
+        operator: std::sync::Mutex::new(None),
     });
     let fake = Fake(Arc::new(Mutex::new(world)));
-    let reconciler =
-        Reconciler::new(fake.clone(), shared, Store::new(dir.path()), Duration::from_millis(20))
-            .unwrap();
+    let reconciler = Reconciler::new(
+        fake.clone(),
+        shared.clone(),
+        Store::new(dir.path()),
+        Duration::from_millis(20),
+    )
+    .unwrap();
     let (stop, stopped) = watch::channel(false);
     let running = tokio::spawn(reconciler.run(trigger_rx, stopped));
+    if let Some(op) = operator {
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while status_rx.borrow().phase != "Paused" || fake.world().preview.is_none() {
+                status_rx.changed().await.unwrap();
+            }
+        })
+        .await
+        .expect("the rollout did not pause");
+        assert_eq!(fake.world().live, Some(Color::Blue), "traffic moved before the promotion");
+        *shared.operator.lock().unwrap() = Some(op);
+        shared.triggers.try_send(controller::controller::Trigger::Command("test")).unwrap();
+    }
     let done = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             let finished = status_rx.borrow().history.iter().find(|f| f.tag == tag).cloned();
@@ -364,5 +405,26 @@ async fn errors_after_the_switch_roll_back_at_level_3() {
     assert_eq!(figures.error_rate, 0.5);
     let w = fake.world();
     assert_eq!(w.live, Some(Color::Blue));
+    assert!(w.containers.iter().all(|c| c.color == Color::Blue));
+}
+
+#[tokio::test]
+async fn a_paused_rollout_shows_a_preview_and_switches_when_promoted() {
+    let (done, fake) = roll_out_with(blue_live_on("v1"), "v2", Some(Operator::Promote)).await;
+    assert_eq!((done.result, done.color), (Outcome::Succeeded, Color::Green));
+    let w = fake.world();
+    assert_eq!((w.live, w.preview), (Some(Color::Green), None));
+    assert!(w.calls.iter().any(|c| c == "preview Some(Green)"), "{:?}", w.calls);
+    let steps: Vec<&str> = done.steps.iter().map(|s| s.step.as_str()).collect();
+    assert!(steps.contains(&"paused"), "{steps:?}");
+}
+
+#[tokio::test]
+async fn an_aborted_rollout_removes_the_new_color() {
+    let (done, fake) = roll_out_with(blue_live_on("v1"), "v2", Some(Operator::Abort)).await;
+    assert_eq!((done.result, done.level), (Outcome::RolledBack, Some(1)));
+    assert_eq!(done.reason.as_deref(), Some("aborted by the operator"));
+    let w = fake.world();
+    assert_eq!((w.live, w.preview), (Some(Color::Blue), None));
     assert!(w.containers.iter().all(|c| c.color == Color::Blue));
 }

@@ -129,6 +129,14 @@ impl Fixture {
         r.parse()
     }
 
+    /// `GET /` on the preview port, on a fresh connection.
+    pub fn preview(&self) -> Result<Answer> {
+        let at = format!("127.0.0.1:{}", stack::PREVIEW_PORT);
+        let r = Request::get("/").timeout(Duration::from_secs(5)).send(&at)?;
+        ensure!(r.status == 200, "GET / on the preview port answered {}: {}", r.status, r.text());
+        r.parse()
+    }
+
     pub fn apps(&self) -> Result<Vec<App>> {
         let format = format!(
             "{{{{.Names}}}} {{{{.Label \"{}\"}}}} {{{{.Label \"{}\"}}}} {{{{.State}}}}",

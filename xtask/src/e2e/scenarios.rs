@@ -40,6 +40,8 @@ pub const ALL: &[Scenario] = &[
     ("gate: a worse model", worse_model),
     ("gate: a good model's diff is recorded", good_model_diff),
     ("analysis: 5xx under live traffic rolls back at level 3", level_3_under_traffic),
+    ("pause, preview on 8081, promote", pause_promote_scenario),
+    ("pause, abort", pause_abort),
 ];
 
 fn rolled_back(f: &Finished, level: u8, reason_has: &str) -> Result<()> {
@@ -396,4 +398,70 @@ fn level_3_under_traffic(fx: &Fixture) -> Result<String> {
         figures.requests,
         figures.error_rate * 100.0
     ))
+}
+
+/// A rollout with `autoPromote: false` of GOOD_B over GOOD_A, paused: the
+/// preview port serves the new color while port 80 serves the old.
+fn paused(fx: &Fixture) -> Result<()> {
+    fx.fresh(GOOD_A)?;
+    fs::write(stack::live_manifest(), format!("{}  autoPromote: false\n", manifest(GOOD_B, 1)?))?;
+    poll::until(Duration::from_secs(60), Duration::from_millis(100), || {
+        let s = fx.status()?;
+        Ok(if s.phase == "Paused" {
+            Poll::Ready(())
+        } else {
+            Poll::Pending(format!("phase {}", s.phase))
+        })
+    })?;
+    let preview = poll::until(Duration::from_secs(15), Duration::from_millis(100), || {
+        Ok(match fx.preview() {
+            Ok(a) if a.color.as_deref() == Some("green") => Poll::Ready(a),
+            Ok(a) => Poll::Pending(format!("preview answers {a:?}")),
+            Err(e) => Poll::Pending(format!("preview: {e:#}")),
+        })
+    })?;
+    ensure!(preview.version.as_deref() == Some(GOOD_B), "the preview serves {preview:?}");
+    let front = fx.front()?;
+    ensure!(
+        front.color.as_deref() == Some("blue"),
+        "port 80 moved before the promotion: {front:?}"
+    );
+    Ok(())
+}
+
+/// After a paused rollout ends, the preview port serves nothing.
+fn expect_no_preview(fx: &Fixture) -> Result<()> {
+    poll::until(Duration::from_secs(15), Duration::from_millis(100), || {
+        Ok(match fx.preview() {
+            Err(_) => Poll::Ready(()),
+            Ok(a) => Poll::Pending(format!("the preview still answers {a:?}")),
+        })
+    })
+}
+
+fn pause_promote(fx: &Fixture) -> Result<()> {
+    paused(fx)?;
+    let before = fx.status()?.history.len() as u64;
+    let said = fx.cli(&["promote"])?;
+    ensure!(said.contains(GOOD_B), "`controller promote` said {said:?}");
+    let done = stack::rollout::follow(GOOD_B, before, Duration::from_secs(90))?;
+    ensure!(done.result == Outcome::Succeeded, "{done:?}");
+    fx.expect_live("green", GOOD_B, 1)?;
+    expect_no_preview(fx)
+}
+
+fn pause_promote_scenario(fx: &Fixture) -> Result<String> {
+    pause_promote(fx)
+        .map(|()| "paused with green on 8081 and blue on 80; promoted: green live".into())
+}
+
+fn pause_abort(fx: &Fixture) -> Result<String> {
+    paused(fx)?;
+    let before = fx.status()?.history.len() as u64;
+    fx.cli(&["abort"])?;
+    let done = stack::rollout::follow(GOOD_B, before, Duration::from_secs(90))?;
+    rolled_back(&done, 1, "aborted by the operator")?;
+    fx.expect_live("blue", GOOD_A, 1)?;
+    expect_no_preview(fx)?;
+    Ok("paused, aborted: green removed, blue kept, preview empty".into())
 }

@@ -189,9 +189,14 @@ fn import(rootfs: &Path, reference: &str) -> Result<()> {
 /// `nginx -t`. Returns the image reference.
 pub fn build(base: &str, tag: &str, build_args: &[(&str, String)]) -> Result<String> {
     let context = images::fresh_context("nginx")?;
-    for file in
-        ["nginx.conf", "edge.conf", "upstream.conf", "upstream_blue.tmpl", "upstream_green.tmpl"]
-    {
+    for file in [
+        "nginx.conf",
+        "edge.conf",
+        "upstream.conf",
+        "preview.conf",
+        "upstream_blue.tmpl",
+        "upstream_green.tmpl",
+    ] {
         fs::copy(paths::root().join("nginx").join(file), context.join(file))
             .with_context(|| format!("cannot copy nginx/{file}"))?;
     }

@@ -61,6 +61,9 @@ pub fn front_port() -> u16 {
     std::env::var("TAXI_FRONT_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(80)
 }
 
+/// The preview port of a paused rollout.
+pub const PREVIEW_PORT: u16 = 8081;
+
 /// nginx's front as a loopback address.
 pub fn front() -> String {
     format!("127.0.0.1:{}", front_port())
@@ -192,6 +195,7 @@ fn check_ports() -> Result<()> {
     let ports = [
         (front_port(), "nginx"),
         (CONTROLLER_PORT, "controller"),
+        (PREVIEW_PORT, "preview"),
         (published_port(bluegreen::Color::Blue), "app_blue"),
         (published_port(bluegreen::Color::Green), "app_green"),
     ];
@@ -219,6 +223,7 @@ pub fn prepare_dir() -> Result<()> {
     }
     let copies = [
         (paths::root().join("nginx/upstream.conf"), dir().join("upstream/upstream.conf")),
+        (paths::root().join("nginx/preview.conf"), dir().join("upstream/preview.conf")),
         (paths::root().join("manifests/rollout.yaml"), live_manifest()),
     ];
     for (from, to) in copies {
