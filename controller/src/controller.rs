@@ -490,18 +490,15 @@ impl<P: Platform> Reconciler<P> {
                     .map_err(|e| format!("latency budget: {e}"))?;
                 took.push(sent.elapsed());
             }
-            took.sort();
-            let p99 = took[(took.len() - 1) * 99 / 100];
-            if p99 <= budget {
-                info!(%color, p99_ms = p99.as_secs_f64() * 1e3, "within the latency budget");
-                return Ok(());
-            }
-            if Timestamp::now() >= deadline {
-                return Err(format!(
-                    "latency budget: p99 of a {WARM_UP}-request warm-up is {:.1} ms, over {} ms until the health timeout",
-                    p99.as_secs_f64() * 1e3,
-                    budget.as_millis()
-                ));
+            match gates::check_latency(&mut took, budget) {
+                Ok(p99) => {
+                    info!(%color, p99_ms = p99.as_secs_f64() * 1e3, "within the latency budget");
+                    return Ok(());
+                }
+                Err(reason) if Timestamp::now() >= deadline => {
+                    return Err(format!("{reason} until the health timeout"));
+                }
+                Err(_) => {}
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }

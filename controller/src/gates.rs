@@ -83,6 +83,29 @@ pub fn check_quality(gates: &Gates, new: &Scores, live: Option<&Scores>) -> Resu
     Ok(())
 }
 
+/// The latency budget: the p99 of a warm-up burst's request times must be
+/// within `budget`. Returns the p99 either way.
+pub fn check_latency(
+    times: &mut [std::time::Duration],
+    budget: std::time::Duration,
+) -> Result<std::time::Duration, String> {
+    if times.is_empty() {
+        return Err("latency budget: the warm-up sent nothing".into());
+    }
+    times.sort();
+    let p99 = times[(times.len() - 1) * 99 / 100];
+    if p99 <= budget {
+        Ok(p99)
+    } else {
+        Err(format!(
+            "latency budget: p99 of a {}-request warm-up is {:.1} ms, over {} ms",
+            times.len(),
+            p99.as_secs_f64() * 1e3,
+            budget.as_millis()
+        ))
+    }
+}
+
 /// The change from `live` fares to `new` fares for the same trips.
 pub fn diff(live: &[f64], new: &[f64]) -> Diff {
     let changes: Vec<f64> = live.iter().zip(new).map(|(a, b)| (b - a).abs()).collect();
@@ -154,6 +177,18 @@ mod tests {
             ),
             Ok(())
         );
+    }
+
+    #[test]
+    fn the_latency_budget_takes_the_p99_of_the_burst() {
+        use std::time::Duration;
+        let ms = |v: u64| Duration::from_millis(v);
+        let mut fast: Vec<Duration> = (0..40).map(|i| ms(1 + i % 3)).collect();
+        assert_eq!(check_latency(&mut fast, ms(5)), Ok(ms(3)));
+        let mut slow: Vec<Duration> = (0..40).map(|i| if i < 2 { ms(80) } else { ms(2) }).collect();
+        let e = check_latency(&mut slow, ms(50)).unwrap_err();
+        assert!(e.contains("80.0 ms, over 50 ms"), "{e}");
+        assert!(check_latency(&mut [], ms(5)).is_err());
     }
 
     #[test]

@@ -419,6 +419,33 @@ mod tests {
     }
 
     #[test]
+    fn a_paused_rollout_previews_then_waits_for_the_operator() {
+        let d = desired("v2");
+        let both = observed(
+            Some(Blue),
+            vec![container(Blue, 1, "v1", Healthy), container(Green, 1, "v2", Healthy)],
+        );
+        let mut r = rolling("v2", Stage::Paused);
+        check(&d, &both, &r, T0, Step::Preview { to: Some((Green, 1)) });
+        let mut previewing = both.clone();
+        previewing.preview = Some(Green);
+        check(&d, &previewing, &r, T0, Step::Wait { until: None });
+        r.rollout.as_mut().unwrap().operator = Some(Operator::Promote);
+        check(&d, &previewing, &r, T0, Step::Promote);
+        r.rollout.as_mut().unwrap().operator = Some(Operator::Abort);
+        check(
+            &d,
+            &previewing,
+            &r,
+            T0,
+            Step::Fail { level: 1, reason: "aborted by the operator".into() },
+        );
+        // Once past the pause, the preview is cleared before anything else.
+        check(&d, &previewing, &rolling("v2", Stage::Switch), T0, Step::Preview { to: None });
+        check(&d, &previewing, &Record::default(), T0, Step::Preview { to: None });
+    }
+
+    #[test]
     fn switch_probe_and_scale_down() {
         let d = desired("v2");
         let both = observed(

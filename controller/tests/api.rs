@@ -144,3 +144,13 @@ async fn rollback_with_no_earlier_success_is_a_conflict() {
     assert_eq!(code, 409, "{text}");
     assert_eq!(api.tag(), "v2");
 }
+
+#[tokio::test]
+async fn promote_and_abort_need_a_paused_rollout() {
+    let api = api(&["v1"], 0).await;
+    assert_eq!(api.post("/api/v1/promote", None, None).await.0, 401);
+    let (code, text) = api.post("/api/v1/promote", Some("secret"), None).await;
+    assert_eq!(code, 409, "{text}");
+    assert!(text.contains("no rollout is paused"), "{text}");
+    assert_eq!(api.post("/api/v1/abort", Some("secret"), None).await.0, 409);
+}
