@@ -10,18 +10,13 @@ use tokio::time::{Instant, sleep};
 use crate::error::{Error, Result};
 use crate::manifest::Probe;
 
-/// A trip every model must price: the documented request of the API.
-const KNOWN_REQUEST: &str = r#"{"data":[{"pickup_latitude":40.7614,"pickup_longitude":-73.9776,"dropoff_latitude":40.6413,"dropoff_longitude":-73.7781,"passenger_count":1}]}"#;
+/// A trip every model must price: Midtown to JFK.
+const KNOWN_TRIP: [f64; 5] = [40.7614, -73.9776, 40.6413, -73.7781, 1.0];
 
 #[derive(Deserialize)]
 struct Liveness {
     color: Option<String>,
     version: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Prediction {
-    predictions: Vec<f64>,
 }
 
 /// An HTTP client that opens a connection per request: a probe must see
@@ -116,26 +111,11 @@ pub async fn predict_direct(
 }
 
 async fn predict(http: &reqwest::Client, base: &str) -> std::result::Result<(), String> {
-    let url = format!("{}/api/predict/", base.trim_end_matches('/'));
-    let response = http
-        .post(&url)
-        .header("content-type", "application/json")
-        .body(KNOWN_REQUEST)
-        .send()
-        .await
-        .map_err(|e| format!("POST {url}: {e}"))?;
-    let status = response.status();
-    if !status.is_success() {
-        let text = response.text().await.unwrap_or_default();
-        return Err(format!(
-            "POST {url} answered {status}: {}",
-            text.chars().take(200).collect::<String>()
-        ));
-    }
-    let body: Prediction =
-        response.json().await.map_err(|e| format!("POST {url}: not a prediction: {e}"))?;
-    match body.predictions.as_slice() {
+    let trip =
+        model::Trip::from_values(KNOWN_TRIP).map_err(|v| format!("the known trip: {v:?}"))?;
+    let (fares, _) = predict_direct(http, base.trim_end_matches('/'), &[trip]).await?;
+    match fares.as_slice() {
         [fare] if fare.is_finite() && *fare > 0.0 => Ok(()),
-        other => Err(format!("POST {url} predicted {other:?} for one known trip")),
+        other => Err(format!("POST {base}/api/predict/ predicted {other:?} for one known trip")),
     }
 }
