@@ -1,5 +1,7 @@
-//! The check after a switch: through nginx, on fresh connections, the new
-//! color and tag answer the probe path, and a known prediction succeeds.
+//! HTTP to the service: the check after a switch (through nginx, on fresh
+//! connections, the new color and tag answer the probe path and a known
+//! prediction succeeds) and pricing trips on one color directly (the
+//! model gates).
 
 use std::time::Duration;
 
