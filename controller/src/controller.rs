@@ -59,6 +59,27 @@ pub struct Shared {
     pub operator: std::sync::Mutex<Option<crate::record::Operator>>,
 }
 
+impl Shared {
+    /// What the loop and the API share, with empty metrics and no
+    /// operator's word yet.
+    pub fn new(
+        status: watch::Sender<Status>,
+        manifest: PathBuf,
+        triggers: mpsc::Sender<Trigger>,
+        token: String,
+    ) -> Arc<Shared> {
+        Arc::new(Shared {
+            status,
+            metrics: Metrics::default(),
+            manifest,
+            manifest_lock: Mutex::new(()),
+            triggers,
+            token,
+            operator: std::sync::Mutex::new(None),
+        })
+    }
+}
+
 pub struct Reconciler<P> {
     platform: P,
     shared: Arc<Shared>,

@@ -4,7 +4,9 @@
 //!
 //! The decision ([`reconcile::decide`]) is pure; [`platform::Platform`] is
 //! the narrow interface to the world (observe, start a color, remove a
-//! color, switch traffic, probe), implemented for Docker and nginx by
+//! color, switch traffic, probe, and for the model gates a color's
+//! artifact, direct predictions, metrics and the preview), implemented for
+//! Docker and nginx by
 //! [`docker`] and [`nginx`]. [`controller`] runs the loop between them.
 
 pub mod clock;

@@ -6,20 +6,18 @@ mod cli;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use controller::controller::{Reconciler, Shared};
 use controller::docker::Engine;
-use controller::metrics::Metrics;
 use controller::platform::DockerNginx;
 use controller::record::Record;
 use controller::status::{self, ManifestState};
 use controller::store::{self, Store};
 use controller::{api, manifest_file, watch};
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::mpsc;
 use tracing::info;
 
 #[derive(Parser)]
@@ -251,15 +249,12 @@ async fn run(args: RunArgs) -> Result<()> {
         None,
         controller::clock::Timestamp::now(),
     );
-    let shared = Arc::new(Shared {
-        status: tokio::sync::watch::channel(initial).0,
-        metrics: Metrics::default(),
-        manifest: manifest.clone(),
-        manifest_lock: Mutex::new(()),
-        triggers: triggers.clone(),
+    let shared = Shared::new(
+        tokio::sync::watch::channel(initial).0,
+        manifest.clone(),
+        triggers.clone(),
         token,
-        operator: std::sync::Mutex::new(None),
-    });
+    );
     let reconciler =
         Reconciler::new(platform, shared.clone(), Store::new(&args.state_dir), args.resync)?;
     let _watcher = watch::manifest(&manifest, triggers.clone())

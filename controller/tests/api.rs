@@ -2,15 +2,13 @@
 //! mutation does to the manifest, and the refusals.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use controller::clock::Timestamp;
 use controller::controller::{Shared, Trigger};
 use controller::manifest;
-use controller::metrics::Metrics;
 use controller::record::{Record, Stage};
 use controller::status::{self, ManifestState};
-use tokio::sync::{Mutex, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 const MANIFEST: &str = "\
 # kept
@@ -52,15 +50,8 @@ async fn api(tags: &[&str], failed: usize) -> Api {
     let source = path.display().to_string();
     let m = ManifestState { desired: Some(&desired), error: None, source: &source };
     let (tx, rx) = mpsc::channel(8);
-    let shared = Arc::new(Shared {
-        status: watch::channel(status::build(&m, None, &record, None, Timestamp(3))).0,
-        metrics: Metrics::default(),
-        manifest: path.clone(),
-        manifest_lock: Mutex::new(()),
-        triggers: tx,
-        token: "secret".into(),
-        operator: std::sync::Mutex::new(None),
-    });
+    let status = watch::channel(status::build(&m, None, &record, None, Timestamp(3))).0;
+    let shared = Shared::new(status, path.clone(), tx, "secret".into());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, controller::api::router(shared)).await });

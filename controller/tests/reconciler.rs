@@ -10,7 +10,6 @@ use controller::clock::Timestamp;
 use controller::controller::{Reconciler, Shared};
 use controller::error::{Error, Result};
 use controller::manifest::Probe;
-use controller::metrics::Metrics;
 use controller::observed::{Container, Health, Observed};
 use controller::platform::Platform;
 use controller::record::{Finished, Operator, Outcome, Record};
@@ -243,15 +242,7 @@ async fn roll_out_with(world: World, tag: &str, operator: Option<Operator>) -> (
     );
     let (triggers, trigger_rx) = mpsc::channel(8);
     let (status_tx, mut status_rx) = watch::channel(initial);
-    let shared = Arc::new(Shared {
-        status: status_tx,
-        metrics: Metrics::default(),
-        manifest,
-        manifest_lock: tokio::sync::Mutex::new(()),
-        triggers,
-        token: "t".into(),
-        operator: std::sync::Mutex::new(None),
-    });
+    let shared = Shared::new(status_tx, manifest, triggers, "t".into());
     let fake = Fake(Arc::new(Mutex::new(world)));
     let reconciler = Reconciler::new(
         fake.clone(),

@@ -255,6 +255,10 @@ mod live {
     use crate::effects::paths;
 
     #[test]
+    // A measurement, not a check: it floods a release service for seconds,
+    // which a shared CI machine should not pay for on every run. Run it with
+    // `cargo test -p xtask overload_figures -- --ignored --nocapture`;
+    // `cargo xtask bench serve` prints the same table.
     #[ignore = "floods a release build of the service for seconds"]
     fn overload_figures() {
         let dir = tempfile::tempdir().unwrap();
