@@ -12,7 +12,7 @@
 pub mod clock;
 pub mod manifest;
 pub mod observed;
-pub mod reconcile;
+
 pub mod record;
 pub mod reference;
 

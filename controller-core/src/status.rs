@@ -6,17 +6,41 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
 use crate::manifest::Desired;
-use crate::observed::{Container, Health, Observed};
-use crate::record::{Finished, Record, StepTime};
+use crate::observed::{Health, Observed, Replica, State};
+use crate::record::{Finished, Record, Stage, StepName, Summary};
+
+/// How the deployment stands, in one word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    /// The desired tag is live and nothing is in flight.
+    Healthy,
+    /// A rollout is under way (or about to begin).
+    Progressing,
+    /// A proven rollout waits for the operator.
+    Paused,
+    /// The desired tag failed and was rolled back, or nothing healthy
+    /// serves.
+    Degraded,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Phase::Healthy => "Healthy",
+            Phase::Progressing => "Progressing",
+            Phase::Paused => "Paused",
+            Phase::Degraded => "Degraded",
+        })
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Status {
     pub desired: DesiredView,
     pub active: ActiveView,
-    /// `Healthy`, `Progressing` or `Degraded`.
-    pub phase: String,
+    pub phase: Phase,
     /// The step of the rollout in flight.
-    pub step: Option<String>,
+    pub step: Option<StepName>,
     /// Why the phase is what it is, when it is not Healthy.
     pub reason: Option<String>,
     pub rollout: Option<RolloutView>,
@@ -47,44 +71,42 @@ pub struct ActiveView {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Colors {
-    pub blue: Option<Vec<ContainerView>>,
-    pub green: Option<Vec<ContainerView>>,
+    pub blue: Option<Vec<ReplicaView>>,
+    pub green: Option<Vec<ReplicaView>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ContainerView {
+pub struct ReplicaView {
     pub id: String,
     pub name: String,
     pub tag: String,
-    pub state: String,
-    pub health: String,
+    pub state: State,
+    pub health: Health,
 }
 
+/// The rollout in flight.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RolloutView {
-    pub revision: u64,
     pub tag: String,
-    pub color: Color,
-    pub from_color: Option<Color>,
-    pub step: String,
-    pub started_at: Timestamp,
-    pub steps: Vec<StepTime>,
-    pub restarts: u32,
+    #[serde(flatten)]
+    pub summary: Summary,
+    pub step: StepName,
 }
 
-fn view(c: &Container) -> ContainerView {
-    let health = match c.health {
-        Health::None => "none",
-        Health::Starting => "starting",
-        Health::Healthy => "healthy",
-        Health::Unhealthy => "unhealthy",
-    };
-    ContainerView {
+impl Status {
+    /// The tag of the paused rollout, if one is paused.
+    pub fn paused_tag(&self) -> Option<&str> {
+        self.rollout.as_ref().filter(|r| r.step == StepName::Paused).map(|r| r.tag.as_str())
+    }
+}
+
+fn view(c: &Replica) -> ReplicaView {
+    ReplicaView {
         id: c.id.chars().take(12).collect(),
         name: c.name.clone(),
         tag: c.tag.clone(),
-        state: c.state.clone(),
-        health: health.into(),
+        state: c.state,
+        health: c.health,
     }
 }
 
@@ -109,41 +131,38 @@ pub fn build(
         let of = observed?.of(c);
         (!of.is_empty()).then(|| of.into_iter().map(view).collect())
     };
-    let serving = match (observed, live) {
-        (Some(o), Some(l)) => o.of(l).iter().any(|c| c.is_running() && c.health == Health::Healthy),
-        _ => false,
-    };
+    let serving = observed.is_some_and(Observed::serving);
     let failed = match (desired, &record.failed) {
         (Some(d), Some(f)) if f.fingerprint == d.fingerprint() => Some(f),
         _ => None,
     };
-    let (phase, reason) = if let Some(r) =
-        record.rollout.as_ref().filter(|r| r.stage == crate::record::Stage::Paused)
+    let (phase, reason) = if let Some(r) = record.rollout.as_ref().filter(|r| r.stage == Stage::Paused)
     {
         (
-            "Paused",
+            Phase::Paused,
             Some(format!(
                 "{} passed its gates in {}: `controller promote` or `controller abort`",
-                r.tag, r.color
+                r.tag(),
+                r.summary.color
             )),
         )
     } else if let Some(r) = &record.rollout {
-        ("Progressing", Some(format!("rolling out {} to {}", r.tag, r.color)))
+        (Phase::Progressing, Some(format!("rolling out {} to {}", r.tag(), r.summary.color)))
     } else if let Some(f) = failed {
         (
-            "Degraded",
+            Phase::Degraded,
             Some(format!("tag {} was rolled back (level {}): {}", f.tag, f.level, f.reason)),
         )
     } else if desired.is_none() {
-        ("Degraded", Some("no valid desired state".to_owned()))
-    } else if let Some(o) = observed.filter(|o| o.live.is_err()) {
-        ("Degraded", o.live.clone().err())
+        (Phase::Degraded, Some("no valid desired state".to_owned()))
+    } else if let Some(o) = observed.filter(|o| o.traffic.live.is_err()) {
+        (Phase::Degraded, o.traffic.live.clone().err())
     } else if !serving {
-        ("Degraded", Some("no healthy container serves traffic".to_owned()))
+        (Phase::Degraded, Some("no healthy replica serves traffic".to_owned()))
     } else if desired.map(|d| &d.tag) != live_tag.as_ref() {
-        ("Progressing", Some("a rollout of the desired tag is about to begin".to_owned()))
+        (Phase::Progressing, Some("a rollout of the desired tag is about to begin".to_owned()))
     } else {
-        ("Healthy", None)
+        (Phase::Healthy, None)
     };
     let history = record.history.clone();
     Status {
@@ -155,18 +174,13 @@ pub fn build(
             source: manifest.source.to_owned(),
         },
         active: ActiveView { color: live, tag: live_tag },
-        phase: phase.to_owned(),
-        step: record.rollout.as_ref().map(|r| r.stage.name().to_owned()),
+        phase,
+        step: record.rollout.as_ref().map(|r| r.stage.name()),
         reason,
         rollout: record.rollout.as_ref().map(|r| RolloutView {
-            revision: r.revision,
-            tag: r.tag.clone(),
-            color: r.color,
-            from_color: r.from,
-            step: r.stage.name().to_owned(),
-            started_at: r.started_at,
-            steps: r.steps.clone(),
-            restarts: r.restarts,
+            tag: r.tag().to_owned(),
+            summary: r.summary.clone(),
+            step: r.stage.name(),
         }),
         colors: Colors { blue: colors_of(Color::Blue), green: colors_of(Color::Green) },
         last: history.first().cloned(),
@@ -179,10 +193,10 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::{container, desired, observed};
-    use crate::record::Stage;
+    use crate::fixtures::{desired, observed, replica};
+    use crate::record::Level;
 
-    fn phase(d: Option<&Desired>, o: &Observed, r: &Record) -> (String, Option<String>) {
+    fn phase(d: Option<&Desired>, o: &Observed, r: &Record) -> (Phase, Option<String>) {
         let m = ManifestState { desired: d, error: None, source: "m.yaml" };
         let s = build(&m, Some(o), r, None, Timestamp(0));
         (s.phase, s.reason)
@@ -192,26 +206,26 @@ mod tests {
     fn phases() {
         let d = desired("v1");
         let blue =
-            observed(Some(Color::Blue), vec![container(Color::Blue, 1, "v1", Health::Healthy)]);
-        assert_eq!(phase(Some(&d), &blue, &Record::default()).0, "Healthy");
-        assert_eq!(phase(Some(&desired("v2")), &blue, &Record::default()).0, "Progressing");
-        assert_eq!(phase(None, &blue, &Record::default()).0, "Degraded");
+            observed(Some(Color::Blue), vec![replica(Color::Blue, 1, "v1", Health::Healthy)]);
+        assert_eq!(phase(Some(&d), &blue, &Record::default()).0, Phase::Healthy);
+        assert_eq!(phase(Some(&desired("v2")), &blue, &Record::default()).0, Phase::Progressing);
+        assert_eq!(phase(None, &blue, &Record::default()).0, Phase::Degraded);
         let none = observed(None, vec![]);
-        assert_eq!(phase(Some(&d), &none, &Record::default()).0, "Degraded");
+        assert_eq!(phase(Some(&d), &none, &Record::default()).0, Phase::Degraded);
         let mut r = Record::default();
         r.begin(&desired("v2"), Color::Green, None, Timestamp(0));
-        assert_eq!(phase(Some(&desired("v2")), &blue, &r).0, "Progressing");
-        r.enter(Stage::Rollback { level: 2, reason: "probe failed".into() }, Timestamp(1));
+        assert_eq!(phase(Some(&desired("v2")), &blue, &r).0, Phase::Progressing);
+        r.enter(Stage::Rollback { level: Level::AfterProbe, reason: "probe failed".into() }, Timestamp(1));
         r.finish(Timestamp(2));
         let (p, reason) = phase(Some(&desired("v2")), &blue, &r);
-        assert_eq!(p, "Degraded");
+        assert_eq!(p, Phase::Degraded);
         assert!(reason.unwrap().contains("level 2"));
     }
 
     #[test]
     fn the_document_has_the_contract_keys() {
         let d = desired("v1");
-        let o = observed(Some(Color::Blue), vec![container(Color::Blue, 1, "v1", Health::Healthy)]);
+        let o = observed(Some(Color::Blue), vec![replica(Color::Blue, 1, "v1", Health::Healthy)]);
         let m = ManifestState { desired: Some(&d), error: Some("bad"), source: "/m/rollout.yaml" };
         let s = serde_json::to_value(build(&m, Some(&o), &Record::default(), None, Timestamp(0)))
             .unwrap();
@@ -224,5 +238,7 @@ mod tests {
         assert!(s["colors"]["green"].is_null());
         assert!(s["last"].is_null());
         assert_eq!(s["history"], serde_json::json!([]));
+        assert_eq!(s["phase"], "Healthy");
+        assert_eq!(s["colors"]["blue"][0]["state"], "running");
     }
 }

@@ -1,9 +1,10 @@
 //! The model gates before a switch, as pure checks: the golden trips (the
 //! image serves the model its artifact describes), the quality gate (no
 //! worse than the live model by more than a margin, R² above a floor), and
-//! the prediction diff users would see.
+//! the prediction diff users would see. The shell gathers the
+//! [`Evidence`] over HTTP; [`judge`] decides.
 
-use model::{ModelArtifact, Scores};
+use model::{ModelArtifact, Scores, Trip};
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::Gates;
@@ -20,6 +21,58 @@ pub struct Diff {
     pub max_abs: f64,
     /// Share of trips whose fare changes by more than a dollar.
     pub over_one_dollar: f64,
+}
+
+/// What the gates step gathered from the new color and the live one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evidence {
+    /// The artifact the new color serves.
+    pub new: ModelArtifact,
+    /// The new color's fares for the artifact's golden trips and the
+    /// model version that answered.
+    pub new_fares: Option<(Vec<f64>, String)>,
+    /// The live color's artifact, when a color is live.
+    pub live: Option<ModelArtifact>,
+    /// The live color's fares for the same trips (the diff).
+    pub live_fares: Option<Vec<f64>>,
+}
+
+/// A trip every model prices: Midtown to JFK.
+pub const KNOWN_TRIP: Trip = Trip {
+    pickup_latitude: 40.7614,
+    pickup_longitude: -73.9776,
+    dropoff_latitude: 40.6413,
+    dropoff_longitude: -73.7781,
+    passenger_count: 1,
+};
+
+impl Evidence {
+    /// The trips the new color is asked to price.
+    pub fn trips(artifact: &ModelArtifact) -> Vec<Trip> {
+        artifact.golden.iter().map(|g| g.trip).collect()
+    }
+
+    /// The trip the warm-up bursts send: the first golden trip.
+    pub fn warm_up_trip(&self) -> Trip {
+        self.new.golden.first().map_or(KNOWN_TRIP, |g| g.trip)
+    }
+}
+
+/// Every gate over the evidence, in order: the golden trips (when
+/// `gates.golden`), the quality gate; then the diff users would see, when
+/// a color is live.
+pub fn judge(gates: &Gates, e: &Evidence) -> Result<Option<Diff>, String> {
+    if gates.golden {
+        let Some((fares, version)) = &e.new_fares else {
+            return Err("golden trips: the new color's fares were not read".into());
+        };
+        check_golden(&e.new, fares, version)?;
+    }
+    check_quality(gates, &e.new.lineage.metrics, e.live.as_ref().map(|a| &a.lineage.metrics))?;
+    Ok(match (&e.live_fares, &e.new_fares) {
+        (Some(old), Some((new, _))) if !old.is_empty() => Some(diff(old, new)),
+        _ => None,
+    })
 }
 
 /// The new color answered the golden trips with `fares` from
@@ -189,6 +242,30 @@ mod tests {
         let e = check_latency(&mut slow, ms(50)).unwrap_err();
         assert!(e.contains("80.0 ms, over 50 ms"), "{e}");
         assert!(check_latency(&mut [], ms(5)).is_err());
+    }
+
+    #[test]
+    fn judge_runs_every_gate_and_measures_the_diff() {
+        let a = artifact();
+        let fare = a.golden[0].fare;
+        let mut e = Evidence {
+            new: a.clone(),
+            new_fares: Some((vec![fare], "m1".into())),
+            live: Some(a.clone()),
+            live_fares: Some(vec![fare - 2.0]),
+        };
+        let d = judge(&Gates::default(), &e).unwrap().unwrap();
+        assert_eq!((d.trips, d.max_abs), (1, 2.0));
+        assert_eq!(e.warm_up_trip(), a.golden[0].trip);
+        e.live_fares = None;
+        assert_eq!(judge(&Gates::default(), &e), Ok(None));
+        e.new_fares = None;
+        assert!(judge(&Gates::default(), &e).unwrap_err().contains("were not read"));
+        let off = Gates { golden: false, ..Gates::default() };
+        assert_eq!(judge(&off, &e), Ok(None));
+        e.new.golden.clear();
+        assert_eq!(e.warm_up_trip(), KNOWN_TRIP);
+        assert!(model::Trip::from_values(KNOWN_TRIP.values()).is_ok());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Wall-clock instants as milliseconds since the Unix epoch: what the
 //! persisted record stores, so deadlines survive a restart of the
-//! controller. The decision core is handed `now`; only the shell reads
-//! the clock.
+//! controller. The core never reads the clock: every instant it knows was
+//! handed to it.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -28,9 +28,9 @@ impl<'de> Deserialize<'de> for Timestamp {
 }
 
 impl Timestamp {
-    pub fn now() -> Timestamp {
-        let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        Timestamp(since.as_millis() as u64)
+    /// The instant `at`, as the shell reads it from the system clock.
+    pub fn from_system(at: SystemTime) -> Timestamp {
+        Timestamp(at.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64)
     }
 
     pub fn plus(self, d: Duration) -> Timestamp {

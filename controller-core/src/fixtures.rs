@@ -1,11 +1,11 @@
-//! Builders for the objects the decision tests are made of.
+//! Builders for the objects the core's tests are made of.
 
 use std::time::Duration;
 
 use bluegreen::Color;
 
-use crate::manifest::{Desired, Probe};
-use crate::observed::{Container, Health, Observed};
+use crate::manifest::{Analysis, Desired, Probe};
+use crate::observed::{Health, Observed, Replica, State, Traffic};
 
 pub fn desired(tag: &str) -> Desired {
     Desired {
@@ -16,25 +16,24 @@ pub fn desired(tag: &str) -> Desired {
         probe: Probe { path: "/".into(), predict: true, timeout: Duration::from_secs(5) },
         scale_down_delay: Duration::from_secs(3),
         gates: Default::default(),
-        analysis: crate::manifest::Analysis { window: Duration::ZERO, ..Default::default() },
+        analysis: Analysis { window: Duration::ZERO, ..Default::default() },
         auto_promote: true,
     }
 }
 
-pub fn container(color: Color, replica: u32, tag: &str, health: Health) -> Container {
-    Container {
+pub fn replica(color: Color, replica: u32, tag: &str, health: Health) -> Replica {
+    Replica {
         id: format!("{color}-{replica}-{tag}"),
         name: bluegreen::container_name(color, replica),
         color,
         replica,
         tag: tag.to_owned(),
-        state: "running".to_owned(),
+        state: State::Running,
         health,
         exit_code: None,
-        started_at: None,
     }
 }
 
-pub fn observed(live: Option<Color>, containers: Vec<Container>) -> Observed {
-    Observed { containers, live: Ok(live), backup: None, preview: None }
+pub fn observed(live: Option<Color>, replicas: Vec<Replica>) -> Observed {
+    Observed { replicas, traffic: Traffic::to(live) }
 }

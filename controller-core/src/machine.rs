@@ -1,0 +1,470 @@
+//! The rollout state machine, whole: [`decide`] picks the one next step
+//! from the desired state, the observed world and the record; the shell
+//! carries the step out and hands its [`Outcome`] to [`apply`], which
+//! folds it into the record. No IO, no clock: `now` is given.
+//!
+//! Reconciler rules, which every branch below keeps:
+//! - Assume nothing about why a reconcile started: a manifest edit, a
+//!   platform event, a resync and an operator command all lead here alike.
+//! - Assume the last reconcile died at any point: every step is safe to
+//!   repeat, and the record's stage says only what to do next, never
+//!   what the world is.
+//! - Never remember what you can observe: replicas, their tags and
+//!   health, and the router's state are read fresh each time.
+//! - Check each property of the world on its own, and change one thing per
+//!   step; the shell observes again before the next.
+//! - Never wait inside a step: a wait is a stage with a deadline, so a new
+//!   tag, an operator's word or a shutdown is seen at the next reconcile.
+//!
+//! A desired tag that changes during a rollout: before the switch the
+//! rollout is abandoned (level 1, "superseded") and the new tag rolls on
+//! from a clean idle color; after the switch the rollout runs to its end,
+//! skipping the scale-down delay, and the new tag rolls on after it. So
+//! there is never more than one rollout, nor more than two colors.
+
+use std::time::Duration;
+
+use bluegreen::Color;
+use model::Trip;
+
+use crate::analysis::{self, Sample};
+use crate::clock::Timestamp;
+use crate::gates::{self, Evidence};
+use crate::manifest::{Desired, Probe};
+use crate::observed::{Health, Observed};
+use crate::record::{Finished, Level, Operator, Origin, Record, Rollout, Stage, Watch};
+
+/// Requests in one warm-up burst of the latency budget.
+pub const WARM_UP_REQUESTS: usize = 40;
+/// Between two warm-up bursts that missed the budget.
+const WARM_UP_EVERY: Duration = Duration::from_millis(500);
+/// Between two tries of the check through the front.
+const PROBE_EVERY: Duration = Duration::from_millis(100);
+/// How often the analysis after a switch reads the new color's counters.
+const ANALYSIS_EVERY: Duration = Duration::from_secs(1);
+
+/// What to do next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Nothing, until a trigger or `until`.
+    Wait { until: Option<Timestamp> },
+    /// Record a new rollout of `desired` into `color`.
+    Begin { desired: Box<Desired>, color: Color, from: Option<Origin> },
+    /// Remove every replica of a color.
+    Remove { color: Color, why: Removal },
+    /// Pull the image and start the color's replicas (idempotent).
+    Start { color: Color, image: String, tag: String, replicas: u32 },
+    /// Every replica is healthy: record it.
+    Healthy,
+    /// Gather the gates' evidence from `color` and the live color, if any.
+    Gates { color: Color, live: Option<Color>, golden: bool },
+    /// Send one warm-up burst of `requests` predictions of `trip`.
+    WarmUp { color: Color, trip: Trip, requests: usize },
+    /// Send traffic to `to` (`None`: to no color), with `fallback` taking
+    /// what `to` refuses.
+    Route { to: Option<Color>, replicas: u32, fallback: Option<(Color, u32)> },
+    /// Ask once, through the front, whether `color` and `tag` answer.
+    Probe { color: Color, tag: String, probe: Probe },
+    /// Show `to` on the preview entry point (`None`: nothing).
+    Preview { to: Option<(Color, u32)> },
+    /// An operator promoted the paused rollout: record it.
+    Promote,
+    /// Read the new color's counters for the analysis after the switch.
+    Analyze { color: Color },
+    /// Give the rollout up.
+    Fail { level: Level, reason: String },
+    /// Put the rollout in the history.
+    Finish,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// Leftovers of an idle color.
+    Stale,
+    /// The old color, after a switch: gracefully.
+    ScaleDown,
+    /// The new color of a failed rollout.
+    Failed,
+}
+
+/// What carrying a step out gave. A failure the platform may recover
+/// from (it could not be reached) is no outcome: the shell retries the
+/// step later and the record does not change.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Carried out, or a step of the record alone.
+    Done,
+    /// The platform refused it for good: an image that cannot be had, a
+    /// router configuration refused.
+    Refused(String),
+    /// What the gates gathered, or why it could not be gathered.
+    Evidence(Result<Box<Evidence>, String>),
+    /// The request times of a warm-up burst.
+    Burst(Result<Vec<Duration>, String>),
+    /// One try through the front.
+    Probed(Result<(), String>),
+    /// The new color's counters.
+    Sampled(Result<Sample, String>),
+}
+
+/// What [`apply`] did with an outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Applied {
+    /// The record moved on (or had nothing to note).
+    Moved,
+    /// The rollout ended.
+    Finished(Box<Finished>),
+    /// Nothing changed: the step is to be tried again later.
+    Retry(String),
+}
+
+pub fn decide(
+    desired: Option<&Desired>,
+    observed: &Observed,
+    record: &Record,
+    now: Timestamp,
+) -> Step {
+    if let Some(rollout) = &record.rollout {
+        return decide_rollout(rollout, desired, observed, now);
+    }
+    let Some(desired) = desired else { return Step::Wait { until: None } };
+    let traffic = &observed.traffic;
+    // An unreadable router: nothing can be decided about traffic.
+    let Ok(live) = traffic.live.clone() else { return Step::Wait { until: None } };
+    if traffic.preview.is_some() && traffic.capabilities.preview {
+        return Step::Preview { to: None };
+    }
+    if let Some(live) = live {
+        let of = observed.of(live);
+        let steady =
+            of.len() == desired.replicas as usize && of.iter().all(|c| c.tag == desired.tag);
+        if steady {
+            if !observed.of(live.other()).is_empty() {
+                return Step::Remove { color: live.other(), why: Removal::Stale };
+            }
+            if traffic.stale {
+                return Step::Route { to: Some(live), replicas: desired.replicas, fallback: None };
+            }
+            return Step::Wait { until: None };
+        }
+    }
+    if record.failed.as_ref().is_some_and(|f| f.fingerprint == desired.fingerprint()) {
+        return Step::Wait { until: None };
+    }
+    let from = live.and_then(|color| {
+        let tag = observed.live_tag()?.to_owned();
+        Some(Origin { color, tag, replicas: observed.of(color).len() as u32 })
+    });
+    Step::Begin {
+        desired: Box::new(desired.clone()),
+        color: live.map_or(Color::Blue, Color::other),
+        from,
+    }
+}
+
+fn decide_rollout(r: &Rollout, desired: Option<&Desired>, o: &Observed, now: Timestamp) -> Step {
+    let superseded = desired
+        .filter(|d| d.tag != r.desired.tag || d.replicas != r.desired.replicas)
+        .map(|d| format!("superseded by tag {} before the switch", d.tag));
+    let fail = |reason: String| Step::Fail { level: Level::BeforeSwitch, reason };
+    let color = r.summary.color;
+    let new = o.of(color);
+    let replicas = r.desired.replicas;
+    // The previous color, while it still has replicas.
+    let old = r.old_color().filter(|c| !o.of(*c).is_empty());
+    let traffic = &o.traffic;
+    match &r.stage {
+        Stage::Prepare
+        | Stage::Start
+        | Stage::Health { .. }
+        | Stage::Gates
+        | Stage::WarmUp { .. }
+        | Stage::Paused
+            if superseded.is_some() =>
+        {
+            fail(superseded.unwrap_or_default())
+        }
+        Stage::Prepare if !new.is_empty() => Step::Remove { color, why: Removal::Stale },
+        Stage::Prepare | Stage::Start => Step::Start {
+            color,
+            image: r.desired.image(),
+            tag: r.desired.tag.clone(),
+            replicas,
+        },
+        Stage::Health { deadline } => {
+            if new.len() < replicas as usize {
+                return fail(format!(
+                    "{} of {replicas} replicas of {} exist: a replica was removed",
+                    new.len(),
+                    color.service()
+                ));
+            }
+            for c in &new {
+                if c.tag != r.desired.tag {
+                    return fail(format!("{} runs tag {}, not {}", c.name, c.tag, r.desired.tag));
+                }
+                if !c.is_running() {
+                    let code = c.exit_code.map(|x| format!(" with code {x}")).unwrap_or_default();
+                    return fail(format!("{} is {}{code} instead of healthy", c.name, c.state));
+                }
+                if c.health == Health::Unhealthy {
+                    return fail(format!("{} is unhealthy", c.name));
+                }
+            }
+            if new.iter().all(|c| c.health == Health::Healthy) {
+                return Step::Healthy;
+            }
+            if now >= *deadline {
+                return fail(format!(
+                    "{} not healthy within {}",
+                    color.service(),
+                    humantime::format_duration(r.desired.health_timeout)
+                ));
+            }
+            Step::Wait { until: Some(*deadline) }
+        }
+        Stage::Paused => match r.operator {
+            Some(Operator::Promote) => Step::Promote,
+            Some(Operator::Abort) => fail("aborted by the operator".to_owned()),
+            None if traffic.capabilities.preview && traffic.preview != Some(color) => {
+                Step::Preview { to: Some((color, replicas)) }
+            }
+            None => Step::Wait { until: None },
+        },
+        // The preview names replicas that may go: it is cleared first.
+        _ if traffic.preview.is_some() && traffic.capabilities.preview => {
+            Step::Preview { to: None }
+        }
+        Stage::Gates => Step::Gates { color, live: old, golden: r.desired.gates.golden },
+        Stage::WarmUp { next_at, .. } if now < *next_at => Step::Wait { until: Some(*next_at) },
+        Stage::WarmUp { trip, .. } => {
+            Step::WarmUp { color, trip: *trip, requests: WARM_UP_REQUESTS }
+        }
+        // The previous color stays in reserve until the new one is
+        // proven: a new color that refuses connections costs no request.
+        Stage::Switch => Step::Route {
+            to: Some(color),
+            replicas,
+            fallback: old
+                .filter(|_| traffic.capabilities.fallback)
+                .map(|c| (c, r.from_replicas.max(1))),
+        },
+        Stage::Verify { next_at, .. } if now < *next_at => Step::Wait { until: Some(*next_at) },
+        Stage::Verify { .. } => {
+            Step::Probe { color, tag: r.desired.tag.clone(), probe: r.desired.probe.clone() }
+        }
+        Stage::ScaleDown { .. }
+            if r.watch.as_ref().is_some_and(|w| now < w.until) && superseded.is_none() =>
+        {
+            match &r.watch {
+                Some(w) if now < w.next_at => Step::Wait { until: Some(w.next_at) },
+                _ => Step::Analyze { color },
+            }
+        }
+        Stage::ScaleDown { not_before } => match old {
+            Some(old) => {
+                if now < *not_before && superseded.is_none() {
+                    Step::Wait { until: Some(*not_before) }
+                } else if traffic.fallback.is_some() {
+                    // The router stops naming the old color before it goes.
+                    Step::Route { to: Some(color), replicas, fallback: None }
+                } else {
+                    Step::Remove { color: old, why: Removal::ScaleDown }
+                }
+            }
+            None if traffic.fallback.is_some() && o.live_color() == Some(color) => {
+                Step::Route { to: Some(color), replicas, fallback: None }
+            }
+            None => Step::Finish,
+        },
+        Stage::Rollback { .. } => {
+            if o.live_color() == Some(color) {
+                // Back to the previous color while it still exists.
+                Step::Route { to: old, replicas: r.from_replicas.max(1), fallback: None }
+            } else if !new.is_empty() {
+                Step::Remove { color, why: Removal::Failed }
+            } else {
+                Step::Finish
+            }
+        }
+    }
+}
+
+/// Folds the outcome of `step`, carried out at `now`, into the record.
+pub fn apply(record: &mut Record, step: &Step, outcome: Outcome, now: Timestamp) -> Applied {
+    if let Step::Begin { desired, color, from } = step {
+        record.begin(desired, *color, from.clone(), now);
+        return Applied::Moved;
+    }
+    if *step == Step::Finish {
+        return match record.finish(now) {
+            Some(f) => Applied::Finished(Box::new(f)),
+            None => Applied::Moved,
+        };
+    }
+    let Some(r) = record.rollout.as_ref() else {
+        // Steady state: removing leftovers, clearing a preview, refreshing
+        // the router. Only a failure to note.
+        return match outcome {
+            Outcome::Refused(reason) => Applied::Retry(reason),
+            _ => Applied::Moved,
+        };
+    };
+    let desired = r.desired.clone();
+    let stage = r.stage.clone();
+    let back = |record: &mut Record, level: Level, reason: String| {
+        record.enter(Stage::Rollback { level, reason }, now);
+        Applied::Moved
+    };
+    // Where a rollout goes once its gates (and warm-up) passed.
+    let proven = if desired.auto_promote { Stage::Switch } else { Stage::Paused };
+    match (step, outcome) {
+        (Step::Start { .. }, Outcome::Done) => {
+            record.enter(Stage::Health { deadline: now.plus(desired.health_timeout) }, now);
+            Applied::Moved
+        }
+        (Step::Start { .. }, Outcome::Refused(reason)) => back(record, Level::BeforeSwitch, reason),
+        (Step::Healthy, _) => {
+            record.enter(Stage::Gates, now);
+            Applied::Moved
+        }
+        (Step::Gates { .. }, Outcome::Evidence(gathered)) => {
+            let judged = gathered.and_then(|e| gates::judge(&desired.gates, &e).map(|d| (e, d)));
+            match judged {
+                Err(reason) => back(record, Level::BeforeSwitch, reason),
+                Ok((evidence, diff)) => {
+                    let started = r.stage_started_at;
+                    if let Some(r) = record.rollout.as_mut() {
+                        r.summary.diff = diff;
+                    }
+                    let next = match desired.gates.latency_budget {
+                        Some(_) => Stage::WarmUp {
+                            deadline: started.plus(desired.health_timeout),
+                            next_at: now,
+                            trip: evidence.warm_up_trip(),
+                        },
+                        None => proven,
+                    };
+                    record.enter(next, now);
+                    Applied::Moved
+                }
+            }
+        }
+        (Step::WarmUp { .. }, Outcome::Burst(Err(e))) => {
+            back(record, Level::BeforeSwitch, format!("latency budget: {e}"))
+        }
+        (Step::WarmUp { .. }, Outcome::Burst(Ok(mut times))) => {
+            let budget = desired.gates.latency_budget.unwrap_or(Duration::MAX);
+            let Stage::WarmUp { deadline, .. } = stage else { return Applied::Moved };
+            match gates::check_latency(&mut times, budget) {
+                Ok(_) => {
+                    record.enter(proven, now);
+                    Applied::Moved
+                }
+                Err(reason) if now >= deadline => {
+                    back(record, Level::BeforeSwitch, format!("{reason} until the health timeout"))
+                }
+                Err(_) => {
+                    if let Some(Stage::WarmUp { next_at, .. }) =
+                        record.rollout.as_mut().map(|r| &mut r.stage)
+                    {
+                        *next_at = now.plus(WARM_UP_EVERY);
+                    }
+                    Applied::Moved
+                }
+            }
+        }
+        (Step::Promote, _) => {
+            record.enter(Stage::Switch, now);
+            Applied::Moved
+        }
+        (Step::Route { .. }, Outcome::Done) => {
+            match stage {
+                Stage::Switch => {
+                    let deadline = now.plus(desired.probe.timeout);
+                    record.enter(Stage::Verify { deadline, next_at: now }, now);
+                }
+                Stage::Rollback { .. } => {
+                    if let Some(r) = record.rollout.as_mut() {
+                        r.restored_at = r.restored_at.or(Some(now));
+                    }
+                }
+                _ => {}
+            }
+            Applied::Moved
+        }
+        // The router kept its old configuration: traffic never moved.
+        (Step::Route { .. }, Outcome::Refused(reason)) if stage == Stage::Switch => {
+            back(record, Level::BeforeSwitch, reason)
+        }
+        (Step::Probe { .. }, Outcome::Probed(Ok(()))) => {
+            // The old color stays through the analysis window, so a
+            // rollback in it is instant.
+            let window = desired.analysis.window;
+            let analyze = !window.is_zero() && r.summary.from_color.is_some();
+            let keep = if analyze {
+                desired.scale_down_delay.max(window)
+            } else {
+                desired.scale_down_delay
+            };
+            record.enter(Stage::ScaleDown { not_before: now.plus(keep) }, now);
+            if let Some(r) = record.rollout.as_mut().filter(|_| analyze) {
+                r.watch = Some(Watch { until: now.plus(window), next_at: now, baseline: None });
+            }
+            Applied::Moved
+        }
+        (Step::Probe { color, tag, probe }, Outcome::Probed(Err(last))) => {
+            let Stage::Verify { deadline, .. } = stage else { return Applied::Moved };
+            if now >= deadline {
+                let within = humantime::format_duration(probe.timeout);
+                let reason = format!(
+                    "probe through the front: {color} {tag} did not answer within {within}: {last}"
+                );
+                return back(record, Level::AfterProbe, reason);
+            }
+            if let Some(Stage::Verify { next_at, .. }) =
+                record.rollout.as_mut().map(|r| &mut r.stage)
+            {
+                *next_at = now.plus(PROBE_EVERY);
+            }
+            Applied::Moved
+        }
+        (Step::Analyze { .. }, Outcome::Sampled(sampled)) => {
+            let Some(r) = record.rollout.as_mut() else { return Applied::Moved };
+            let Some(watch) = r.watch.as_mut() else { return Applied::Moved };
+            let sample = match sampled {
+                Ok(s) => s,
+                Err(e) => return Applied::Retry(format!("analysis: {e}")),
+            };
+            watch.next_at = now.plus(ANALYSIS_EVERY);
+            let Some(baseline) = &watch.baseline else {
+                watch.baseline = Some(sample);
+                return Applied::Moved;
+            };
+            let figures = analysis::figures(baseline, &sample);
+            r.summary.analysis = Some(figures);
+            match analysis::judge(&desired.analysis, &figures) {
+                Ok(()) => Applied::Moved,
+                Err(reason) => back(record, Level::AfterAnalysis, reason),
+            }
+        }
+        (Step::Fail { level, reason }, _) => back(record, *level, reason.clone()),
+        (_, Outcome::Refused(reason)) => Applied::Retry(reason),
+        _ => Applied::Moved,
+    }
+}
+
+/// Takes an operator's word for the paused rollout; refused when none is
+/// paused.
+pub fn command(record: &mut Record, word: Operator) -> Result<(), &'static str> {
+    match record.rollout.as_mut().filter(|r| r.stage == Stage::Paused) {
+        Some(r) => {
+            r.operator = Some(word);
+            Ok(())
+        }
+        None => Err("no rollout is paused"),
+    }
+}
+
+#[cfg(test)]
+mod tests;

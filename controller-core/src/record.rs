@@ -1,0 +1,522 @@
+//! What the controller remembers: the rollout in flight (its stage and
+//! deadlines), finished rollouts, and the desired state that last failed.
+//!
+//! Only what cannot be observed is kept here: which rollout is under way
+//! and why it ended. The shell persists it after every change (one small
+//! JSON file, replaced atomically), so a controller killed at any point
+//! resumes the rollout where the record says, against what it observes
+//! then. What changes it is [`crate::machine::apply`].
+
+use bluegreen::Color;
+use model::Trip;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::analysis::{Figures, Sample};
+use crate::clock::Timestamp;
+use crate::gates::Diff;
+use crate::manifest::Desired;
+
+/// How many finished rollouts the history keeps.
+const HISTORY: usize = 100;
+
+/// How far a failed rollout had gone when it was rolled back. In JSON the
+/// number 1, 2 or 3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    /// 1: refused before traffic moved.
+    BeforeSwitch,
+    /// 2: traffic restored after the check through the front failed.
+    AfterProbe,
+    /// 3: traffic restored after the analysis of live traffic failed.
+    AfterAnalysis,
+}
+
+impl Level {
+    pub fn number(self) -> u8 {
+        match self {
+            Level::BeforeSwitch => 1,
+            Level::AfterProbe => 2,
+            Level::AfterAnalysis => 3,
+        }
+    }
+
+    pub fn from_number(n: u8) -> Option<Level> {
+        match n {
+            1 => Some(Level::BeforeSwitch),
+            2 => Some(Level::AfterProbe),
+            3 => Some(Level::AfterAnalysis),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Level {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.number())
+    }
+}
+
+impl Serialize for Level {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(self.number())
+    }
+}
+
+impl<'de> Deserialize<'de> for Level {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Level, D::Error> {
+        let n = u8::deserialize(d)?;
+        Level::from_number(n)
+            .ok_or_else(|| serde::de::Error::custom(format!("no rollback level {n}")))
+    }
+}
+
+/// How a rollout ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Succeeded,
+    RolledBack,
+}
+
+/// An operator's word on a paused rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operator {
+    Promote,
+    Abort,
+}
+
+/// The name of a rollout's step, as /status, the history and the metrics
+/// say it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepName {
+    Prepare,
+    Start,
+    Health,
+    Gates,
+    WarmUp,
+    Paused,
+    Switch,
+    Verify,
+    ScaleDown,
+    Rollback,
+}
+
+impl StepName {
+    pub const ALL: [StepName; 10] = [
+        StepName::Prepare,
+        StepName::Start,
+        StepName::Health,
+        StepName::Gates,
+        StepName::WarmUp,
+        StepName::Paused,
+        StepName::Switch,
+        StepName::Verify,
+        StepName::ScaleDown,
+        StepName::Rollback,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepName::Prepare => "prepare",
+            StepName::Start => "start",
+            StepName::Health => "health",
+            StepName::Gates => "gates",
+            StepName::WarmUp => "warm_up",
+            StepName::Paused => "paused",
+            StepName::Switch => "switch",
+            StepName::Verify => "verify",
+            StepName::ScaleDown => "scale_down",
+            StepName::Rollback => "rollback",
+        }
+    }
+}
+
+impl std::fmt::Display for StepName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The analysis window after a switch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Watch {
+    pub until: Timestamp,
+    pub next_at: Timestamp,
+    /// The new color's counters when the window opened.
+    pub baseline: Option<Sample>,
+}
+
+/// Where a rollout is. Each stage is safe to re-enter after a crash, and
+/// every wait is a stage with a deadline, never a sleep inside a step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "snake_case")]
+pub enum Stage {
+    /// Removing leftovers of the idle color.
+    Prepare,
+    /// Pulling the image and starting the replicas.
+    Start,
+    /// Waiting for every replica to be healthy.
+    Health { deadline: Timestamp },
+    /// The model gates: golden trips, quality, the prediction diff.
+    Gates,
+    /// Warm-up bursts to the new color until one is within the latency
+    /// budget; the next burst at `next_at`.
+    WarmUp { deadline: Timestamp, next_at: Timestamp, trip: Trip },
+    /// Proven, on the preview entry point, waiting for the operator.
+    Paused,
+    /// Sending traffic to the new color.
+    Switch,
+    /// Checking through the front that the new color answers; the next
+    /// try at `next_at`.
+    Verify { deadline: Timestamp, next_at: Timestamp },
+    /// Keeping the old color until the delay (and the analysis window)
+    /// ends, then removing it.
+    ScaleDown { not_before: Timestamp },
+    /// Undoing the rollout: traffic back, new color removed.
+    Rollback { level: Level, reason: String },
+}
+
+impl Stage {
+    pub fn name(&self) -> StepName {
+        match self {
+            Stage::Prepare => StepName::Prepare,
+            Stage::Start => StepName::Start,
+            Stage::Health { .. } => StepName::Health,
+            Stage::Gates => StepName::Gates,
+            Stage::WarmUp { .. } => StepName::WarmUp,
+            Stage::Paused => StepName::Paused,
+            Stage::Switch => StepName::Switch,
+            Stage::Verify { .. } => StepName::Verify,
+            Stage::ScaleDown { .. } => StepName::ScaleDown,
+            Stage::Rollback { .. } => StepName::Rollback,
+        }
+    }
+
+    /// Whether traffic may already have moved to the new color.
+    pub fn after_switch(&self) -> bool {
+        matches!(self, Stage::Switch | Stage::Verify { .. } | Stage::ScaleDown { .. })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepTime {
+    pub step: StepName,
+    pub ms: u64,
+}
+
+/// What a rollout carries from its start into the history; the record,
+/// the history and the /status view share it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub revision: u64,
+    /// The color being brought up.
+    pub color: Color,
+    /// The color live when it began, and its tag.
+    pub from_color: Option<Color>,
+    pub from_tag: Option<String>,
+    pub started_at: Timestamp,
+    /// Step timings in milliseconds, in order.
+    pub steps: Vec<StepTime>,
+    /// Times the controller restarted while it was in flight.
+    pub restarts: u32,
+    /// What the gates measured users would see change.
+    #[serde(default)]
+    pub diff: Option<Diff>,
+    /// What the analysis after the switch saw last.
+    #[serde(default)]
+    pub analysis: Option<Figures>,
+}
+
+/// The live color when a rollout begins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    pub color: Color,
+    pub tag: String,
+    pub replicas: u32,
+}
+
+/// A rollout under way.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rollout {
+    #[serde(flatten)]
+    pub summary: Summary,
+    /// How many replicas the previous color ran (the fallback's size).
+    pub from_replicas: u32,
+    /// The desired state it carries out; its tag is the rollout's.
+    pub desired: Desired,
+    pub stage: Stage,
+    pub stage_started_at: Timestamp,
+    pub healthy_at: Option<Timestamp>,
+    pub switched_at: Option<Timestamp>,
+    /// When it was given up, and when traffic was back on the previous
+    /// color.
+    pub failed_at: Option<Timestamp>,
+    pub restored_at: Option<Timestamp>,
+    /// The analysis after the switch, while it runs.
+    pub watch: Option<Watch>,
+    /// What an operator asked of it while paused.
+    pub operator: Option<Operator>,
+}
+
+impl Rollout {
+    pub fn tag(&self) -> &str {
+        &self.desired.tag
+    }
+
+    /// The previous color, while it is another color than the new one.
+    pub fn old_color(&self) -> Option<Color> {
+        self.summary.from_color.filter(|c| *c != self.summary.color)
+    }
+}
+
+/// A finished rollout, as /status and `controller history` show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finished {
+    pub tag: String,
+    #[serde(flatten)]
+    pub summary: Summary,
+    pub result: Verdict,
+    /// `None` when it succeeded.
+    pub level: Option<Level>,
+    pub reason: Option<String>,
+    pub finished_at: Timestamp,
+    pub duration_ms: u64,
+    /// From the gates passed to traffic on the new color; the gates' own
+    /// time is their step's.
+    pub healthy_to_switched_ms: Option<u64>,
+    /// From the rollout given up to traffic back on the previous color.
+    pub failed_to_restored_ms: Option<u64>,
+}
+
+/// The desired state whose rollout failed, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub fingerprint: String,
+    pub tag: String,
+    pub level: Level,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// The revision the next rollout gets (1, 2, …).
+    pub next_revision: u64,
+    pub rollout: Option<Rollout>,
+    /// Finished rollouts, newest first.
+    pub history: Vec<Finished>,
+    /// The desired state whose rollout failed: not retried until the
+    /// manifest changes.
+    pub failed: Option<Failure>,
+}
+
+impl Record {
+    /// Starts a rollout of `desired` into `color`.
+    pub fn begin(&mut self, desired: &Desired, color: Color, from: Option<Origin>, now: Timestamp) {
+        self.next_revision = self.next_revision.max(1);
+        let revision = self.next_revision;
+        self.next_revision += 1;
+        self.rollout = Some(Rollout {
+            summary: Summary {
+                revision,
+                color,
+                from_color: from.as_ref().map(|o| o.color),
+                from_tag: from.as_ref().map(|o| o.tag.clone()),
+                started_at: now,
+                steps: Vec::new(),
+                restarts: 0,
+                diff: None,
+                analysis: None,
+            },
+            from_replicas: from.map_or(0, |o| o.replicas),
+            desired: desired.clone(),
+            stage: Stage::Prepare,
+            stage_started_at: now,
+            healthy_at: None,
+            switched_at: None,
+            failed_at: None,
+            restored_at: None,
+            watch: None,
+            operator: None,
+        });
+    }
+
+    /// Moves the rollout in flight to `stage`, timing the one it leaves.
+    pub fn enter(&mut self, stage: Stage, now: Timestamp) {
+        let Some(r) = self.rollout.as_mut() else { return };
+        let ms = now.millis_since(r.stage_started_at);
+        let name = r.stage.name();
+        // A stage re-entered (a retry, a restart) keeps one entry.
+        match r.summary.steps.iter_mut().find(|s| s.step == name) {
+            Some(s) => s.ms += ms,
+            None => r.summary.steps.push(StepTime { step: name, ms }),
+        }
+        match stage {
+            Stage::Switch => r.healthy_at = Some(now),
+            Stage::Verify { .. } => r.switched_at = Some(now),
+            Stage::Rollback { .. } => r.failed_at = r.failed_at.or(Some(now)),
+            _ => {}
+        }
+        r.stage = stage;
+        r.stage_started_at = now;
+    }
+
+    /// Ends the rollout in flight: into the history, and into `failed`
+    /// when it was rolled back. Returns the finished record.
+    pub fn finish(&mut self, now: Timestamp) -> Option<Finished> {
+        let stage = self.rollout.as_ref()?.stage.clone();
+        self.enter(stage.clone(), now);
+        let r = self.rollout.take()?;
+        let (result, level, reason) = match stage {
+            Stage::Rollback { level, reason } => (Verdict::RolledBack, Some(level), Some(reason)),
+            _ => (Verdict::Succeeded, None, None),
+        };
+        self.failed = match (level, &reason) {
+            (Some(level), Some(reason)) => Some(Failure {
+                fingerprint: r.desired.fingerprint(),
+                tag: r.desired.tag.clone(),
+                level,
+                reason: reason.clone(),
+            }),
+            _ => None,
+        };
+        let between = |a: Option<Timestamp>, b: Option<Timestamp>| match (a, b) {
+            (Some(a), Some(b)) => Some(b.millis_since(a)),
+            _ => None,
+        };
+        let finished = Finished {
+            tag: r.desired.tag,
+            result,
+            level,
+            reason,
+            finished_at: now,
+            duration_ms: now.millis_since(r.summary.started_at),
+            healthy_to_switched_ms: between(r.healthy_at, r.switched_at),
+            failed_to_restored_ms: between(r.failed_at, r.restored_at),
+            summary: r.summary,
+        };
+        self.history.insert(0, finished.clone());
+        self.history.truncate(HISTORY);
+        Some(finished)
+    }
+
+    /// Notes that the controller restarted: the rollout in flight, if any,
+    /// was interrupted and is resumed.
+    pub fn note_restart(&mut self) {
+        if let Some(r) = self.rollout.as_mut() {
+            r.summary.restarts += 1;
+        }
+    }
+}
+
+/// The newest succeeded tag of `history` other than `current`: where
+/// `controller rollback` goes.
+pub fn previous_good_tag<'a>(history: &'a [Finished], current: Option<&str>) -> Option<&'a str> {
+    history
+        .iter()
+        .filter(|f| f.result == Verdict::Succeeded)
+        .map(|f| f.tag.as_str())
+        .find(|t| Some(*t) != current)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::desired;
+
+    #[test]
+    fn a_rollout_is_timed_stage_by_stage_and_lands_in_history() {
+        let mut r = Record::default();
+        r.begin(&desired("v1"), Color::Blue, None, Timestamp(1000));
+        r.enter(Stage::Start, Timestamp(1100));
+        r.enter(Stage::Health { deadline: Timestamp(9000) }, Timestamp(1500));
+        r.enter(Stage::Gates, Timestamp(2480));
+        r.enter(Stage::Switch, Timestamp(2500));
+        r.enter(Stage::Verify { deadline: Timestamp(9000), next_at: Timestamp(0) }, Timestamp(2600));
+        r.enter(Stage::ScaleDown { not_before: Timestamp(2700) }, Timestamp(2700));
+        let f = r.finish(Timestamp(3000)).unwrap();
+        assert_eq!(f.result, Verdict::Succeeded);
+        assert_eq!((f.summary.revision, f.healthy_to_switched_ms), (1, Some(100)));
+        let ms: Vec<(&str, u64)> =
+            f.summary.steps.iter().map(|s| (s.step.as_str(), s.ms)).collect();
+        assert_eq!(
+            ms,
+            [
+                ("prepare", 100),
+                ("start", 400),
+                ("health", 980),
+                ("gates", 20),
+                ("switch", 100),
+                ("verify", 100),
+                ("scale_down", 300)
+            ]
+        );
+        assert_eq!(r.history.len(), 1);
+        assert!(r.rollout.is_none() && r.failed.is_none());
+        assert_eq!(r.next_revision, 2);
+    }
+
+    #[test]
+    fn a_rolled_back_rollout_is_remembered_as_failed() {
+        let mut r = Record::default();
+        let from = Origin { color: Color::Blue, tag: "v1".into(), replicas: 1 };
+        r.begin(&desired("v2"), Color::Green, Some(from), Timestamp(0));
+        let level = Level::BeforeSwitch;
+        r.enter(Stage::Rollback { level, reason: "unhealthy".into() }, Timestamp(10));
+        let f = r.finish(Timestamp(20)).unwrap();
+        assert_eq!((f.result, f.level), (Verdict::RolledBack, Some(Level::BeforeSwitch)));
+        let failed = r.failed.clone().unwrap();
+        assert_eq!((failed.tag.as_str(), failed.level), ("v2", Level::BeforeSwitch));
+        assert_eq!(failed.fingerprint, desired("v2").fingerprint());
+    }
+
+    #[test]
+    fn previous_good_tag_skips_failures_and_the_current_tag() {
+        let mut r = Record::default();
+        for (tag, ok) in [("v1", true), ("v2", true), ("bad", false)] {
+            r.begin(&desired(tag), Color::Blue, None, Timestamp(0));
+            if !ok {
+                let level = Level::BeforeSwitch;
+                r.enter(Stage::Rollback { level, reason: "x".into() }, Timestamp(1));
+            }
+            r.finish(Timestamp(2));
+        }
+        assert_eq!(previous_good_tag(&r.history, Some("v2")), Some("v1"));
+        assert_eq!(previous_good_tag(&r.history, Some("bad")), Some("v2"));
+        assert_eq!(previous_good_tag(&r.history, None), Some("v2"));
+    }
+
+    #[test]
+    fn a_restart_is_counted_and_the_record_survives_json() {
+        let mut r = Record::default();
+        r.note_restart();
+        r.begin(&desired("v1"), Color::Blue, None, Timestamp(0));
+        r.note_restart();
+        assert_eq!(r.rollout.as_ref().unwrap().summary.restarts, 1);
+        let json = serde_json::to_string(&r).unwrap();
+        assert_eq!(serde_json::from_str::<Record>(&json).unwrap(), r);
+    }
+
+    #[test]
+    fn the_vocabulary_keeps_its_json() {
+        let f = {
+            let mut r = Record::default();
+            r.begin(&desired("v1"), Color::Blue, None, Timestamp(0));
+            let level = Level::AfterAnalysis;
+            r.enter(Stage::Rollback { level, reason: "5xx".into() }, Timestamp(1));
+            r.finish(Timestamp(2)).unwrap()
+        };
+        let json = serde_json::to_value(&f).unwrap();
+        assert_eq!(json["level"], 3);
+        assert_eq!(json["result"], "rolled_back");
+        assert_eq!(json["tag"], "v1");
+        assert_eq!(json["revision"], 1);
+        assert_eq!(json["steps"][0]["step"], "prepare");
+        assert!(serde_json::from_value::<Level>(serde_json::json!(4)).is_err());
+        for name in StepName::ALL {
+            let text = serde_json::to_value(name).unwrap();
+            assert_eq!(text, name.as_str());
+        }
+    }
+}
