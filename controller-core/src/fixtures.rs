@@ -31,6 +31,7 @@ pub fn replica(color: Color, replica: u32, tag: &str, health: Health) -> Replica
         state: State::Running,
         health,
         exit_code: None,
+        started_at: None,
     }
 }
 

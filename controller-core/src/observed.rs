@@ -7,6 +7,8 @@
 use bluegreen::Color;
 use serde::{Deserialize, Serialize};
 
+use crate::clock::Timestamp;
+
 /// A replica's health check (`none` when it has none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -15,6 +17,17 @@ pub enum Health {
     Starting,
     Healthy,
     Unhealthy,
+}
+
+impl std::fmt::Display for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Health::None => "none",
+            Health::Starting => "starting",
+            Health::Healthy => "healthy",
+            Health::Unhealthy => "unhealthy",
+        })
+    }
 }
 
 /// Where a replica is in its life. The words are Docker's, which every
@@ -64,6 +77,10 @@ pub struct Replica {
     pub state: State,
     pub health: Health,
     pub exit_code: Option<i64>,
+    /// When it last started, where the backend knows it (a restart moves
+    /// it). Not for the core's decisions: a router that resolves replicas
+    /// at load uses it to say it is stale.
+    pub started_at: Option<Timestamp>,
 }
 
 impl Replica {

@@ -13,9 +13,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tracing::info;
 
-use crate::controller::{Shared, Trigger};
-use crate::manifest_file;
-use crate::record::{Operator, Outcome};
+use controller_core::record::{Operator, previous_good_tag};
+
+use crate::reconciler::{Shared, Trigger};
 
 pub const SET_IMAGE: &str = "/api/v1/image";
 pub const ROLLBACK: &str = "/api/v1/rollback";
@@ -78,8 +78,9 @@ fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
         && given.bytes().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
+/// Writes the tag through the one manifest writer, which serialises
+/// writers across processes.
 async fn write_tag(shared: &Shared, tag: String, why: &'static str) -> Response {
-    let _editing = shared.manifest_lock.lock().await;
     let path = shared.manifest.clone();
     let written = {
         let (path, tag) = (path.clone(), tag.clone());
@@ -92,7 +93,7 @@ async fn write_tag(shared: &Shared, tag: String, why: &'static str) -> Response 
             let body = Accepted { tag, manifest: path.display().to_string() };
             (StatusCode::ACCEPTED, Json(body)).into_response()
         }
-        Ok(Err(crate::error::Error::Manifest(e))) => {
+        Ok(Err(manifest_file::Error::Manifest(e))) => {
             refuse(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
         }
         Ok(Err(e)) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -118,39 +119,26 @@ async fn set_image(
 }
 
 async fn promote(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    operator(&shared, &headers, Operator::Promote)
+    operator(&shared, &headers, Operator::Promote).await
 }
 
 async fn abort(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    operator(&shared, &headers, Operator::Abort)
+    operator(&shared, &headers, Operator::Abort).await
 }
 
-/// Hands an operator's word to the loop, for the paused rollout.
-fn operator(shared: &Shared, headers: &HeaderMap, op: Operator) -> Response {
+/// Hands an operator's word to the loop, for the paused rollout; the
+/// record holds it from then on.
+async fn operator(shared: &Shared, headers: &HeaderMap, word: Operator) -> Response {
     if !authorized(shared, headers) {
         return unauthorized();
     }
-    let paused = shared
-        .status
-        .borrow()
-        .rollout
-        .as_ref()
-        .filter(|r| r.step == "paused")
-        .map(|r| r.tag.clone());
+    let paused = shared.status.borrow().paused_tag().map(str::to_owned);
     let Some(tag) = paused else {
         return refuse(StatusCode::CONFLICT, "no rollout is paused");
     };
-    match shared.operator.lock() {
-        Ok(mut slot) => *slot = Some(op),
-        Err(_) => {
-            return refuse(StatusCode::INTERNAL_SERVER_ERROR, "the operator slot is poisoned");
-        }
+    if shared.triggers.send(Trigger::Operator(word)).await.is_err() {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "the controller is stopping");
     }
-    let _ = shared.triggers.try_send(Trigger::Command(if op == Operator::Promote {
-        "promote"
-    } else {
-        "abort"
-    }));
     let body = Accepted { tag, manifest: shared.manifest.display().to_string() };
     (StatusCode::ACCEPTED, Json(body)).into_response()
 }
@@ -162,13 +150,7 @@ async fn rollback(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Resp
     }
     let target = {
         let status = shared.status.borrow();
-        let current = status.desired.tag.clone();
-        status
-            .history
-            .iter()
-            .filter(|f| f.result == Outcome::Succeeded)
-            .map(|f| f.tag.clone())
-            .find(|t| Some(t) != current.as_ref())
+        previous_good_tag(&status.history, status.desired.tag.as_deref()).map(str::to_owned)
     };
     match target {
         Some(tag) => write_tag(&shared, tag, "rollback").await,

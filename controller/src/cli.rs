@@ -6,8 +6,8 @@ use anyhow::{Context, Result, bail};
 use serde::de::DeserializeOwned;
 
 use controller::api::{ABORT, Accepted, PROMOTE, ROLLBACK, SET_IMAGE, SetImage};
-use controller::record::Finished;
-use controller::status::Status;
+use controller_core::record::{Finished, Verdict};
+use controller_core::status::Status;
 
 pub struct Client {
     base: String,
@@ -16,7 +16,7 @@ pub struct Client {
 
 impl Client {
     pub fn new(base: &str) -> Client {
-        Client { base: base.trim_end_matches('/').to_owned(), http: controller::probe::client() }
+        Client { base: base.trim_end_matches('/').to_owned(), http: controller::color_http::client() }
     }
 
     async fn read<T: DeserializeOwned>(
@@ -117,10 +117,13 @@ pub fn summary(s: &Status) -> String {
 
 pub fn history_line(f: &Finished) -> String {
     let result = match (f.result, f.level) {
-        (controller::record::Outcome::Succeeded, _) => "succeeded".to_owned(),
+        (Verdict::Succeeded, _) => "succeeded".to_owned(),
         (_, Some(level)) => format!("rolled back (level {level})"),
         _ => "rolled back".to_owned(),
     };
     let reason = f.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
-    format!("#{} {} → {} {} in {} ms{}", f.revision, f.tag, f.color, result, f.duration_ms, reason)
+    format!(
+        "#{} {} → {} {} in {} ms{}",
+        f.summary.revision, f.tag, f.summary.color, result, f.duration_ms, reason
+    )
 }

@@ -1,36 +1,17 @@
-//! The blue-green deployment controller: a long-running operator that
-//! takes the image tag of `manifests/rollout.yaml` to production through
-//! nginx, and rolls it back when it fails.
-//!
-//! The decision ([`reconcile::decide`]) is pure; [`platform::Platform`] is
-//! the narrow interface to the world (observe, start a color, remove a
-//! color, switch traffic, probe, and for the model gates a color's
-//! artifact, direct predictions, metrics and the preview), implemented for
-//! Docker and nginx by
-//! [`docker`] and [`nginx`]. [`controller`] runs the loop between them.
+//! The deployment controller's runtime: the effect shell around
+//! `controller_core`. [`reconciler`] is the loop (observe, decide, carry
+//! the step out, apply its outcome), [`platform`] the interfaces to the
+//! world split by role with the compose backend beside them,
+//! [`color_http`] the HTTP the gates, the analysis and the probe send, and
+//! [`api`] the operator's HTTP API; `main` holds the CLI.
 
-pub mod clock;
-pub mod manifest;
-pub mod observed;
-
-pub mod record;
-pub mod reference;
-
-pub mod analysis;
 pub mod api;
-pub mod atomic_file;
-pub mod controller;
+pub mod clock;
+pub mod color_http;
 pub mod crash;
-pub mod docker;
 pub mod error;
-#[cfg(test)]
-mod fixtures;
-pub mod gates;
-pub mod manifest_file;
 pub mod metrics;
-pub mod nginx;
 pub mod platform;
-pub mod probe;
-pub mod status;
+pub mod reconciler;
 pub mod store;
 pub mod watch;

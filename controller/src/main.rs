@@ -10,13 +10,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use controller::controller::{Reconciler, Shared};
-use controller::docker::Engine;
-use controller::platform::DockerNginx;
-use controller::record::Record;
-use controller::status::{self, ManifestState};
+use controller::platform::compose::Compose;
+use controller::platform::compose::docker::Engine;
+use controller::reconciler::{Reconciler, Shared};
 use controller::store::{self, Store};
-use controller::{api, manifest_file, watch};
+use controller::{api, watch};
 use tokio::sync::mpsc;
 use tracing::info;
 
@@ -167,7 +165,7 @@ async fn dispatch(command: Command) -> Result<()> {
             }
             if !json {
                 for f in &status.history {
-                    println!("{} (started {})", cli::history_line(f), f.started_at.rfc3339());
+                    println!("{} (started {})", cli::history_line(f), f.summary.started_at.rfc3339());
                 }
             }
             Ok(())
@@ -237,29 +235,14 @@ async fn run(args: RunArgs) -> Result<()> {
         .context("cannot read or create the API token")?;
     controller::crash::arm(&args.state_dir);
     let engine = Engine::connect().await.context("cannot use the Docker Engine")?;
-    let platform =
-        DockerNginx::new(engine.clone(), args.upstream_dir.clone(), args.proxy_url.clone());
+    let platform = Compose::new(engine, args.upstream_dir.clone(), args.proxy_url.clone());
 
     let (triggers, trigger_rx) = mpsc::channel(64);
-    let source = manifest.display().to_string();
-    let initial = status::build(
-        &ManifestState { desired: None, error: None, source: &source },
-        None,
-        &Record::default(),
-        None,
-        controller::clock::Timestamp::now(),
-    );
-    let shared = Shared::new(
-        tokio::sync::watch::channel(initial).0,
-        manifest.clone(),
-        triggers.clone(),
-        token,
-    );
+    let shared = Shared::new(manifest.clone(), triggers.clone(), token);
     let reconciler =
         Reconciler::new(platform, shared.clone(), Store::new(&args.state_dir), args.resync)?;
-    let _watcher = watch::manifest(&manifest, triggers.clone())
+    let _watcher = watch::manifest(&manifest, triggers)
         .with_context(|| format!("cannot watch the directory of {}", manifest.display()))?;
-    tokio::spawn(watch::docker_events(engine, triggers));
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -10,7 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::record::{Finished, Outcome};
+use controller_core::record::{Finished, Verdict};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RolloutLabels {
@@ -107,15 +107,15 @@ impl Default for Metrics {
 impl Metrics {
     pub fn finished(&self, f: &Finished) {
         let result = match f.result {
-            Outcome::Succeeded => "succeeded",
-            Outcome::RolledBack => "rolled_back",
+            Verdict::Succeeded => "succeeded",
+            Verdict::RolledBack => "rolled_back",
         };
         let level = f.level.map(|l| l.to_string()).unwrap_or_else(|| "none".into());
         self.rollouts.get_or_create(&RolloutLabels { result: result.into(), level }).inc();
-        self.rollout_seconds.observe(f.finished_at.millis_since(f.started_at) as f64 / 1000.0);
-        for s in &f.steps {
+        self.rollout_seconds.observe(f.duration_ms as f64 / 1000.0);
+        for s in &f.summary.steps {
             self.step_seconds
-                .get_or_create(&StepLabels { step: s.step.clone() })
+                .get_or_create(&StepLabels { step: s.step.to_string() })
                 .observe(s.ms as f64 / 1000.0);
         }
         if let Some(ms) = f.healthy_to_switched_ms {
@@ -155,16 +155,20 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::Timestamp;
-    use crate::fixtures::desired;
-    use crate::record::{Record, Stage};
+    use controller_core::clock::Timestamp;
+    use controller_core::record::{Level, Record, Stage};
 
     #[test]
     fn counts_rollouts_and_errors_by_label() {
         let m = Metrics::default();
         let mut r = Record::default();
-        r.begin(&desired("v1"), Color::Blue, None, Timestamp(0));
-        r.enter(Stage::Rollback { level: 2, reason: "probe".into() }, Timestamp(500));
+        let desired = controller_core::manifest::parse(
+            "apiVersion: deploy.taxi-fare.io/v1\nkind: Rollout\nmetadata:\n  name: t\nspec:\n  image:\n    repository: r/s\n    tag: v1\n",
+        )
+        .unwrap();
+        r.begin(&desired, Color::Blue, None, Timestamp(0));
+        let level = Level::AfterProbe;
+        r.enter(Stage::Rollback { level, reason: "probe".into() }, Timestamp(500));
         m.finished(&r.finish(Timestamp(1000)).unwrap());
         m.active(Some(Color::Green));
         m.reconcile_error("nginx_test");

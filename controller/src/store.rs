@@ -5,9 +5,9 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::atomic_file;
+use controller_core::record::Record;
+
 use crate::error::{Error, Result};
-use crate::record::Record;
 
 pub struct Store {
     path: PathBuf,
@@ -45,7 +45,7 @@ impl Store {
 
     pub fn save(&self, record: &Record) -> Result<()> {
         let json = serde_json::to_vec_pretty(record).map_err(|e| self.error(e))?;
-        atomic_file::write(&self.path, &json).map_err(|e| self.error(e))
+        manifest_file::replace(&self.path, &json).map_err(|e| self.error(e))
     }
 }
 
@@ -75,8 +75,8 @@ pub fn token(path: &Path) -> std::io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::Timestamp;
-    use crate::fixtures::desired;
+    use controller_core::clock::Timestamp;
+    use controller_core::manifest::parse;
 
     #[test]
     fn saves_and_loads_and_survives_corruption() {
@@ -84,7 +84,11 @@ mod tests {
         let store = Store::new(dir.path());
         assert_eq!(store.load().unwrap(), (Record::default(), None));
         let mut r = Record::default();
-        r.begin(&desired("v1"), bluegreen::Color::Blue, None, Timestamp(5));
+        let desired = parse(
+            "apiVersion: deploy.taxi-fare.io/v1\nkind: Rollout\nmetadata:\n  name: t\nspec:\n  image:\n    repository: r/s\n    tag: v1\n",
+        )
+        .unwrap();
+        r.begin(&desired, bluegreen::Color::Blue, None, Timestamp(5));
         store.save(&r).unwrap();
         assert_eq!(store.load().unwrap().0, r);
         std::fs::write(dir.path().join("state.json"), "{not json").unwrap();

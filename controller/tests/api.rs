@@ -3,12 +3,12 @@
 
 use std::path::PathBuf;
 
-use controller::clock::Timestamp;
-use controller::controller::{Shared, Trigger};
-use controller::manifest;
-use controller::record::{Record, Stage};
-use controller::status::{self, ManifestState};
-use tokio::sync::{mpsc, watch};
+use controller::reconciler::{Shared, Trigger};
+use controller_core::clock::Timestamp;
+use controller_core::manifest;
+use controller_core::record::{Level, Record, Stage};
+use controller_core::status::{self, ManifestState};
+use tokio::sync::mpsc;
 
 const MANIFEST: &str = "\
 # kept
@@ -43,15 +43,15 @@ async fn api(tags: &[&str], failed: usize) -> Api {
         d.tag = tag.to_string();
         record.begin(&d, bluegreen::Color::Blue, None, Timestamp(0));
         if i >= tags.len() - failed {
-            record.enter(Stage::Rollback { level: 1, reason: "x".into() }, Timestamp(1));
+            record.enter(Stage::Rollback { level: Level::BeforeSwitch, reason: "x".into() }, Timestamp(1));
         }
         record.finish(Timestamp(2));
     }
     let source = path.display().to_string();
     let m = ManifestState { desired: Some(&desired), error: None, source: &source };
     let (tx, rx) = mpsc::channel(8);
-    let status = watch::channel(status::build(&m, None, &record, None, Timestamp(3))).0;
-    let shared = Shared::new(status, path.clone(), tx, "secret".into());
+    let shared = Shared::new(path.clone(), tx, "secret".into());
+    shared.status.send_replace(status::build(&m, None, &record, None, Timestamp(3)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, controller::api::router(shared)).await });

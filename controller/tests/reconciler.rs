@@ -1,190 +1,25 @@
-//! The reconcile loop against an in-memory platform: a whole rollout, and
-//! each rollback level, carried out step by step by the real loop, the
-//! real decision and the real record, with no Docker and no nginx.
+//! The reconcile loop against the in-memory backend: a whole rollout,
+//! each rollback level, the pause and the warm-up, carried out step by
+//! step by the real loop, the real core, the real record and the real
+//! HTTP of the gates, with no Docker and no nginx.
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+mod memory;
+
+use std::time::{Duration, Instant};
 
 use bluegreen::Color;
-use controller::clock::Timestamp;
-use controller::controller::{Reconciler, Shared};
-use controller::error::{Error, Result};
-use controller::manifest::Probe;
-use controller::observed::{Container, Health, Observed};
-use controller::platform::Platform;
-use controller::record::{Finished, Operator, Outcome, Record};
-use controller::status::{self, ManifestState};
+use controller::reconciler::{Reconciler, Shared, Trigger};
 use controller::store::Store;
+use controller_core::observed::{Health, Replica, State};
+use controller_core::record::{Finished, Level, Operator, StepName, Verdict};
+use controller_core::status::{Phase, Status};
+use memory::{Memory, World};
 use model::{ModelArtifact, Trip};
 use tokio::sync::{mpsc, watch};
 
-/// What the fake world holds, and how it misbehaves.
-#[derive(Default)]
-struct World {
-    containers: Vec<Container>,
-    live: Option<Color>,
-    /// Observations until a started container turns healthy; `None`:
-    /// it turns unhealthy instead.
-    healthy_after: Option<u32>,
-    probe_fails: bool,
-    /// The artifact each image carries, by tag, and what the image really
-    /// computes (its fares differ from the artifact's by this much).
-    models: std::collections::HashMap<String, (ModelArtifact, f64)>,
-    nginx_test_fails: bool,
-    /// Every call, for the assertions.
-    calls: Vec<String>,
-    /// The color on the preview port.
-    preview: Option<Color>,
-    /// Reads of /metrics so far.
-    metric_reads: u32,
-    /// How many times each starting container has been observed.
-    seen: std::collections::HashMap<String, u32>,
-}
-
-#[derive(Clone)]
-struct Fake(Arc<Mutex<World>>);
-
-impl Fake {
-    fn world(&self) -> std::sync::MutexGuard<'_, World> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl Platform for Fake {
-    async fn observe(&self) -> Result<Observed> {
-        let mut guard = self.world();
-        let w = &mut *guard;
-        for c in &mut w.containers {
-            if c.health == Health::Starting {
-                let seen = w.seen.entry(c.id.clone()).or_default();
-                *seen += 1;
-                match w.healthy_after {
-                    Some(n) if *seen >= n => c.health = Health::Healthy,
-                    None if *seen >= 2 => c.health = Health::Unhealthy,
-                    _ => {}
-                }
-            }
-        }
-        Ok(Observed {
-            containers: w.containers.clone(),
-            live: Ok(w.live),
-            backup: None,
-            preview: w.preview,
-        })
-    }
-
-    async fn start_color(
-        &self,
-        color: Color,
-        _image: &str,
-        tag: &str,
-        replicas: u32,
-    ) -> Result<()> {
-        let mut w = self.world();
-        w.calls.push(format!("start {color} {tag}"));
-        w.containers.retain(|c| c.color != color);
-        w.seen.clear();
-        for replica in 1..=replicas {
-            w.containers.push(Container {
-                id: format!("{color}-{replica}"),
-                name: bluegreen::container_name(color, replica),
-                color,
-                replica,
-                tag: tag.to_owned(),
-                state: "running".into(),
-                health: Health::Starting,
-                exit_code: None,
-                started_at: None,
-            });
-        }
-        Ok(())
-    }
-
-    async fn remove_color(&self, color: Color, graceful: bool) -> Result<()> {
-        let mut w = self.world();
-        w.calls.push(format!("remove {color} graceful={graceful}"));
-        w.containers.retain(|c| c.color != color);
-        Ok(())
-    }
-
-    async fn switch_traffic(
-        &self,
-        to: Option<Color>,
-        _replicas: u32,
-        backup: Option<(Color, u32)>,
-    ) -> Result<()> {
-        let mut w = self.world();
-        w.calls.push(format!("switch {to:?} backup {:?}", backup.map(|b| b.0)));
-        if w.nginx_test_fails && to != w.live {
-            return Err(Error::NginxTest("host not found in upstream".into()));
-        }
-        w.live = to;
-        Ok(())
-    }
-
-    async fn artifact(&self, color: Color) -> Result<ModelArtifact> {
-        let w = self.world();
-        let tag = w
-            .containers
-            .iter()
-            .find(|c| c.color == color)
-            .map(|c| c.tag.clone())
-            .unwrap_or_default();
-        w.models
-            .get(&tag)
-            .map(|(a, _)| a.clone())
-            .ok_or(Error::Model { color, message: "no model".into() })
-    }
-
-    async fn predict(&self, color: Color, trips: &[Trip]) -> Result<(Vec<f64>, String)> {
-        let w = self.world();
-        let tag = w
-            .containers
-            .iter()
-            .find(|c| c.color == color)
-            .map(|c| c.tag.clone())
-            .unwrap_or_default();
-        let (a, skew) =
-            w.models.get(&tag).ok_or(Error::Model { color, message: "no model".into() })?;
-        Ok((trips.iter().map(|t| a.predict(t) + skew).collect(), a.model_version.clone()))
-    }
-
-    async fn preview(&self, to: Option<(Color, u32)>) -> Result<()> {
-        let mut w = self.world();
-        w.calls.push(format!("preview {:?}", to.map(|t| t.0)));
-        w.preview = to.map(|t| t.0);
-        Ok(())
-    }
-
-    async fn metrics(&self, color: Color) -> Result<Vec<String>> {
-        let mut w = self.world();
-        let tag = w
-            .containers
-            .iter()
-            .find(|c| c.color == color)
-            .map(|c| c.tag.clone())
-            .unwrap_or_default();
-        w.metric_reads += 1;
-        let n = w.metric_reads;
-        // Every read sees 30 more predictions; `flaky` answers half with 503.
-        let errors = if tag == "flaky" { 15 * n } else { 0 };
-        Ok(vec![format!(
-            "http_requests_total{{route=\"/api/predict/\",method=\"POST\",status=\"200\"}} {}\n\
-             http_requests_total{{route=\"/api/predict/\",method=\"POST\",status=\"503\"}} {errors}\n",
-            30 * n - errors
-        )])
-    }
-
-    async fn probe(&self, color: Color, tag: &str, _probe: &Probe) -> Result<()> {
-        let mut w = self.world();
-        w.calls.push(format!("probe {color} {tag}"));
-        if w.probe_fails { Err(Error::Probe("502 through nginx".into())) } else { Ok(()) }
-    }
-}
-
 const MANIFEST: &str = "apiVersion: deploy.taxi-fare.io/v1\nkind: Rollout\nmetadata:\n  name: t\nspec:\n  \
     image:\n    repository: localhost:5000/taxi/service\n    tag: TAG\n  healthTimeout: 5s\n  \
-    scaleDownDelay: 0s\n  gates:\n    maxRmseIncrease: 5%\n  analysis:\n    window: 2s\n    minRequests: 10\n";
+    scaleDownDelay: 0s\n  probe:\n    timeout: 1s\n  gates:\n    maxRmseIncrease: 5%\n  analysis:\n    window: 2s\n    minRequests: 10\n";
 
 /// A model with golden trips, an intercept and a held-out RMSE.
 fn model(version: &str, intercept: f64, rmse: f64) -> ModelArtifact {
@@ -217,80 +52,96 @@ fn models() -> std::collections::HashMap<String, (ModelArtifact, f64)> {
     .collect()
 }
 
+struct Running {
+    memory: Memory,
+    shared: std::sync::Arc<Shared>,
+    status: watch::Receiver<Status>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    manifest: std::path::PathBuf,
+    _watcher: Box<dyn std::any::Any>,
+    _dir: tempfile::TempDir,
+}
+
+/// A loop running on `world` with the manifest `text`.
+async fn start_text(world: World, text: &str) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("rollout.yaml");
+    std::fs::write(&manifest, text).unwrap();
+    let (triggers, trigger_rx) = mpsc::channel(8);
+    let shared = Shared::new(manifest.clone(), triggers.clone(), "t".into());
+    let memory = Memory::start(world).await;
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let reconciler =
+        Reconciler::new(memory.clone(), shared.clone(), Store::new(&state), Duration::from_millis(20))
+            .unwrap();
+    let watcher = controller::watch::manifest(&manifest, triggers).unwrap();
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(reconciler.run(trigger_rx, stopped));
+    let status = shared.status.subscribe();
+    Running { memory, shared, status, stop, task, manifest, _watcher: Box::new(watcher), _dir: dir }
+}
+
+impl Running {
+    /// Waits (at most 20 s) until `done` holds of the status.
+    async fn until<T>(&mut self, what: &str, mut done: impl FnMut(&Status) -> Option<T>) -> T {
+        let waited = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                if let Some(t) = done(&self.status.borrow()) {
+                    return t;
+                }
+                self.status.changed().await.unwrap();
+            }
+        });
+        waited.await.unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+    }
+
+    async fn finished(&mut self, tag: &str) -> Finished {
+        self.until("the rollout to finish", |s| s.history.iter().find(|f| f.tag == tag).cloned())
+            .await
+    }
+
+    async fn stop(self) -> Memory {
+        self.stop.send(true).unwrap();
+        self.task.await.unwrap();
+        self.memory
+    }
+}
+
 /// Runs the loop on a fake world until a rollout of `tag` has finished.
-async fn roll_out(world: World, tag: &str) -> (Finished, Fake) {
+async fn roll_out(world: World, tag: &str) -> (Finished, Memory) {
     roll_out_with(world, tag, None).await
 }
 
 /// The same with `autoPromote: false` and an operator's word once the
 /// rollout is paused.
-async fn roll_out_with(world: World, tag: &str, operator: Option<Operator>) -> (Finished, Fake) {
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = dir.path().join("rollout.yaml");
-    let mut text = MANIFEST.replace("TAG", tag);
-    if operator.is_some() {
-        text.push_str("  autoPromote: false\n");
-    }
-    std::fs::write(&manifest, text).unwrap();
-    let source = manifest.display().to_string();
-    let initial = status::build(
-        &ManifestState { desired: None, error: None, source: &source },
-        None,
-        &Record::default(),
-        None,
-        Timestamp::now(),
-    );
-    let (triggers, trigger_rx) = mpsc::channel(8);
-    let (status_tx, mut status_rx) = watch::channel(initial);
-    let shared = Shared::new(status_tx, manifest, triggers, "t".into());
-    let fake = Fake(Arc::new(Mutex::new(world)));
-    let reconciler = Reconciler::new(
-        fake.clone(),
-        shared.clone(),
-        Store::new(dir.path()),
-        Duration::from_millis(20),
-    )
-    .unwrap();
-    let (stop, stopped) = watch::channel(false);
-    let running = tokio::spawn(reconciler.run(trigger_rx, stopped));
-    if let Some(op) = operator {
-        tokio::time::timeout(Duration::from_secs(20), async {
-            while status_rx.borrow().phase != "Paused" || fake.world().preview.is_none() {
-                status_rx.changed().await.unwrap();
-            }
+async fn roll_out_with(world: World, tag: &str, operator: Option<Operator>) -> (Finished, Memory) {
+    let extra = if operator.is_some() { "  autoPromote: false\n" } else { "" };
+    let text = format!("{}{extra}", MANIFEST.replace("TAG", tag));
+    let mut run = start_text(world, &text).await;
+    if let Some(word) = operator {
+        let memory = run.memory.clone();
+        run.until("the pause", |s| {
+            (s.phase == Phase::Paused && memory.world().preview.is_some()).then_some(())
         })
-        .await
-        .expect("the rollout did not pause");
-        assert_eq!(fake.world().live, Some(Color::Blue), "traffic moved before the promotion");
-        *shared.operator.lock().unwrap() = Some(op);
-        shared.triggers.try_send(controller::controller::Trigger::Command("test")).unwrap();
+        .await;
+        assert_eq!(run.memory.world().live, Some(Color::Blue), "traffic moved before the promotion");
+        run.shared.triggers.send(Trigger::Operator(word)).await.unwrap();
     }
-    let done = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            let finished = status_rx.borrow().history.iter().find(|f| f.tag == tag).cloned();
-            if let Some(f) = finished {
-                return f;
-            }
-            status_rx.changed().await.unwrap();
-        }
-    })
-    .await
-    .expect("the rollout did not finish");
-    stop.send(true).unwrap();
-    running.await.unwrap();
-    drop(dir);
-    (done, fake)
+    let done = run.finished(tag).await;
+    (done, run.stop().await)
 }
 
 fn blue_live_on(tag: &str) -> World {
     World {
-        containers: vec![Container {
+        replicas: vec![Replica {
             id: "blue-1".into(),
             name: bluegreen::container_name(Color::Blue, 1),
             color: Color::Blue,
             replica: 1,
             tag: tag.into(),
-            state: "running".into(),
+            state: State::Running,
             health: Health::Healthy,
             exit_code: None,
             started_at: None,
@@ -302,13 +153,73 @@ fn blue_live_on(tag: &str) -> World {
     }
 }
 
+fn steps(f: &Finished) -> Vec<StepName> {
+    f.summary.steps.iter().map(|s| s.step).collect()
+}
+
+/// A warm-up that never meets its budget (1 ms, predictions take 2 ms)
+/// before a long health timeout.
+const SLOW_WARM_UP: &str = "  gates:\n    latencyBudget: 1ms\n";
+
+fn with_gates(extra: &str) -> String {
+    MANIFEST.replace("  gates:\n    maxRmseIncrease: 5%\n", "").replace("healthTimeout: 5s", "healthTimeout: 60s") + extra
+}
+
+#[tokio::test]
+async fn a_new_tag_during_the_warm_up_is_acted_on_within_a_second() {
+    let world = World { predict_takes: Duration::from_millis(2), ..blue_live_on("v1") };
+    let mut run = start_text(world, &with_gates(SLOW_WARM_UP).replace("TAG", "v2")).await;
+    run.until("the warm-up", |s| (s.step == Some(StepName::WarmUp)).then_some(())).await;
+    // A burst or two in, the operator deploys another tag.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let edited = Instant::now();
+    manifest_file::write_tag(&run.manifest, "v3").unwrap();
+    let done = run.finished("v2").await;
+    let took = edited.elapsed();
+    assert_eq!((done.result, done.level), (Verdict::RolledBack, Some(Level::BeforeSwitch)));
+    assert!(done.reason.as_deref().unwrap_or("").contains("superseded by tag v3"), "{done:?}");
+    assert!(took < Duration::from_secs(1), "the new tag was acted on after {took:?}");
+    assert!(steps(&done).contains(&StepName::WarmUp), "{:?}", steps(&done));
+    // And it rolls on.
+    let next = run.finished("v3").await;
+    assert_eq!(next.summary.color, Color::Green);
+    let memory = run.stop().await;
+    assert_eq!(memory.world().live, Some(Color::Blue), "v3 never met its budget either");
+}
+
+#[tokio::test]
+async fn a_shutdown_during_the_warm_up_stops_the_loop_within_a_second() {
+    let world = World { predict_takes: Duration::from_millis(2), ..blue_live_on("v1") };
+    let mut run = start_text(world, &with_gates(SLOW_WARM_UP).replace("TAG", "v2")).await;
+    run.until("the warm-up", |s| (s.step == Some(StepName::WarmUp)).then_some(())).await;
+    let asked = Instant::now();
+    run.stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(1), run.task)
+        .await
+        .expect("the loop did not stop within a second")
+        .unwrap();
+    assert!(asked.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn a_warm_up_within_budget_switches() {
+    let world = blue_live_on("v1");
+    let text = with_gates("  gates:\n    latencyBudget: 2s\n").replace("TAG", "v2");
+    let mut run = start_text(world, &text).await;
+    let done = run.finished("v2").await;
+    assert_eq!(done.result, Verdict::Succeeded, "{done:?}");
+    assert!(steps(&done).contains(&StepName::WarmUp), "{:?}", steps(&done));
+    run.stop().await;
+}
+
+
 #[tokio::test]
 async fn a_good_rollout_switches_probes_and_scales_down() {
     let (done, fake) = roll_out(blue_live_on("v1"), "v2").await;
-    assert_eq!((done.result, done.color, done.level), (Outcome::Succeeded, Color::Green, None));
+    assert_eq!((done.result, done.summary.color, done.level), (Verdict::Succeeded, Color::Green, None));
     let w = fake.world();
     assert_eq!(w.live, Some(Color::Green));
-    assert!(w.containers.iter().all(|c| c.color == Color::Green && c.tag == "v2"));
+    assert!(w.replicas.iter().all(|c| c.color == Color::Green && c.tag == "v2"));
     let calls: Vec<&str> = w.calls.iter().map(String::as_str).collect();
     assert_eq!(
         calls,
@@ -319,9 +230,9 @@ async fn a_good_rollout_switches_probes_and_scales_down() {
             "remove blue graceful=true",
         ]
     );
-    let steps: Vec<&str> = done.steps.iter().map(|s| s.step.as_str()).collect();
-    assert_eq!(steps, ["prepare", "health", "gates", "switch", "verify", "scale_down"]);
-    let diff = done.diff.expect("the diff is recorded");
+    use StepName::*;
+    assert_eq!(steps(&done), [Prepare, Health, Gates, Switch, Verify, ScaleDown]);
+    let diff = done.summary.diff.expect("the diff is recorded");
     assert_eq!(diff.trips, 2);
     assert!((diff.max_abs - 0.5).abs() < 1e-9, "{diff:?}");
     assert!(done.healthy_to_switched_ms.is_some());
@@ -331,20 +242,20 @@ async fn a_good_rollout_switches_probes_and_scales_down() {
 async fn an_unhealthy_color_is_rolled_back_at_level_1() {
     let world = World { healthy_after: None, ..blue_live_on("v1") };
     let (done, fake) = roll_out(world, "v2").await;
-    assert_eq!((done.result, done.level), (Outcome::RolledBack, Some(1)));
+    assert_eq!((done.result, done.level), (Verdict::RolledBack, Some(Level::BeforeSwitch)));
     assert!(done.reason.as_deref().unwrap_or("").contains("unhealthy"), "{done:?}");
     let w = fake.world();
     assert_eq!(w.live, Some(Color::Blue));
-    assert!(w.containers.iter().all(|c| c.color == Color::Blue));
+    assert!(w.replicas.iter().all(|c| c.color == Color::Blue));
     assert!(!w.calls.iter().any(|c| c.starts_with("switch")), "{:?}", w.calls);
 }
 
 #[tokio::test]
 async fn a_refused_configuration_is_level_1() {
-    let world = World { nginx_test_fails: true, ..blue_live_on("v1") };
+    let world = World { route_refused: true, ..blue_live_on("v1") };
     let (done, fake) = roll_out(world, "v2").await;
-    assert_eq!((done.result, done.level), (Outcome::RolledBack, Some(1)));
-    assert!(done.reason.as_deref().unwrap_or("").contains("nginx -t"), "{done:?}");
+    assert_eq!((done.result, done.level), (Verdict::RolledBack, Some(Level::BeforeSwitch)));
+    assert!(done.reason.as_deref().unwrap_or("").contains("host not found"), "{done:?}");
     assert_eq!(fake.world().live, Some(Color::Blue));
 }
 
@@ -352,11 +263,11 @@ async fn a_refused_configuration_is_level_1() {
 async fn a_failed_probe_restores_traffic_at_level_2() {
     let world = World { probe_fails: true, ..blue_live_on("v1") };
     let (done, fake) = roll_out(world, "v2").await;
-    assert_eq!((done.result, done.level), (Outcome::RolledBack, Some(2)));
+    assert_eq!((done.result, done.level), (Verdict::RolledBack, Some(Level::AfterProbe)));
     assert!(done.failed_to_restored_ms.is_some(), "{done:?}");
     let w = fake.world();
     assert_eq!(w.live, Some(Color::Blue));
-    assert!(w.containers.iter().all(|c| c.color == Color::Blue));
+    assert!(w.replicas.iter().all(|c| c.color == Color::Blue));
     assert!(w.calls.iter().any(|c| c == "switch Some(Blue) backup None"), "{:?}", w.calls);
 }
 
@@ -364,14 +275,14 @@ async fn a_failed_probe_restores_traffic_at_level_2() {
 async fn a_first_deploy_goes_to_blue_from_nothing() {
     let world = World { healthy_after: Some(1), models: models(), ..World::default() };
     let (done, fake) = roll_out(world, "v1").await;
-    assert_eq!((done.result, done.color), (Outcome::Succeeded, Color::Blue));
+    assert_eq!((done.result, done.summary.color), (Verdict::Succeeded, Color::Blue));
     assert_eq!(fake.world().live, Some(Color::Blue));
 }
 
 #[tokio::test]
 async fn an_image_serving_other_fares_than_its_artifact_is_refused() {
     let (done, fake) = roll_out(blue_live_on("v1"), "skewed").await;
-    assert_eq!((done.result, done.level), (Outcome::RolledBack, Some(1)));
+    assert_eq!((done.result, done.level), (Verdict::RolledBack, Some(Level::BeforeSwitch)));
     let reason = done.reason.unwrap_or_default();
     assert!(reason.contains("golden trip 0") && reason.contains("promises"), "{reason}");
     assert_eq!(fake.world().live, Some(Color::Blue));
@@ -380,7 +291,7 @@ async fn an_image_serving_other_fares_than_its_artifact_is_refused() {
 #[tokio::test]
 async fn a_worse_model_is_refused_with_figures() {
     let (done, fake) = roll_out(blue_live_on("v1"), "worse").await;
-    assert_eq!((done.result, done.level), (Outcome::RolledBack, Some(1)));
+    assert_eq!((done.result, done.level), (Verdict::RolledBack, Some(Level::BeforeSwitch)));
     let reason = done.reason.unwrap_or_default();
     assert!(reason.contains("10.0% above") && reason.contains("at most 5.0%"), "{reason}");
     assert_eq!(fake.world().live, Some(Color::Blue));
@@ -389,33 +300,32 @@ async fn a_worse_model_is_refused_with_figures() {
 #[tokio::test]
 async fn errors_after_the_switch_roll_back_at_level_3() {
     let (done, fake) = roll_out(blue_live_on("v1"), "flaky").await;
-    assert_eq!((done.result, done.level), (Outcome::RolledBack, Some(3)));
+    assert_eq!((done.result, done.level), (Verdict::RolledBack, Some(Level::AfterAnalysis)));
     let reason = done.reason.unwrap_or_default();
     assert!(reason.contains("50.0% of") && reason.contains("5xx"), "{reason}");
-    let figures = done.analysis.expect("the figures that triggered it");
+    let figures = done.summary.analysis.expect("the figures that triggered it");
     assert_eq!(figures.error_rate, 0.5);
     let w = fake.world();
     assert_eq!(w.live, Some(Color::Blue));
-    assert!(w.containers.iter().all(|c| c.color == Color::Blue));
+    assert!(w.replicas.iter().all(|c| c.color == Color::Blue));
 }
 
 #[tokio::test]
 async fn a_paused_rollout_shows_a_preview_and_switches_when_promoted() {
     let (done, fake) = roll_out_with(blue_live_on("v1"), "v2", Some(Operator::Promote)).await;
-    assert_eq!((done.result, done.color), (Outcome::Succeeded, Color::Green));
+    assert_eq!((done.result, done.summary.color), (Verdict::Succeeded, Color::Green));
     let w = fake.world();
     assert_eq!((w.live, w.preview), (Some(Color::Green), None));
     assert!(w.calls.iter().any(|c| c == "preview Some(Green)"), "{:?}", w.calls);
-    let steps: Vec<&str> = done.steps.iter().map(|s| s.step.as_str()).collect();
-    assert!(steps.contains(&"paused"), "{steps:?}");
+    assert!(steps(&done).contains(&StepName::Paused), "{:?}", steps(&done));
 }
 
 #[tokio::test]
 async fn an_aborted_rollout_removes_the_new_color() {
     let (done, fake) = roll_out_with(blue_live_on("v1"), "v2", Some(Operator::Abort)).await;
-    assert_eq!((done.result, done.level), (Outcome::RolledBack, Some(1)));
+    assert_eq!((done.result, done.level), (Verdict::RolledBack, Some(Level::BeforeSwitch)));
     assert_eq!(done.reason.as_deref(), Some("aborted by the operator"));
     let w = fake.world();
     assert_eq!((w.live, w.preview), (Some(Color::Blue), None));
-    assert!(w.containers.iter().all(|c| c.color == Color::Blue));
+    assert!(w.replicas.iter().all(|c| c.color == Color::Blue));
 }

@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 
 use crate::error::{ApiError, MessageBody, ValidationErrorBody};
 use crate::metrics;
-use crate::state::AppState;
+use crate::state::{AppState, LoadedModel};
 use crate::validate;
 
 /// `GET /`: liveness and identity.
@@ -89,6 +89,87 @@ pub struct PredictResponse {
     pub out_of_area: Vec<usize>,
 }
 
+/// `GET /model`: the served artifact (the `model` crate's `ModelArtifact`),
+/// exactly as loaded; keys this build does not read may also be present.
+#[derive(Debug, ToSchema)]
+#[schema(as = ModelArtifact)]
+#[allow(dead_code, reason = "documents model::ModelArtifact, which is served as loaded")]
+pub struct ArtifactDoc {
+    #[schema(example = 1)]
+    pub schema_version: u32,
+    pub model_version: String,
+    pub feature_set: String,
+    /// How each feature is computed, in coefficient order.
+    pub features: Vec<FeatureSpecDoc>,
+    pub coefficients: Vec<f64>,
+    pub intercept: f64,
+    /// Where each feature lay over the training rows; `predict` clamps
+    /// features into these ranges.
+    pub feature_ranges: Vec<FeatureRangeDoc>,
+    pub lineage: LineageDoc,
+    /// Held-out trips with the fares this model predicts for them.
+    #[schema(required = false)]
+    pub golden: Vec<GoldenTripDoc>,
+}
+
+#[derive(Debug, ToSchema)]
+#[schema(as = FeatureSpec)]
+#[allow(dead_code, reason = "documentation only")]
+pub struct FeatureSpecDoc {
+    pub name: String,
+    pub description: String,
+}
+
+#[derive(Debug, ToSchema)]
+#[schema(as = FeatureRange)]
+#[allow(dead_code, reason = "documentation only")]
+pub struct FeatureRangeDoc {
+    pub min: f64,
+    pub max: f64,
+}
+
+/// Where a model came from and how good it was on held-out data.
+#[derive(Debug, ToSchema)]
+#[schema(as = Lineage)]
+#[allow(dead_code, reason = "documentation only")]
+pub struct LineageDoc {
+    pub data_file: String,
+    pub data_sha256: String,
+    pub rows_read: u64,
+    pub rows_used: u64,
+    pub rows_train: u64,
+    pub rows_test: u64,
+    /// Rows dropped during cleaning, by reason.
+    pub rows_dropped: std::collections::BTreeMap<String, u64>,
+    pub split_seed: u64,
+    pub test_fraction: f64,
+    /// Held-out metrics of this model.
+    pub metrics: ScoresDoc,
+    /// Held-out metrics of predicting the training mean fare.
+    pub baseline: ScoresDoc,
+    pub trainer_version: String,
+    pub git_commit: Option<String>,
+    /// RFC 3339 UTC timestamp.
+    pub created_at: String,
+}
+
+#[derive(Debug, ToSchema)]
+#[schema(as = Scores)]
+#[allow(dead_code, reason = "documentation only")]
+pub struct ScoresDoc {
+    pub rmse: f64,
+    pub mae: f64,
+    pub r2: f64,
+}
+
+#[derive(Debug, ToSchema)]
+#[schema(as = GoldenTrip)]
+#[allow(dead_code, reason = "documentation only")]
+pub struct GoldenTripDoc {
+    pub trip: TripIn,
+    pub fare: f64,
+}
+
 /// Liveness: 200 whenever the process runs, model or not.
 #[utoipa::path(get, path = "/", tag = "health",
     responses((status = 200, description = "The process is alive", body = Health)))]
@@ -113,6 +194,18 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
 pub async fn ready(State(state): State<Arc<AppState>>) -> Result<Json<Ready>, ApiError> {
     let artifact = model_or_503(&state)?;
     Ok(Json(Ready { status: "ready", model_version: artifact.model_version.clone() }))
+}
+
+/// The model artifact this instance serves, byte for byte as loaded: a
+/// deployment reads a color's model here rather than from its container.
+#[utoipa::path(get, path = "/model", tag = "model", operation_id = "model", responses(
+    (status = 200, description = "The loaded artifact, exactly as loaded", body = ArtifactDoc,
+        content_type = "application/json"),
+    (status = 503, description = "No model is loaded, and why", body = MessageBody),
+))]
+pub async fn model_artifact(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let loaded = loaded_or_503(&state)?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], loaded.json().clone()).into_response())
 }
 
 /// Every answer of the predict routes, documented once for both paths.
@@ -358,7 +451,11 @@ pub async fn method_not_allowed() -> ApiError {
 }
 
 fn model_or_503(state: &AppState) -> Result<&model::ModelArtifact, ApiError> {
-    state.model.artifact().ok_or_else(|| {
+    loaded_or_503(state).map(LoadedModel::artifact)
+}
+
+fn loaded_or_503(state: &AppState) -> Result<&LoadedModel, ApiError> {
+    state.model.loaded().ok_or_else(|| {
         ApiError::ModelUnavailable(state.model.error().unwrap_or("unknown reason").to_owned())
     })
 }

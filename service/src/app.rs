@@ -6,8 +6,9 @@
 
 use std::any::Any;
 use std::sync::Arc;
+use std::time::Instant;
 
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -30,14 +31,29 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ready", get(api::ready))
         .route("/api/predict/", post(api::predict))
         .route("/api/predict", post(api::predict_no_slash))
+        .route("/model", get(api::model_artifact))
         .route("/metrics", get(api::metrics))
         .merge(docs)
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(middleware::from_fn(fastapi_shaped))
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
+}
+
+/// Records the count and latency of every request, by route and status.
+async fn track(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = metrics::route_label(request.extensions().get::<MatchedPath>());
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let seconds = started.elapsed().as_secs_f64();
+    let error = response.extensions().get::<ErrorKind>().copied();
+    state.metrics.record_request(route, &method, status, error, seconds);
+    tracing::debug!(route, method = %method, status, ms = seconds * 1e3, "request");
+    response
 }
 
 /// Error answers made by code that is not ours (the Swagger UI's file

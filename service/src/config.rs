@@ -8,8 +8,7 @@ use std::time::Duration;
 use bluegreen::Color;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::server::ConnLimits;
-use crate::state::Limits;
+use crate::limits::{ConnLimits, Limits};
 
 /// The port the original service listened on; scripts and images rely on it.
 pub const DEFAULT_PORT: u16 = 32000;

@@ -10,6 +10,7 @@ pub mod config;
 pub mod conn;
 pub mod error;
 pub mod healthcheck;
+pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod server;
@@ -19,5 +20,5 @@ pub mod telemetry;
 pub mod validate;
 
 pub use app::router;
-pub use server::ConnLimits;
-pub use state::{AppState, Deployment, Limits, ModelSlot};
+pub use limits::{ConnLimits, Limits};
+pub use state::{AppState, Deployment, LoadedModel, ModelSlot};

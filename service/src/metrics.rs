@@ -1,17 +1,13 @@
-//! Prometheus metrics: what `/metrics` exposes and the middleware that
-//! records every request.
+//! Prometheus metrics: what `/metrics` exposes and how requests are
+//! counted. It knows nothing of the shared state (which owns a `Metrics`):
+//! the middleware that feeds it every request lives with the router, in
+//! `app`.
 //!
 //! Labels are bounded: `route` is the matched route template (never the raw
 //! path), anything unrouted is `unmatched`, and unusual methods are `OTHER`.
 
-use std::sync::Arc;
-use std::time::Instant;
-
-use axum::body::Body;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::MatchedPath;
 use axum::http::Method;
-use axum::middleware::Next;
-use axum::response::Response;
 use model::{FEATURE_SET, ModelArtifact, SCHEMA_VERSION};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -21,7 +17,6 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::error::ErrorKind;
-use crate::state::AppState;
 
 /// The `Content-Type` of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -32,11 +27,12 @@ pub const UNMATCHED_ROUTE: &str = "unmatched";
 /// Route templates the router defines (the docs' included); any other
 /// matched template is labelled `other`, so the label set stays fixed and
 /// recording a request allocates nothing.
-const ROUTES: [&str; 9] = [
+const ROUTES: [&str; 10] = [
     "/",
     "/ready",
     "/api/predict/",
     "/api/predict",
+    "/model",
     "/metrics",
     "/openapi.json",
     "/docs",
@@ -44,7 +40,8 @@ const ROUTES: [&str; 9] = [
     "/docs/{*rest}",
 ];
 
-fn route_label(matched: Option<&MatchedPath>) -> &'static str {
+/// The bounded `route` label of a request: its matched route template.
+pub fn route_label(matched: Option<&MatchedPath>) -> &'static str {
     match matched {
         None => UNMATCHED_ROUTE,
         Some(path) => ROUTES.into_iter().find(|r| *r == path.as_str()).unwrap_or("other"),
@@ -239,7 +236,8 @@ impl Metrics {
         self.out_of_area_rows.inc_by(out_of_area as u64);
     }
 
-    fn record_request(
+    /// Counts one answered request and its latency (and its error kind).
+    pub fn record_request(
         &self,
         route: &'static str,
         method: &Method,
@@ -267,22 +265,4 @@ impl Metrics {
 fn method_label(method: &Method) -> &'static str {
     const KNOWN: [&str; 7] = ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"];
     KNOWN.into_iter().find(|name| method.as_str() == *name).unwrap_or("OTHER")
-}
-
-/// Middleware recording the count and latency of every request.
-pub async fn track(
-    State(state): State<Arc<AppState>>,
-    request: Request<Body>,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let route = route_label(request.extensions().get::<MatchedPath>());
-    let method = request.method().clone();
-    let response = next.run(request).await;
-    let status = response.status().as_u16();
-    let seconds = started.elapsed().as_secs_f64();
-    let error = response.extensions().get::<ErrorKind>().copied();
-    state.metrics.record_request(route, &method, status, error, seconds);
-    tracing::debug!(route, method = %method, status, ms = seconds * 1e3, "request");
-    response
 }

@@ -8,7 +8,7 @@ use utoipa::openapi::schema::Schema;
 
 use crate::api;
 use crate::error::{ErrorDetail, LocItem, MessageBody, ValidationErrorBody};
-use crate::state::Limits;
+use crate::limits::Limits;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -21,11 +21,19 @@ use crate::state::Limits;
             valid HTTP/1.1 answers 400, one too large 431 (or 414 for its target), also \
             with a `MessageBody`."
     ),
-    paths(api::health, api::ready, api::predict, api::predict_no_slash, api::metrics),
+    paths(
+        api::health,
+        api::ready,
+        api::predict,
+        api::predict_no_slash,
+        api::model_artifact,
+        api::metrics
+    ),
     components(schemas(MessageBody, ValidationErrorBody, ErrorDetail, LocItem, api::PredictResponse)),
     tags(
         (name = "health", description = "Liveness and readiness"),
         (name = "predict", description = "Fare predictions"),
+        (name = "model", description = "The served model artifact"),
         (name = "operations", description = "Monitoring"),
     )
 )]

@@ -32,42 +32,9 @@ use tokio::task::JoinSet;
 use crate::app;
 use crate::config::ServeArgs;
 use crate::conn::{ConnRequests, Deadline, RequestDone, Timers, Watched};
+use crate::limits::ConnLimits;
 use crate::shutdown;
 use crate::state::{AppState, Deployment, ModelSlot};
-
-/// Bounds on connections, as opposed to requests ([`crate::Limits`]).
-#[derive(Debug, Clone, Copy)]
-pub struct ConnLimits {
-    pub max_connections: usize,
-    /// The largest request head, and each connection's read buffer.
-    pub max_header_bytes: usize,
-    pub header_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub shutdown_grace: Duration,
-    pub drain_deadline: Duration,
-}
-
-impl ConnLimits {
-    /// hyper refuses a smaller read buffer.
-    pub const MIN_HEADER_BYTES: usize = 8192;
-
-    /// The defaults of the command line.
-    pub const DEFAULT: ConnLimits = ConnLimits {
-        max_connections: 1024,
-        max_header_bytes: 16 * 1024,
-        header_timeout: Duration::from_secs(10),
-        // nginx's upstream keepalive_timeout is 30 s (nginx/upstream_*.tmpl).
-        idle_timeout: Duration::from_secs(75),
-        shutdown_grace: Duration::from_millis(500),
-        drain_deadline: Duration::from_secs(10),
-    };
-}
-
-impl Default for ConnLimits {
-    fn default() -> Self {
-        ConnLimits::DEFAULT
-    }
-}
 
 /// Runs the service until it is told to stop. Returns an error if it
 /// cannot start, or if requests were still running at the drain deadline.
@@ -105,15 +72,15 @@ pub async fn run(args: &ServeArgs) -> Result<()> {
         .await
         .context("the model loading task failed")?;
     match &model {
-        ModelSlot::Loaded(a) => tracing::info!(
+        ModelSlot::Loaded(loaded) => tracing::info!(
             path = %args.model.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
-            model_version = %a.model_version,
-            feature_set = %a.feature_set,
+            model_version = %loaded.artifact().model_version,
+            feature_set = %loaded.artifact().feature_set,
             "model loaded"
         ),
         ModelSlot::Unavailable(reason) => tracing::error!(
             reason = %reason,
-            "no model loaded: serving / and /metrics only; /ready and predict answer 503"
+            "no model loaded: serving / and /metrics only; /ready, /model and predict answer 503"
         ),
     }
     let deployment = Deployment { color: args.color, version: args.release.clone() };

@@ -5,12 +5,13 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
 
+use axum::body::Bytes;
 use bluegreen::Color;
-use model::ModelArtifact;
+use model::{ArtifactError, ModelArtifact};
 use tokio::sync::Semaphore;
 
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 
 /// A model file larger than this is refused unread (a real artifact is a
@@ -22,8 +23,47 @@ pub const MAX_MODEL_FILE_BYTES: u64 = 1024 * 1024;
 /// deployment).
 #[derive(Debug, Clone)]
 pub enum ModelSlot {
-    Loaded(Arc<ModelArtifact>),
+    Loaded(Arc<LoadedModel>),
     Unavailable(String),
+}
+
+/// A validated artifact and the JSON text it was parsed from, kept so that
+/// `GET /model` serves the artifact exactly as loaded (a cheap clone per
+/// answer): whoever parses that text gets this very artifact.
+#[derive(Debug)]
+pub struct LoadedModel {
+    artifact: ModelArtifact,
+    json: Bytes,
+}
+
+impl LoadedModel {
+    /// Parses and validates an artifact, keeping its text.
+    pub fn from_json(text: String) -> Result<LoadedModel, ArtifactError> {
+        let artifact = ModelArtifact::from_json(&text)?;
+        Ok(LoadedModel { artifact, json: Bytes::from(text) })
+    }
+
+    /// An artifact made in memory (a stub, a test fixture), written as the
+    /// trainer writes it and read back like a file, so that its served JSON
+    /// and the artifact predictions use are one.
+    pub fn from_artifact(artifact: &ModelArtifact) -> Result<LoadedModel, ArtifactError> {
+        LoadedModel::from_json(artifact.to_json()?)
+    }
+
+    pub fn artifact(&self) -> &ModelArtifact {
+        &self.artifact
+    }
+
+    /// The artifact's JSON, byte for byte as loaded.
+    pub fn json(&self) -> &Bytes {
+        &self.json
+    }
+}
+
+impl From<LoadedModel> for ModelSlot {
+    fn from(loaded: LoadedModel) -> ModelSlot {
+        ModelSlot::Loaded(Arc::new(loaded))
+    }
 }
 
 impl ModelSlot {
@@ -45,17 +85,21 @@ impl ModelSlot {
                 ));
             }
         };
-        match ModelArtifact::from_json(&text) {
-            Ok(artifact) => ModelSlot::Loaded(Arc::new(artifact)),
+        match LoadedModel::from_json(text) {
+            Ok(loaded) => loaded.into(),
             Err(e) => ModelSlot::Unavailable(format!("model file {}: {e}", path.display())),
         }
     }
 
-    pub fn artifact(&self) -> Option<&ModelArtifact> {
+    pub fn loaded(&self) -> Option<&LoadedModel> {
         match self {
-            ModelSlot::Loaded(a) => Some(a),
+            ModelSlot::Loaded(loaded) => Some(loaded),
             ModelSlot::Unavailable(_) => None,
         }
+    }
+
+    pub fn artifact(&self) -> Option<&ModelArtifact> {
+        self.loaded().map(LoadedModel::artifact)
     }
 
     pub fn error(&self) -> Option<&str> {
@@ -97,37 +141,6 @@ fn read_model_file(path: &Path) -> std::io::Result<String> {
 pub struct Deployment {
     pub color: Option<Color>,
     pub version: Option<String>,
-}
-
-/// Bounds on what requests may cost.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub max_batch_rows: usize,
-    pub max_body_bytes: usize,
-    /// Predict requests past their content-type and size checks at once;
-    /// one more is shed with 503 before its body is read.
-    pub max_concurrent_predictions: usize,
-    /// Time for a predict body to arrive once its head has (408 after).
-    pub body_timeout: Duration,
-    /// Time to price a batch once its body has arrived (503 after).
-    pub request_timeout: Duration,
-}
-
-impl Limits {
-    /// The defaults of the command line (`--max-batch-rows` and friends).
-    pub const DEFAULT: Limits = Limits {
-        max_batch_rows: 10_000,
-        max_body_bytes: 4 * 1024 * 1024,
-        max_concurrent_predictions: 16,
-        body_timeout: Duration::from_secs(10),
-        request_timeout: Duration::from_secs(10),
-    };
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits::DEFAULT
-    }
 }
 
 /// Shared application state.

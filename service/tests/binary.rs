@@ -51,6 +51,23 @@ fn with_a_model_file_it_predicts_like_the_model_crate() {
     assert_eq!(body["predictions"].as_array().unwrap().len(), 50);
 }
 
+/// `GET /model` over a real socket: the file, byte for byte; 503 without one.
+#[test]
+fn model_route_serves_the_model_file_over_a_socket() {
+    let dir = TempDir::new("model-route");
+    let text = common::artifact_with_golden().to_json().unwrap();
+    let path = write_file(&dir.0, "model.json", &text);
+    let service = Service::start(&["--model", &path]);
+    let (status, body) = service.try_request("GET", "/model", None).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, text);
+
+    let without = Service::start(&[]);
+    let (status, body) = without.get("/model");
+    assert_eq!(status, 503, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("no model is loaded"), "{body}");
+}
+
 #[test]
 fn model_path_can_come_from_the_environment() {
     let dir = TempDir::new("env");

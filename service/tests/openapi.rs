@@ -10,9 +10,9 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, header};
 use serde_json::{Value, json};
-use service::{AppState, Deployment, Limits, ModelSlot};
+use service::{AppState, Deployment, Limits, LoadedModel, ModelSlot};
 
-use common::{Answer, artifact, batch, documented_request, send};
+use common::{Answer, artifact_with_golden, batch, documented_request, loaded_slot, send};
 
 fn post(path: &str, content_type: &str, body: String) -> Request<Body> {
     Request::post(path).header(header::CONTENT_TYPE, content_type).body(Body::from(body)).unwrap()
@@ -51,15 +51,17 @@ fn document(state: &Arc<AppState>) -> Value {
 #[tokio::test]
 async fn served_document_is_the_generated_one_and_lists_every_route() {
     let limits = Limits { max_batch_rows: 1234, ..Limits::default() };
-    let state =
-        AppState::new(ModelSlot::Loaded(Arc::new(artifact())), Deployment::default(), limits);
+    let state = AppState::new(loaded_slot(), Deployment::default(), limits);
     let served = send(&state, Request::get("/openapi.json").body(Body::empty()).unwrap()).await;
     assert_eq!(served.status, 200);
     let served: Value = serde_json::from_str(&served.text).unwrap();
     assert_eq!(served, document(&state));
     let paths: BTreeSet<&str> =
         served["paths"].as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(paths, BTreeSet::from(["/", "/ready", "/api/predict/", "/api/predict", "/metrics"]));
+    assert_eq!(
+        paths,
+        BTreeSet::from(["/", "/ready", "/api/predict/", "/api/predict", "/model", "/metrics"])
+    );
     // The configured batch limit is the documented one.
     let data = &served["components"]["schemas"]["PredictRequest"]["properties"]["data"];
     assert_eq!(data["maxItems"], 1234);
@@ -69,7 +71,7 @@ async fn served_document_is_the_generated_one_and_lists_every_route() {
 #[tokio::test]
 async fn every_real_answer_matches_the_document() {
     let with_model = AppState::new(
-        ModelSlot::Loaded(Arc::new(artifact())),
+        loaded_slot(),
         Deployment { color: Some(bluegreen::Color::Green), version: Some("v1".into()) },
         Limits { max_body_bytes: 64 * 1024, max_batch_rows: 100, ..Limits::default() },
     );
@@ -85,6 +87,7 @@ async fn every_real_answer_matches_the_document() {
     for state in [&with_model, &without] {
         record("get", "/", send(state, get("/")).await);
         record("get", "/ready", send(state, get("/ready")).await);
+        record("get", "/model", send(state, get("/model")).await);
         record("get", "/metrics", send(state, get("/metrics")).await);
     }
     for path in ["/api/predict/", "/api/predict"] {
@@ -106,6 +109,8 @@ async fn every_real_answer_matches_the_document() {
         ("get", "/", 200),
         ("get", "/ready", 200),
         ("get", "/ready", 503),
+        ("get", "/model", 200),
+        ("get", "/model", 503),
         ("get", "/metrics", 200),
     ]
     .into_iter()
@@ -152,5 +157,63 @@ async fn the_schema_check_rejects_a_body_the_document_does_not_allow() {
         json!({"predictions": [1.5], "model_version": "m", "out_of_area": [-1]}),
     ] {
         assert!(!validator.is_valid(&bad), "{bad}");
+    }
+}
+
+/// Every key of a served artifact is a property its schema documents, at
+/// every level (the schema mirrors `model::ModelArtifact`, so this catches
+/// a field added to the artifact and not to the document), and the answer
+/// validates against it.
+#[tokio::test]
+async fn the_model_schema_documents_every_key_of_the_artifact() {
+    let slot = LoadedModel::from_artifact(&artifact_with_golden()).unwrap().into();
+    let state = AppState::new(slot, Deployment::default(), Limits::default());
+    let doc = document(&state);
+    let real = send(&state, Request::get("/model").body(Body::empty()).unwrap()).await;
+    check(&doc, "get", "/model", &real);
+    let schema =
+        &doc["paths"]["/model"]["get"]["responses"]["200"]["content"]["application/json"]["schema"];
+    let mut undocumented = Vec::new();
+    undocumented_keys(&doc, schema, &real.body, "$", &mut undocumented);
+    assert!(undocumented.is_empty(), "undocumented: {undocumented:?}");
+    assert!(!real.body["golden"].as_array().unwrap().is_empty());
+    // The check bites.
+    let mut extra = real.body.clone();
+    extra["lineage"]["new_field"] = json!(1);
+    extra["golden"][0]["trip"]["new_field"] = json!(1);
+    undocumented_keys(&doc, schema, &extra, "$", &mut undocumented);
+    undocumented.sort();
+    assert_eq!(undocumented, ["$.golden[0].trip.new_field", "$.lineage.new_field"]);
+}
+
+/// Collects the paths of object keys in `value` that `schema` (resolving
+/// `$ref`s into `doc`'s components, and any `oneOf` branch) does not name.
+fn undocumented_keys(doc: &Value, schema: &Value, value: &Value, at: &str, out: &mut Vec<String>) {
+    if let Some(name) =
+        schema["$ref"].as_str().and_then(|r| r.strip_prefix("#/components/schemas/"))
+    {
+        return undocumented_keys(doc, &doc["components"]["schemas"][name], value, at, out);
+    }
+    for branch in ["oneOf", "anyOf", "allOf"] {
+        for sub in schema[branch].as_array().into_iter().flatten() {
+            undocumented_keys(doc, sub, value, at, out);
+        }
+    }
+    match value {
+        Value::Object(map) => {
+            let Some(properties) = schema["properties"].as_object() else { return };
+            for (key, item) in map {
+                match properties.get(key) {
+                    Some(sub) => undocumented_keys(doc, sub, item, &format!("{at}.{key}"), out),
+                    None => out.push(format!("{at}.{key}")),
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                undocumented_keys(doc, &schema["items"], item, &format!("{at}[{i}]"), out);
+            }
+        }
+        _ => {}
     }
 }

@@ -7,11 +7,14 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use model::Trip;
+use model::{ModelArtifact, Trip};
 use serde_json::{Value, json};
-use service::{AppState, Deployment, Limits, ModelSlot};
+use service::{AppState, Deployment, Limits, LoadedModel, ModelSlot};
 
-use common::{artifact, batch, documented_request, nyc_row, send};
+use common::{
+    TempDir, artifact, artifact_with_golden, batch, documented_request, loaded_slot, nyc_row, send,
+    write_file,
+};
 
 fn state_with(model: ModelSlot) -> Arc<AppState> {
     let deployment =
@@ -20,7 +23,7 @@ fn state_with(model: ModelSlot) -> Arc<AppState> {
 }
 
 fn loaded() -> Arc<AppState> {
-    state_with(ModelSlot::Loaded(Arc::new(artifact())))
+    state_with(loaded_slot())
 }
 
 fn get(path: &str) -> Request<Body> {
@@ -379,10 +382,18 @@ async fn docs_page_is_served_without_external_assets() {
 #[tokio::test]
 async fn every_route_gets_its_own_metrics_label() {
     let state = loaded();
-    let routes = ["/", "/ready", "/metrics", "/openapi.json", "/docs", "/docs/", "/docs/{*rest}"];
-    for path in
-        ["/", "/ready", "/metrics", "/openapi.json", "/docs", "/docs/", "/docs/swagger-ui.css"]
-    {
+    let routes =
+        ["/", "/ready", "/model", "/metrics", "/openapi.json", "/docs", "/docs/", "/docs/{*rest}"];
+    for path in [
+        "/",
+        "/ready",
+        "/model",
+        "/metrics",
+        "/openapi.json",
+        "/docs",
+        "/docs/",
+        "/docs/swagger-ui.css",
+    ] {
         send(&state, get(path)).await;
     }
     send(&state, post_json("/api/predict", documented_request().to_string())).await;
@@ -417,8 +428,7 @@ impl http_body::Body for Stalled {
 #[tokio::test]
 async fn a_body_past_the_body_timeout_gets_408_and_a_broken_body_400() {
     let limits = Limits { body_timeout: std::time::Duration::from_millis(50), ..Limits::default() };
-    let state =
-        AppState::new(ModelSlot::Loaded(Arc::new(artifact())), Deployment::default(), limits);
+    let state = AppState::new(loaded_slot(), Deployment::default(), limits);
     let answer = send(&state, post_json("/api/predict/", Body::new(Stalled::Never))).await;
     assert_eq!(answer.status, StatusCode::REQUEST_TIMEOUT, "{}", answer.text);
     assert!(answer.body["detail"].as_str().unwrap().contains("did not arrive"), "{}", answer.text);
@@ -480,8 +490,7 @@ async fn mutated_bodies_get_200_or_422_never_5xx() {
 #[tokio::test]
 async fn no_model_and_overload_are_different_503s_in_metrics() {
     let limits = Limits { max_concurrent_predictions: 1, ..Limits::default() };
-    let state =
-        AppState::new(ModelSlot::Loaded(Arc::new(artifact())), Deployment::default(), limits);
+    let state = AppState::new(loaded_slot(), Deployment::default(), limits);
     // Every slot taken: the next predict request is shed, its body unread.
     let held = state.predictions.clone().try_acquire_owned().unwrap();
     let shed = send(&state, post_json("/api/predict/", documented_request().to_string())).await;
@@ -518,4 +527,59 @@ async fn a_declared_length_over_the_limit_is_refused_before_the_body() {
     let answer = send(&loaded(), request).await;
     assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", answer.text);
     assert!(answer.body["detail"].as_str().unwrap().contains("larger than the limit"));
+}
+
+#[tokio::test]
+async fn model_route_serves_the_loaded_file_byte_for_byte() {
+    let dir = TempDir::new("model-route");
+    // Pretty JSON as the trainer writes it, with golden trips and a key this
+    // build does not read: served as loaded, never rewritten.
+    let text = artifact_with_golden().to_json().unwrap().replacen(
+        '{',
+        "{\n  \"x_note\": \"kept as loaded\",",
+        1,
+    );
+    let path = write_file(&dir.0, "model.json", &text);
+    let state = state_with(ModelSlot::load(Some(std::path::Path::new(&path))));
+    let answer = send(&state, get("/model")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert_eq!(answer.content_type, "application/json");
+    assert_eq!(answer.text, text);
+    let served = ModelArtifact::from_json(&answer.text).unwrap();
+    let loaded = state.model.artifact().unwrap();
+    assert_eq!(&served, loaded);
+    assert_eq!(served.golden.len(), 12);
+    assert_eq!(served.golden, loaded.golden);
+}
+
+/// What a deployment does with `/model`: read the artifact, send its golden
+/// trips to predict, and require their fares back, exactly.
+#[tokio::test]
+async fn model_route_golden_trips_predict_their_fares() {
+    let state = state_with(LoadedModel::from_artifact(&artifact_with_golden()).unwrap().into());
+    let answer = send(&state, get("/model")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let served = ModelArtifact::from_json(&answer.text).unwrap();
+    assert_eq!(&served, state.model.artifact().unwrap());
+    assert_eq!(served.golden.len(), 12);
+    let trips: Vec<Trip> = served.golden.iter().map(|g| g.trip).collect();
+    let body = json!({ "data": trips });
+    let predicted = send(&state, post_json("/api/predict/", body.to_string())).await;
+    assert_eq!(predicted.status, StatusCode::OK, "{}", predicted.text);
+    let fares: Vec<f64> = served.golden.iter().map(|g| g.fare).collect();
+    assert_eq!(predicted.body["predictions"], json!(fares));
+}
+
+#[tokio::test]
+async fn model_route_without_a_model_is_the_no_model_503() {
+    let state = state_with(ModelSlot::load(None));
+    let answer = send(&state, get("/model")).await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{}", answer.text);
+    assert_eq!(answer.content_type, "application/json");
+    let predict = send(&state, post_json("/api/predict/", documented_request().to_string())).await;
+    assert_eq!(answer.body, predict.body);
+    assert!(answer.body["detail"].as_str().unwrap().contains("no model is loaded"));
+    let m = send(&state, get("/metrics")).await.text;
+    let series = r#"http_request_errors_total{route="/model",status="503",kind="no_model"}"#;
+    assert_eq!(series_value(&m, series), 1.0);
 }

@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
-use model::{Lineage, ModelArtifact};
+use model::{GoldenTrip, Lineage, ModelArtifact};
 use serde_json::{Value, json};
-use service::AppState;
+use service::{AppState, LoadedModel, ModelSlot};
 use std::sync::Arc;
 use tower::ServiceExt;
 
@@ -59,6 +59,27 @@ pub fn artifact() -> ModelArtifact {
         4.25,
         lineage,
     )
+}
+
+/// The slot of a loaded [`artifact`].
+pub fn loaded_slot() -> ModelSlot {
+    LoadedModel::from_artifact(&artifact()).unwrap().into()
+}
+
+/// [`artifact`] with golden trips (rows of [`batch`]) and the fares it
+/// predicts for them, full-precision numbers that must survive the trip
+/// through JSON.
+pub fn artifact_with_golden() -> ModelArtifact {
+    let mut artifact = artifact();
+    artifact.golden = (0..12)
+        .map(|i| {
+            let row = nyc_row(i);
+            let values = model::Field::ALL.map(|f| row[f.name()].as_f64().unwrap());
+            let trip = model::Trip::from_values(values).unwrap();
+            GoldenTrip { trip, fare: artifact.predict(&trip) }
+        })
+        .collect();
+    artifact
 }
 
 /// The request documented in the API contract.

@@ -1,5 +1,6 @@
-//! Where things are: the workspace root, build outputs, the reference data.
-//! (What the stages hand each other in `artifacts/` is `stages::artifacts`.)
+//! Where things are: the workspace root, build outputs, the reference data,
+//! the local stack's runtime files. (What the stages hand each other in
+//! `artifacts/` is `stages::artifacts`.)
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +26,18 @@ pub fn reference_csv() -> Option<PathBuf> {
 /// which git ignores and `cargo clean` wipes.
 pub fn target() -> PathBuf {
     root().join("target")
+}
+
+/// The local stack's runtime directory: the live manifest, upstream.conf
+/// and the controller's state, bind-mounted into nginx and the controller.
+pub fn stack_dir() -> PathBuf {
+    target().join("stack")
+}
+
+/// The live manifest the controller watches (a copy of
+/// manifests/rollout.yaml, so a deploy never touches a tracked file).
+pub fn live_manifest() -> PathBuf {
+    stack_dir().join("manifests/rollout.yaml")
 }
 
 /// Cargo's target directory, where `cargo build` puts binaries:

@@ -4,7 +4,7 @@
 //! The stage never touches a container: the controller owns the slots.
 //! It only writes the tag into `spec.image.tag` of the live manifest (in
 //! place, comments kept) and follows the controller's `/status` until that
-//! rollout has ended ([`crate::stack::deploy`]). Everything that can be
+//! rollout has ended ([`crate::rollout::deploy`]). Everything that can be
 //! known before the write is checked first, so a mistake fails the job at
 //! once with its cause instead of as a rollout that times out: the tag is
 //! a valid one, the registry the controller pulls from has it, the live
@@ -18,7 +18,7 @@ use controller::manifest::{self, Desired};
 
 use crate::effects::http::Request;
 use crate::effects::paths;
-use crate::stack::{self, rollout as running};
+use crate::rollout;
 use crate::stages::artifacts::Built;
 
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -86,7 +86,7 @@ pub fn run(args: &DeployArgs) -> Result<()> {
         desired.repository,
         timeout.as_secs()
     );
-    stack::deploy(&tag, timeout)
+    rollout::deploy(&tag, timeout)
 }
 
 impl DeployArgs {
@@ -104,10 +104,10 @@ impl DeployArgs {
     }
 
     /// The manifest to write: the local stack's live copy, the one
-    /// `stack::deploy` writes and the controller watches. Another path is
+    /// `rollout::deploy` writes and the controller watches. Another path is
     /// refused rather than silently ignored.
     fn manifest_path(&self) -> Result<PathBuf> {
-        let live = stack::live_manifest();
+        let live = paths::live_manifest();
         if let Some(given) = &self.manifest {
             let given = paths::root().join(given);
             if !same_file(&given, &live) {
@@ -127,19 +127,19 @@ impl DeployArgs {
     fn check_controller(&self) -> Result<()> {
         if let Some(given) = &self.controller {
             let given = given.trim_start_matches("http://").trim_end_matches('/');
-            if given != running::ADDR {
+            if given != rollout::ADDR {
                 bail!(
                     "TAXI_CONTROLLER/--controller names {given}, but this stack's controller \
                      listens on {}; unset it or name that address",
-                    running::ADDR
+                    rollout::ADDR
                 );
             }
         }
-        running::status().map(|_| ()).with_context(|| {
+        rollout::status().map(|_| ()).with_context(|| {
             format!(
                 "the deployment controller is not running (nothing answers on http://{}/status); \
                  start the stack with `cargo xtask up`",
-                running::ADDR
+                rollout::ADDR
             )
         })
     }
@@ -293,7 +293,7 @@ mod tests {
             manifest: Some(PathBuf::from("target/stack/manifests/rollout.yaml")),
             ..DeployArgs::default()
         };
-        assert_eq!(args.manifest_path().unwrap(), stack::live_manifest());
+        assert_eq!(args.manifest_path().unwrap(), paths::live_manifest());
 
         let args =
             DeployArgs { controller: Some("http://10.0.0.1:9300".into()), ..DeployArgs::default() };

@@ -6,16 +6,18 @@ use std::thread::sleep;
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use controller::record::Finished;
-use controller::record::Outcome;
+use xtask::api;
+use xtask::effects::http::Request;
+use xtask::effects::paths::live_manifest;
+use xtask::effects::poll::{self, Poll};
+use xtask::rollout::{self, Finished, Outcome};
+use xtask::stack;
 
-use super::fixture::{Fixture, Traffic, manifest};
-use super::images::{
+use crate::fixture::{Fixture, Traffic, manifest};
+use crate::images::{
     GOLDEN_MISMATCH, GOOD_A, GOOD_B, NEVER_BUILT, NO_MODEL, SHORT_TIMEOUT, WORSE_MODEL, WRONG_PORT,
 };
-use crate::effects::poll::{self, Poll};
 use crate::load::{Connection, Load};
-use crate::stack;
 
 pub type Scenario = (&'static str, fn(&Fixture) -> Result<String>);
 
@@ -131,7 +133,7 @@ fn tag_not_in_registry(fx: &Fixture) -> Result<String> {
 
 fn malformed_manifest(fx: &Fixture) -> Result<String> {
     fx.fresh(GOOD_A)?;
-    let live = stack::live_manifest();
+    let live = live_manifest();
     let mut seen = Vec::new();
     for (broken, field) in [
         (format!("{}\nspec: [unclosed\n", fs::read_to_string(&live)?), "manifest"),
@@ -155,7 +157,7 @@ fn malformed_manifest(fx: &Fixture) -> Result<String> {
     }
     fs::write(&live, manifest(GOOD_B, 1)?)?;
     let before = fx.status()?.history.len() as u64;
-    let done = stack::rollout::follow(GOOD_B, before, Duration::from_secs(90))?;
+    let done = rollout::follow(GOOD_B, before, Duration::from_secs(90))?;
     ensure!(done.result == Outcome::Succeeded, "the fixed manifest's rollout: {done:?}");
     ensure!(fx.status()?.desired.error.is_none(), "the error stayed after the fix");
     fx.expect_live("green", GOOD_B, 1)?;
@@ -167,7 +169,7 @@ fn malformed_manifest(fx: &Fixture) -> Result<String> {
 /// restart.
 fn expect_converged(fx: &Fixture, restarts_before: u32) -> Result<String> {
     let before = 0;
-    let done = stack::rollout::follow(GOOD_B, before, Duration::from_secs(90))?;
+    let done = rollout::follow(GOOD_B, before, Duration::from_secs(90))?;
     ensure!(done.result == Outcome::Succeeded, "{done:?}");
     ensure!(done.restarts >= 1, "the history does not show the restart: {done:?}");
     ensure!(fx.restart_count()? > restarts_before, "the controller was not restarted");
@@ -239,7 +241,7 @@ fn rollback(fx: &Fixture) -> Result<String> {
     let before = fx.status()?.history.len() as u64;
     let said = fx.cli(&["rollback"])?;
     ensure!(said.contains(GOOD_A), "`controller rollback` said {said:?}");
-    let done = stack::rollout::follow(GOOD_A, before, Duration::from_secs(90))?;
+    let done = rollout::follow(GOOD_A, before, Duration::from_secs(90))?;
     ensure!(done.result == Outcome::Succeeded, "{done:?}");
     fx.expect_live("blue", GOOD_A, 1)?;
     let history = fx.cli(&["history"])?;
@@ -250,9 +252,9 @@ fn rollback(fx: &Fixture) -> Result<String> {
 fn replicas_2(fx: &Fixture) -> Result<String> {
     fx.fresh(GOOD_A)?;
     let before = fx.status()?.history.len() as u64;
-    fs::write(stack::live_manifest(), manifest(GOOD_B, 2)?)?;
+    fs::write(live_manifest(), manifest(GOOD_B, 2)?)?;
     let traffic = Traffic::start();
-    let done = stack::rollout::follow(GOOD_B, before, Duration::from_secs(90))?;
+    let done = rollout::follow(GOOD_B, before, Duration::from_secs(90))?;
     let sent = traffic.expect_only(&[("blue", GOOD_A), ("green", GOOD_B)])?;
     ensure!(done.result == Outcome::Succeeded, "{done:?}");
     fx.expect_live("green", GOOD_B, 2)?;
@@ -270,13 +272,8 @@ fn replicas_2(fx: &Fixture) -> Result<String> {
 fn under_load(fx: &Fixture) -> Result<String> {
     fx.fresh(GOOD_A)?;
     let expected = fx.expected_answer()?;
-    let load = Load::start(
-        &stack::front(),
-        &crate::api::documented_request(),
-        4,
-        2,
-        Duration::from_secs(240),
-    );
+    let load =
+        Load::start(&stack::front(), &api::documented_request(), 4, 2, Duration::from_secs(240));
     let steps = (|| -> Result<()> {
         fx.deploy_ok(GOOD_B)?;
         rolled_back(&fx.deploy(WRONG_PORT)?, 2, "probe")?;
@@ -362,7 +359,7 @@ fn good_model_diff(fx: &Fixture) -> Result<String> {
 fn level_3_under_traffic(fx: &Fixture) -> Result<String> {
     fx.fresh(GOOD_A)?;
     let rows = vec![model::DOCUMENTED_TRIP; 10_000];
-    let body = crate::api::predict_body(&rows);
+    let body = api::predict_body(&rows);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let front = stack::front();
     let senders: Vec<_> = (0..3)
@@ -373,10 +370,9 @@ fn level_3_under_traffic(fx: &Fixture) -> Result<String> {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed)
                     && started.elapsed() < Duration::from_secs(120)
                 {
-                    let _ =
-                        crate::effects::http::Request::post_json("/api/predict/", body.as_bytes())
-                            .timeout(Duration::from_secs(10))
-                            .send(&front);
+                    let _ = Request::post_json("/api/predict/", body.as_bytes())
+                        .timeout(Duration::from_secs(10))
+                        .send(&front);
                     std::thread::sleep(Duration::from_millis(20));
                 }
             })
@@ -404,7 +400,7 @@ fn level_3_under_traffic(fx: &Fixture) -> Result<String> {
 /// preview port serves the new color while port 80 serves the old.
 fn paused(fx: &Fixture) -> Result<()> {
     fx.fresh(GOOD_A)?;
-    fs::write(stack::live_manifest(), format!("{}  autoPromote: false\n", manifest(GOOD_B, 1)?))?;
+    fs::write(live_manifest(), format!("{}  autoPromote: false\n", manifest(GOOD_B, 1)?))?;
     poll::until(Duration::from_secs(60), Duration::from_millis(100), || {
         let s = fx.status()?;
         Ok(if s.phase == "Paused" {
@@ -444,7 +440,7 @@ fn pause_promote(fx: &Fixture) -> Result<()> {
     let before = fx.status()?.history.len() as u64;
     let said = fx.cli(&["promote"])?;
     ensure!(said.contains(GOOD_B), "`controller promote` said {said:?}");
-    let done = stack::rollout::follow(GOOD_B, before, Duration::from_secs(90))?;
+    let done = rollout::follow(GOOD_B, before, Duration::from_secs(90))?;
     ensure!(done.result == Outcome::Succeeded, "{done:?}");
     fx.expect_live("green", GOOD_B, 1)?;
     expect_no_preview(fx)
@@ -459,7 +455,7 @@ fn pause_abort(fx: &Fixture) -> Result<String> {
     paused(fx)?;
     let before = fx.status()?.history.len() as u64;
     fx.cli(&["abort"])?;
-    let done = stack::rollout::follow(GOOD_B, before, Duration::from_secs(90))?;
+    let done = rollout::follow(GOOD_B, before, Duration::from_secs(90))?;
     rolled_back(&done, 1, "aborted by the operator")?;
     fx.expect_live("blue", GOOD_A, 1)?;
     expect_no_preview(fx)?;

@@ -1,5 +1,6 @@
 //! `cargo xtask e2e`: the deployment controller's end-to-end scenarios
-//! against the real Docker Engine, nginx and registry.
+//! against the real Docker Engine, nginx and registry, run in turn, then a
+//! table of their results.
 //!
 //! They need the images of the last `cargo xtask build`. Each scenario
 //! starts from a clean stack (nginx and the controller, as `up` starts
@@ -7,19 +8,20 @@
 //! `e2e-…` ([`images`]). Everything is removed at the end, also when a
 //! scenario fails. Docker is required: without it this fails, never skips.
 
-pub mod fixture;
-pub mod images;
-mod scenarios;
-
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
-use crate::effects::compose::Tool;
-use crate::effects::{docker, registry};
-use crate::stages::artifacts::Built;
+use xtask::effects::compose::Tool;
+use xtask::effects::{docker, registry};
+use xtask::stages::artifacts::Built;
 
-#[derive(clap::Args, Debug, Default)]
+use crate::{fixture, images, scenarios};
+
+/// The deployment controller's end-to-end scenarios on the real Docker
+/// Engine, nginx and registry (needs `cargo xtask build` first).
+#[derive(clap::Parser, Debug)]
+#[command(bin_name = "xtask e2e")]
 pub struct E2eArgs {
     /// Run only the scenarios whose name contains this text (repeatable).
     #[arg(long)]

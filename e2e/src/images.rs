@@ -14,11 +14,11 @@ use std::fs;
 use anyhow::{Context, Result};
 use bluegreen::service_image;
 
-use crate::effects::docker::{self, docker};
-use crate::effects::paths;
-use crate::effects::process::{cmd, run};
-use crate::stages::artifacts::{self, Built};
-use crate::stages::train;
+use xtask::effects::docker::{self, docker};
+use xtask::effects::paths;
+use xtask::effects::process::{cmd, run};
+use xtask::stages::artifacts::{self, Built};
+use xtask::stages::train;
 
 pub const GOOD_A: &str = "e2e-good-a";
 pub const GOOD_B: &str = "e2e-good-b";

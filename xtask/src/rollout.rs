@@ -1,16 +1,20 @@
-//! Rollouts as the task runner sees them through the running controller: its /status, a tag
-//! written into the live manifest, and a rollout followed to its end.
+//! The running controller as the task runner sees it: its /status, a tag
+//! written into the live manifest, a rollout followed to its end. The one
+//! place xtask (and the `e2e` crate, through it) names the controller's
+//! /status types, so `stack`, `stages::deploy` and the scenarios share them.
 
 use std::path::Path;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use controller::record::Finished;
-use controller::record::Outcome;
-use controller::status::Status;
+pub use controller::record::Finished;
+pub use controller::record::Outcome;
+pub use controller::status::Status;
 
 use crate::effects::http::Request;
+use crate::effects::paths;
+use crate::effects::poll::{self, Poll};
 
 /// The controller API as `up` publishes it.
 pub const ADDR: &str = "127.0.0.1:9300";
@@ -32,6 +36,47 @@ pub fn status() -> Result<Status> {
 pub fn set_tag(manifest: &Path, tag: &str) -> Result<()> {
     controller::manifest_file::write_tag(manifest, tag)
         .with_context(|| format!("cannot set spec.image.tag in {}", manifest.display()))
+}
+
+/// A manifest's text with `tag` as its `spec.image.tag`, the rest kept.
+pub fn with_tag(manifest: &str, tag: &str) -> Result<String> {
+    controller::manifest::set_tag(manifest, tag).context("cannot set spec.image.tag")
+}
+
+/// Writes `tag` into the live manifest and follows the controller until
+/// its rollout has ended; fails, with the level and the reason, when it
+/// was rolled back. A tag already live finishes at once.
+pub fn deploy(tag: &str, timeout: Duration) -> Result<()> {
+    let before = status()
+        .or_else(|_| {
+            // Just started: give the controller a moment to listen.
+            poll::until(Duration::from_secs(30), Duration::from_millis(200), || {
+                Ok(match status() {
+                    Ok(s) => Poll::Ready(s),
+                    Err(e) => Poll::Pending(format!("{e:#}")),
+                })
+            })
+        })
+        .context("the controller is not running")?;
+    if before.rollout.is_none()
+        && before.active.tag.as_deref() == Some(tag)
+        && before.desired.tag.as_deref() == Some(tag)
+    {
+        println!(
+            "{tag} is already live in {}",
+            before.active.color.map_or("-".into(), |c| c.to_string())
+        );
+        return Ok(());
+    }
+    let live = paths::live_manifest();
+    set_tag(&live, tag)?;
+    println!("deploying {tag}: spec.image.tag set in {}", live.display());
+    let finished = follow(tag, newest_revision(&before), timeout)?;
+    println!("{}", describe(&finished));
+    if finished.result != Outcome::Succeeded {
+        bail!("{}", describe(&finished));
+    }
+    Ok(())
 }
 
 /// Follows the controller until a rollout of `tag` that began after

@@ -20,9 +20,12 @@ use clap::CommandFactory;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::steps;
 use crate::effects::paths;
 use crate::effects::process::cmd;
-use crate::stages::{artifacts, ci};
+use crate::flags::Cli;
+use crate::rollout;
+use crate::stages::artifacts;
 
 const FILE: &str = ".gitflic-ci.yaml";
 
@@ -240,11 +243,11 @@ fn handoff_problems(p: &Pipeline) -> Vec<String> {
 }
 
 fn ci_jobs() -> Vec<&'static str> {
-    ci::steps().iter().filter(|s| s.job).map(|s| s.name).collect()
+    steps().iter().filter(|s| s.job).map(|s| s.name).collect()
 }
 
 fn subcommands() -> Vec<String> {
-    crate::Cli::command().get_subcommands().map(|c| c.get_name().to_owned()).collect()
+    Cli::command().get_subcommands().map(|c| c.get_name().to_owned()).collect()
 }
 
 #[test]
@@ -365,8 +368,8 @@ fn the_deploy_job_deploys_the_commit_to_the_stacks_controller() {
     let deploy = &p.raw["deploy"]["variables"];
     assert_eq!(deploy["TAXI_DEPLOY_TAG"], "$CI_COMMIT_SHA");
     let manifest = deploy["TAXI_MANIFEST"].as_str().unwrap();
-    assert_eq!(paths::root().join(manifest), crate::stack::live_manifest());
+    assert_eq!(paths::root().join(manifest), paths::live_manifest());
     let controller = deploy["TAXI_CONTROLLER"].as_str().unwrap();
-    assert_eq!(controller.trim_start_matches("http://"), crate::stack::rollout::ADDR);
+    assert_eq!(controller.trim_start_matches("http://"), rollout::ADDR);
     assert_eq!(deploy["TAXI_REGISTRY"], bluegreen::REGISTRY_ADDR);
 }

@@ -10,20 +10,18 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use bluegreen::{PROJECT, label};
-use controller::record::Finished;
-use controller::record::Outcome;
-use controller::status::Status;
 use serde::Deserialize;
 
-use crate::effects::compose::Tool;
-use crate::effects::docker::{self, docker};
-use crate::effects::http::Request;
-use crate::effects::paths;
-use crate::effects::poll::{self, Poll};
-use crate::effects::process::{cmd, output, run};
-use crate::images::static_binary;
-use crate::stack::{self, rollout};
-use crate::stages::artifacts::Built;
+use xtask::effects::compose::Tool;
+use xtask::effects::docker::{self, docker};
+use xtask::effects::http::Request;
+use xtask::effects::paths::{self, live_manifest, stack_dir};
+use xtask::effects::poll::{self, Poll};
+use xtask::effects::process::{cmd, output, run};
+use xtask::images::static_binary;
+use xtask::rollout::{self, Finished, Outcome, Status};
+use xtask::stack;
+use xtask::stages::artifacts::{self, Built};
 
 /// How long a rollout may take in a scenario (the level-1 image needs
 /// about 20 s to be declared unhealthy).
@@ -65,7 +63,7 @@ pub fn manifest(tag: &str, replicas: u32) -> Result<String> {
         ensure!(text.contains(from), "manifests/rollout.yaml no longer has {from:?}");
         text = text.replace(from, &to);
     }
-    controller::manifest::set_tag(&text, tag).context("the scenario manifest")
+    rollout::with_tag(&text, tag).context("the scenario manifest")
 }
 
 impl Fixture {
@@ -73,7 +71,7 @@ impl Fixture {
     pub fn fresh(&self, tag: &str) -> Result<()> {
         self.clear()?;
         stack::prepare_dir()?;
-        fs::write(stack::live_manifest(), manifest(tag, 1)?)?;
+        fs::write(live_manifest(), manifest(tag, 1)?)?;
         let built = Built { tag: tag.to_owned(), ..self.built.clone() };
         stack::launch(self.tool, &built, ROLLOUT)?;
         self.expect_live("blue", tag, 1)
@@ -82,7 +80,7 @@ impl Fixture {
     /// Removes the stack's containers and runtime directory.
     pub fn clear(&self) -> Result<()> {
         stack::remove_stack()?;
-        paths::remove_dir_if_present(&stack::dir())
+        paths::remove_dir_if_present(&stack_dir())
     }
 
     pub fn status(&self) -> Result<Status> {
@@ -92,7 +90,7 @@ impl Fixture {
     /// Writes a tag into the live manifest.
     pub fn set_tag(&self, tag: &str) -> Result<u64> {
         let before = rollout::newest_revision(&self.status()?);
-        rollout::set_tag(&stack::live_manifest(), tag)?;
+        rollout::set_tag(&live_manifest(), tag)?;
         Ok(before)
     }
 
@@ -223,13 +221,13 @@ impl Fixture {
 
     /// Arms a crash point: the controller aborts there once.
     pub fn crash_at(&self, point: &str) -> Result<()> {
-        fs::write(stack::dir().join("controller/crash-at"), point)
+        fs::write(stack_dir().join("controller/crash-at"), point)
             .context("cannot arm the crash point")
     }
 
     /// The operator's CLI, as built for the controller image.
     pub fn cli(&self, args: &[&str]) -> Result<String> {
-        let token = stack::dir().join("controller/token");
+        let token = stack_dir().join("controller/token");
         let mut c = cmd(static_binary::path("controller").to_str().unwrap_or("controller"), args);
         c.env("CONTROLLER_TOKEN_FILE", token)
             .env("CONTROLLER_URL", format!("http://{}", rollout::ADDR));
@@ -239,7 +237,7 @@ impl Fixture {
     /// What every answer to the documented request must be: the built
     /// model's version and its fare for that trip.
     pub fn expected_answer(&self) -> Result<(String, f64)> {
-        let model = crate::stages::artifacts::load_model(&crate::stages::artifacts::model_path())?;
+        let model = artifacts::load_model(&artifacts::model_path())?;
         let trip = model::Trip::from_values(model::DOCUMENTED_TRIP)
             .map_err(|v| anyhow::anyhow!("the documented trip is invalid: {v:?}"))?;
         Ok((model.model_version.clone(), model.predict(&trip)))
@@ -255,7 +253,7 @@ impl Fixture {
 
     /// The live upstream.conf.
     pub fn upstream(&self) -> Result<String> {
-        Ok(fs::read_to_string(stack::dir().join("upstream/upstream.conf"))?)
+        Ok(fs::read_to_string(stack_dir().join("upstream/upstream.conf"))?)
     }
 
     /// What the controller printed lately, for a failure report.

@@ -5,10 +5,10 @@
 use std::path::{Path, PathBuf};
 
 use bluegreen::{Color, NGINX_RELOAD, NGINX_TEST, Upstream};
+use controller_core::clock::Timestamp;
 
-use crate::atomic_file;
-use crate::docker::Engine;
-use crate::error::{Error, Result};
+use super::docker::Engine;
+use crate::platform::{PlatformError, Result};
 
 const FILE: &str = "upstream.conf";
 const PREVIEW: &str = "preview.conf";
@@ -24,8 +24,12 @@ impl Nginx {
         Nginx { engine, dir }
     }
 
-    pub fn file(&self) -> PathBuf {
-        self.dir.join(FILE)
+    /// When nginx last took in an upstream.conf of ours: the file is
+    /// written just before every reload, so its modification time stands
+    /// for the reload's, and survives a restart of the controller.
+    pub async fn loaded_at(&self) -> Option<Timestamp> {
+        let meta = tokio::fs::metadata(self.dir.join(FILE)).await.ok()?;
+        meta.modified().ok().map(Timestamp::from_system)
     }
 
     /// What a file of ours says; a missing file sends traffic nowhere.
@@ -88,12 +92,12 @@ impl Nginx {
         let (code, out) = self.engine.exec(&nginx, &NGINX_TEST).await?;
         if code != 0 {
             self.write(&path, &previous).await?;
-            return Err(Error::NginxTest(out));
+            return Err(PlatformError::Refused(format!("`nginx -t` refused it: {out}")));
         }
         let (code, out) = self.engine.exec(&nginx, &NGINX_RELOAD).await?;
         if code != 0 {
             self.write(&path, &previous).await?;
-            return Err(Error::NginxReload(out));
+            return Err(PlatformError::Refused(format!("`nginx -s reload` failed: {out}")));
         }
         Ok(())
     }
@@ -101,13 +105,13 @@ impl Nginx {
     async fn write(&self, path: &Path, text: &str) -> Result<()> {
         let text = text.to_owned();
         let target = path.to_owned();
-        tokio::task::spawn_blocking(move || atomic_file::write(&target, text.as_bytes()))
+        tokio::task::spawn_blocking(move || manifest_file::replace(&target, text.as_bytes()))
             .await
-            .map_err(|e| upstream_error(path, std::io::Error::other(e)))?
+            .map_err(|e| upstream_error(path, e))?
             .map_err(|e| upstream_error(path, e))
     }
 }
 
-fn upstream_error(path: &Path, source: std::io::Error) -> Error {
-    Error::Upstream { path: path.display().to_string(), source }
+fn upstream_error(path: &Path, e: impl std::fmt::Display) -> PlatformError {
+    PlatformError::Unavailable { backend: "nginx", message: format!("{}: {e}", path.display()) }
 }

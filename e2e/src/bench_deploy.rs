@@ -15,18 +15,21 @@ use std::thread::sleep;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
-use controller::record::Finished;
-use controller::record::Outcome as Result_;
+use xtask::api;
+use xtask::effects::compose::Tool;
+use xtask::effects::paths::live_manifest;
+use xtask::effects::{docker, registry};
+use xtask::rollout::{self, Finished, Outcome as Result_};
+use xtask::stack;
+use xtask::stages::artifacts::Built;
 
-use crate::e2e::fixture::{self, Fixture};
-use crate::e2e::images::{self, GOOD_A, GOOD_B, NO_MODEL, WRONG_PORT};
-use crate::effects::compose::Tool;
-use crate::effects::{docker, registry};
-use crate::load::{Connection, Load, Report};
-use crate::stack;
-use crate::stages::artifacts::Built;
+use crate::fixture::{self, Fixture};
+use crate::images::{self, GOOD_A, GOOD_B, NO_MODEL, WRONG_PORT};
+use crate::load::{self, Connection, Load, Report};
 
-#[derive(clap::Args, Debug)]
+/// Clients through nginx during deploys, rollbacks and faults.
+#[derive(clap::Parser, Debug)]
+#[command(bin_name = "xtask bench deploy")]
 pub struct BenchDeployArgs {
     /// Good deploys (alternating colors).
     #[arg(long, default_value_t = 10)]
@@ -95,7 +98,7 @@ fn plan(args: &BenchDeployArgs) -> Vec<(String, &'static str)> {
 fn measure(fx: &Fixture, args: &BenchDeployArgs) -> Result<()> {
     fx.fresh(GOOD_A)?;
     let expected = fx.expected_answer()?;
-    let body = crate::api::documented_request();
+    let body = api::documented_request();
     let load_wall = SystemTime::now();
     let load = Load::start(&stack::front(), &body, args.keep_alive, args.per_request, BOUND);
     let mut rows = Vec::new();
@@ -104,7 +107,7 @@ fn measure(fx: &Fixture, args: &BenchDeployArgs) -> Result<()> {
         let done = fx.deploy(tag)?;
         let to = load.elapsed();
         let switch_at = switch_instant(&done, load_wall);
-        println!("  {label}: {}", stack::rollout::describe(&done));
+        println!("  {label}: {}", rollout::describe(&done));
         rows.push(Row { label, done, window: (from, to), switch_at });
     }
     let report = load.stop();
@@ -158,10 +161,8 @@ fn print_deploys(report: &Report, rows: &[Row], expected: &(String, f64)) {
             .iter()
             .filter(|s| s.at >= row.window.0 && s.at <= row.window.1)
             .collect();
-        let failed = in_window
-            .iter()
-            .filter(|s| !matches!(s.outcome, crate::load::Outcome::Ok { .. }))
-            .count();
+        let failed =
+            in_window.iter().filter(|s| !matches!(s.outcome, load::Outcome::Ok { .. })).count();
         let around = row.switch_at.map(|t| {
             (t.saturating_sub(Duration::from_millis(500)), t + Duration::from_millis(500))
         });
@@ -267,17 +268,17 @@ fn faults(fx: &Fixture, args: &BenchDeployArgs, body: &str) -> Result<()> {
         "{:<44} {:>7} {:>7} {:>10}  what happened",
         "fault (under load)", "sent", "failed", "outage ms"
     );
-    let live = stack::live_manifest();
+    let live = live_manifest();
     fs::write(&live, fixture::manifest(GOOD_B, 2)?)?;
-    let before = stack::rollout::newest_revision(&fx.status()?);
-    stack::rollout::follow(GOOD_B, before, Duration::from_secs(120))?;
+    let before = rollout::newest_revision(&fx.status()?);
+    rollout::follow(GOOD_B, before, Duration::from_secs(120))?;
     fault("SIGKILL one of 2 live replicas", args, body, || {
         fx.kill_process_of("taxi-fare_app_green_1")?;
         Ok("Docker restarts it (unless-stopped); nginx retries on the other replica".into())
     })?;
     fs::write(&live, fixture::manifest(GOOD_A, 1)?)?;
-    let before = stack::rollout::newest_revision(&fx.status()?);
-    stack::rollout::follow(GOOD_A, before, Duration::from_secs(120))?;
+    let before = rollout::newest_revision(&fx.status()?);
+    rollout::follow(GOOD_A, before, Duration::from_secs(120))?;
     fault("SIGKILL the only live replica", args, body, || {
         fx.kill_process_of("taxi-fare_app_blue_1")?;
         Ok("outage until Docker restarts it and the controller has nginx resolve its new address"
@@ -291,8 +292,8 @@ fn faults(fx: &Fixture, args: &BenchDeployArgs, body: &str) -> Result<()> {
         fx.set_tag(GOOD_B)?;
         fx.wait_for_step("health")?;
         fx.kill_controller()?;
-        let done = stack::rollout::follow(GOOD_B, 0, Duration::from_secs(120))?;
-        Ok(format!("restarted; {}", stack::rollout::describe(&done)))
+        let done = rollout::follow(GOOD_B, 0, Duration::from_secs(120))?;
+        Ok(format!("restarted; {}", rollout::describe(&done)))
     })?;
     Ok(())
 }

@@ -7,14 +7,18 @@
 //! does; after it, the controller's end-to-end tests. The stack is torn
 //! down at the end whatever happened, and a table of each step's duration
 //! is printed, also on a failure, ending with the pass/fail count CI
-//! reads.
+//! reads. It sits above the stages, the stack and e2e, which it runs;
+//! `pipeline` (tests only) holds `.gitflic-ci.yaml` to its list of steps.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
 
-use super::{build, deploy, integration, lint, smoke, train, unit};
-use crate::stack;
+use crate::stages::{build, deploy, integration, lint, smoke, train, unit};
+use crate::{e2e, stack};
+
+#[cfg(test)]
+mod pipeline;
 
 /// One step of `ci`: a CI job's stage, or local setup around them.
 pub struct Step {
@@ -43,7 +47,7 @@ pub fn steps() -> Vec<Step> {
         job("deploy", || deploy::run(&deploy::DeployArgs::default())),
         // The controller's scenarios (rollbacks, crashes, zero downtime);
         // each starts from a clean stack of its own.
-        local("e2e", || crate::e2e::run(&crate::e2e::E2eArgs::default())),
+        local("e2e", || e2e::scenarios(&[])),
     ]
 }
 

@@ -1,5 +1,6 @@
 //! The app containers and the nginx container, through the Docker Engine
-//! API (bollard). Only IO: what to do is decided elsewhere.
+//! API (bollard). Only IO: what to do is decided elsewhere. Errors leave
+//! as the platform's neutral kinds.
 //!
 //! Containers are found by label, never by remembered IDs. Idempotent
 //! outcomes (304 already started/stopped, 404 already gone, 409 already
@@ -13,18 +14,38 @@ use bollard::Docker;
 use bollard::errors::Error as BollardError;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, EventMessage, HealthStatusEnum, HostConfig,
+    ContainerCreateBody, ContainerStateStatusEnum, EndpointSettings, EventMessage, HealthStatusEnum, HostConfig,
     NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, DownloadFromContainerOptions, EventsOptions,
+    CreateContainerOptions, CreateImageOptions, EventsOptions,
     InspectContainerOptions, ListContainersOptions, RemoveContainerOptions, StopContainerOptions,
 };
 use futures_util::{Stream, StreamExt, TryStreamExt};
 
-use crate::clock::Timestamp;
-use crate::error::{Error, Result};
-use crate::observed::{Container, Health};
+use controller_core::clock::Timestamp;
+use controller_core::observed::{Health, Replica, State};
+
+use crate::platform::{PlatformError, Result};
+
+impl From<BollardError> for PlatformError {
+    fn from(e: BollardError) -> PlatformError {
+        PlatformError::Unavailable { backend: "docker", message: docker_message(&e) }
+    }
+}
+
+/// Docker's word for a container's state, in the platform's.
+fn state(s: Option<ContainerStateStatusEnum>) -> State {
+    match s {
+        Some(ContainerStateStatusEnum::RUNNING) => State::Running,
+        Some(ContainerStateStatusEnum::RESTARTING) => State::Restarting,
+        Some(ContainerStateStatusEnum::PAUSED) => State::Paused,
+        Some(ContainerStateStatusEnum::EXITED) => State::Exited,
+        Some(ContainerStateStatusEnum::DEAD) => State::Dead,
+        Some(ContainerStateStatusEnum::REMOVING) => State::Removing,
+        _ => State::Created,
+    }
+}
 
 /// The oldest Engine API the controller speaks (Docker 20.10).
 const MIN_API: (u32, u32) = (1, 41);
@@ -57,16 +78,19 @@ impl Engine {
         let mut parts = api.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
         let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
         if found < MIN_API {
-            return Err(Error::DockerTooOld {
-                found: api,
-                required: format!("{}.{}", MIN_API.0, MIN_API.1),
+            return Err(PlatformError::Unavailable {
+                backend: "docker",
+                message: format!(
+                    "the Engine API {api} is too old: {}.{} or later is needed",
+                    MIN_API.0, MIN_API.1
+                ),
             });
         }
         Ok(Engine { docker })
     }
 
     /// Every app container of the project, with its Docker health.
-    pub async fn app_containers(&self) -> Result<Vec<Container>> {
+    pub async fn app_containers(&self) -> Result<Vec<Replica>> {
         let options = ListContainersOptions {
             all: true,
             filters: Some(project_filter(&[(label::ROLE, label::ROLE_APP)])),
@@ -94,9 +118,9 @@ impl Engine {
                 _ => Health::None,
             };
             let started_at = state.started_at.as_deref().and_then(Timestamp::parse);
-            let status = state.status.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into());
-            let running = status == "running";
-            found.push(Container {
+            let status = self::state(state.status);
+            let running = status == State::Running;
+            found.push(Replica {
                 name: inspect.name.unwrap_or_default().trim_start_matches('/').to_owned(),
                 id,
                 color,
@@ -121,7 +145,10 @@ impl Engine {
         };
         let mut progress = self.docker.create_image(Some(options), None, None);
         while let Some(item) = progress.next().await {
-            item.map_err(|e| Error::Pull { image: image.to_owned(), message: docker_message(&e) })?;
+            item.map_err(|e| PlatformError::Image {
+                image: image.to_owned(),
+                message: docker_message(&e),
+            })?;
         }
         Ok(())
     }
@@ -226,21 +253,6 @@ impl Engine {
         }
     }
 
-    /// A file from a container's file system (the model artifact its
-    /// image carries), read through the archive endpoint.
-    pub async fn read_file(&self, container: &str, path: &str) -> Result<Vec<u8>> {
-        let options = DownloadFromContainerOptions { path: path.to_owned() };
-        let mut archive = Vec::new();
-        let mut stream = self.docker.download_from_container(container, Some(options));
-        while let Some(chunk) = stream.next().await {
-            archive.extend_from_slice(&chunk?);
-            if archive.len() > MAX_ARCHIVE {
-                break;
-            }
-        }
-        Ok(first_file_of_tar(&archive).unwrap_or_default().to_vec())
-    }
-
     /// A container's address on the stack's network and an environment
     /// variable of its configuration.
     pub async fn address_and_env(
@@ -270,7 +282,10 @@ impl Engine {
             ..Default::default()
         };
         let list = self.docker.list_containers(Some(options)).await?;
-        list.into_iter().find_map(|c| c.id).ok_or(Error::NginxMissing(bluegreen::PROJECT))
+        list.into_iter().find_map(|c| c.id).ok_or_else(|| PlatformError::Unavailable {
+            backend: "nginx",
+            message: format!("no running nginx container of project {}", bluegreen::PROJECT),
+        })
     }
 
     /// Runs a command in a container; returns its exit code and output.
@@ -309,22 +324,8 @@ impl Engine {
             until: None,
             filters: Some(filters),
         };
-        self.docker.events(Some(options)).map_err(Error::from)
+        self.docker.events(Some(options)).map_err(PlatformError::from)
     }
-}
-
-/// The largest archive read from a container (a model artifact is far
-/// smaller).
-const MAX_ARCHIVE: usize = 4 << 20;
-
-/// The content of the first file of a tar archive (ustar: a 512-byte
-/// header with the size in octal at offset 124, then the data).
-fn first_file_of_tar(archive: &[u8]) -> Option<&[u8]> {
-    let header = archive.get(..512)?;
-    let size_field = std::str::from_utf8(&header[124..136]).ok()?;
-    let size =
-        usize::from_str_radix(size_field.trim_matches(|c: char| c == '\0' || c == ' '), 8).ok()?;
-    archive.get(512..512 + size)
 }
 
 /// The daemon's own message, without bollard's wrapping.
@@ -333,23 +334,5 @@ fn docker_message(e: &BollardError) -> String {
         BollardError::DockerResponseServerError { message, .. } => message.clone(),
         BollardError::DockerStreamError { error } => error.clone(),
         other => other.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_the_first_file_of_a_tar() {
-        let mut archive = vec![0u8; 512];
-        archive[..10].copy_from_slice(b"model.json");
-        archive[124..135].copy_from_slice(b"00000000005");
-        archive.extend_from_slice(b"hello");
-        archive.extend_from_slice(&[0u8; 507]);
-        assert_eq!(first_file_of_tar(&archive), Some(&b"hello"[..]));
-        assert_eq!(first_file_of_tar(&archive[..100]), None);
-        archive[124..135].copy_from_slice(b"77777777777");
-        assert_eq!(first_file_of_tar(&archive), None);
     }
 }

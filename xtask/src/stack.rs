@@ -10,11 +10,8 @@
 //! the same state. `down` removes every container of the compose project
 //! (the controller's slots included) and stops the registry `up` started.
 
-pub mod rollout;
-
 use std::fs;
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -25,9 +22,11 @@ use crate::api;
 use crate::effects::compose::Tool;
 use crate::effects::docker::{self, docker};
 use crate::effects::http::Request;
+use crate::effects::paths::{self, live_manifest, stack_dir};
 use crate::effects::poll::{self, Poll};
 use crate::effects::process::{output, run};
-use crate::effects::{deps, paths, registry};
+use crate::effects::{deps, registry};
+use crate::rollout;
 use crate::stages::artifacts::{self, Built};
 use crate::stages::build::{self, BuildArgs};
 use crate::stages::integration;
@@ -67,18 +66,6 @@ pub const PREVIEW_PORT: u16 = 8081;
 /// nginx's front as a loopback address.
 pub fn front() -> String {
     format!("127.0.0.1:{}", front_port())
-}
-
-/// The stack's runtime directory: the live manifest, upstream.conf and
-/// the controller's state, bind-mounted into nginx and the controller.
-pub fn dir() -> PathBuf {
-    paths::target().join("stack")
-}
-
-/// The live manifest the controller watches (a copy of
-/// manifests/rollout.yaml, so a deploy never touches a tracked file).
-pub fn live_manifest() -> PathBuf {
-    dir().join("manifests/rollout.yaml")
 }
 
 pub fn up(args: &UpArgs) -> Result<()> {
@@ -144,42 +131,7 @@ pub fn launch(tool: Tool, built: &Built, timeout: Duration) -> Result<()> {
     for proxy in [bluegreen::NGINX_SERVICE, bluegreen::EDGE_SERVICE] {
         docker::wait_healthy(&container_of(tool, proxy)?, timeout)?;
     }
-    deploy(&built.tag, timeout)
-}
-
-/// Writes `tag` into the live manifest and follows the controller until
-/// its rollout has ended; fails, with the level and the reason, when it
-/// was rolled back. A tag already live finishes at once.
-pub fn deploy(tag: &str, timeout: Duration) -> Result<()> {
-    let before = rollout::status()
-        .or_else(|_| {
-            // Just started: give the controller a moment to listen.
-            poll::until(Duration::from_secs(30), Duration::from_millis(200), || {
-                Ok(match rollout::status() {
-                    Ok(s) => Poll::Ready(s),
-                    Err(e) => Poll::Pending(format!("{e:#}")),
-                })
-            })
-        })
-        .context("the controller is not running")?;
-    if before.rollout.is_none()
-        && before.active.tag.as_deref() == Some(tag)
-        && before.desired.tag.as_deref() == Some(tag)
-    {
-        println!(
-            "{tag} is already live in {}",
-            before.active.color.map_or("-".into(), |c| c.to_string())
-        );
-        return Ok(());
-    }
-    rollout::set_tag(&live_manifest(), tag)?;
-    println!("deploying {tag}: spec.image.tag set in {}", live_manifest().display());
-    let finished = rollout::follow(tag, rollout::newest_revision(&before), timeout)?;
-    println!("{}", rollout::describe(&finished));
-    if finished.result != controller::record::Outcome::Succeeded {
-        bail!("{}", rollout::describe(&finished));
-    }
-    Ok(())
+    rollout::deploy(&built.tag, timeout)
 }
 
 /// Fails, naming the port, when a port of the stack is taken by anything
@@ -218,12 +170,12 @@ fn check_ports() -> Result<()> {
 /// the live manifest (from manifests/rollout.yaml) and the state.
 pub fn prepare_dir() -> Result<()> {
     for sub in ["upstream", "manifests", "controller"] {
-        let d = dir().join(sub);
+        let d = stack_dir().join(sub);
         fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
     }
     let copies = [
-        (paths::root().join("nginx/upstream.conf"), dir().join("upstream/upstream.conf")),
-        (paths::root().join("nginx/preview.conf"), dir().join("upstream/preview.conf")),
+        (paths::root().join("nginx/upstream.conf"), stack_dir().join("upstream/upstream.conf")),
+        (paths::root().join("nginx/preview.conf"), stack_dir().join("upstream/preview.conf")),
         (paths::root().join("manifests/rollout.yaml"), live_manifest()),
     ];
     for (from, to) in copies {
@@ -245,7 +197,7 @@ fn compose_up(tool: Tool, built: &Built) -> Result<()> {
     ]);
     c.env("NGINX_IMAGE", &built.nginx)
         .env("CONTROLLER_IMAGE", &built.controller)
-        .env("STACK_DIR", dir())
+        .env("STACK_DIR", stack_dir())
         .env("FRONT_PORT", front_port().to_string());
     run(c)
 }
@@ -289,7 +241,7 @@ pub fn down() -> Result<()> {
         Ok(false) => {}
         Err(e) => problems.push(format!("cannot stop the registry: {e:#}")),
     }
-    paths::remove_dir_if_present(&dir())?;
+    paths::remove_dir_if_present(&stack_dir())?;
     if !problems.is_empty() {
         bail!("{}", problems.join("; "));
     }

@@ -1,0 +1,194 @@
+//! HTTP to the service, written once for every backend: a color's own
+//! replicas at the endpoints the platform gives (the gates' evidence, the
+//! warm-up bursts, the analysis' counters) and the front users reach (the
+//! probe after a switch). Each call is one try, bounded by the client's
+//! timeout; waiting between tries is the state machine's business.
+
+use std::time::{Duration, Instant};
+
+use bluegreen::Color;
+use controller_core::analysis::{self, Sample};
+use controller_core::gates::{Evidence, KNOWN_TRIP};
+use controller_core::manifest::Probe;
+use model::{ModelArtifact, Trip};
+use serde::Deserialize;
+
+use crate::platform::Workloads;
+
+/// An HTTP client that opens a connection per request: a probe must see
+/// nginx's current workers, not an old worker's kept-alive connection.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap_or_default()
+}
+
+#[derive(Deserialize)]
+struct Liveness {
+    color: Option<String>,
+    version: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Priced {
+    predictions: Vec<f64>,
+    model_version: String,
+}
+
+/// Text of an answer's first bytes, for a reason.
+fn excerpt(text: &str) -> String {
+    text.chars().take(200).collect()
+}
+
+pub struct ColorHttp {
+    http: reqwest::Client,
+}
+
+impl Default for ColorHttp {
+    fn default() -> Self {
+        ColorHttp { http: client() }
+    }
+}
+
+impl ColorHttp {
+    async fn first_endpoint<W: Workloads>(&self, w: &W, color: Color) -> Result<String, String> {
+        let endpoints = w.endpoints(color).await.map_err(|e| e.to_string())?;
+        endpoints.into_iter().next().ok_or_else(|| format!("{color} has no running replica"))
+    }
+
+    /// The artifact a replica serves (`GET /model`).
+    async fn artifact(&self, base: &str) -> Result<ModelArtifact, String> {
+        let url = format!("{base}/model");
+        let response = self.http.get(&url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| format!("GET {url}: {e}"))?;
+        if !status.is_success() {
+            return Err(format!("GET {url} answered {status}: {}", excerpt(&text)));
+        }
+        ModelArtifact::from_json(&text).map_err(|e| format!("GET {url}: {e}"))
+    }
+
+    /// Prices `trips` at `base` (a replica's own address): the fares and
+    /// the model version that answered.
+    pub async fn predict(&self, base: &str, trips: &[Trip]) -> Result<(Vec<f64>, String), String> {
+        let url = format!("{base}/api/predict/");
+        let body = serde_json::json!({ "data": trips });
+        let response =
+            self.http.post(&url).json(&body).send().await.map_err(|e| format!("POST {url}: {e}"))?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            return Err(format!("POST {url} answered {status}: {}", excerpt(&text)));
+        }
+        let priced: Priced =
+            response.json().await.map_err(|e| format!("POST {url}: not a prediction: {e}"))?;
+        Ok((priced.predictions, priced.model_version))
+    }
+
+    /// What the gates judge: the new color's artifact and its fares for
+    /// the golden trips; the live color's artifact and fares, if a color
+    /// is live.
+    pub async fn evidence<W: Workloads>(
+        &self,
+        w: &W,
+        color: Color,
+        live: Option<Color>,
+        golden: bool,
+    ) -> Result<Evidence, String> {
+        let base = self.first_endpoint(w, color).await?;
+        let new = self.artifact(&base).await.map_err(|e| format!("cannot read the new model: {e}"))?;
+        let trips = Evidence::trips(&new);
+        let new_fares = if golden || live.is_some() {
+            let priced = self.predict(&base, &trips).await;
+            Some(priced.map_err(|e| format!("golden trips: {e}"))?)
+        } else {
+            None
+        };
+        let (live_model, live_fares) = match live {
+            Some(l) => {
+                let read = async {
+                    let base = self.first_endpoint(w, l).await?;
+                    let artifact = self.artifact(&base).await?;
+                    let (fares, _) = self.predict(&base, &trips).await?;
+                    Ok::<_, String>((artifact, fares))
+                };
+                let (a, f) = read.await.map_err(|e| format!("cannot read the live model: {e}"))?;
+                (Some(a), Some(f))
+            }
+            None => (None, None),
+        };
+        Ok(Evidence { new, new_fares, live: live_model, live_fares })
+    }
+
+    /// One warm-up burst: `requests` predictions of `trip`, one after the
+    /// other, at the new color's first replica; their times. The address
+    /// is found once, so only the predictions are timed.
+    pub async fn burst<W: Workloads>(
+        &self,
+        w: &W,
+        color: Color,
+        trip: Trip,
+        requests: usize,
+    ) -> Result<Vec<Duration>, String> {
+        let base = self.first_endpoint(w, color).await?;
+        let mut took = Vec::with_capacity(requests);
+        for _ in 0..requests {
+            let sent = Instant::now();
+            self.predict(&base, &[trip]).await?;
+            took.push(sent.elapsed());
+        }
+        Ok(took)
+    }
+
+    /// The predict routes' counters of every running replica of `color`,
+    /// summed.
+    pub async fn sample<W: Workloads>(&self, w: &W, color: Color) -> Result<Sample, String> {
+        let mut sum = Sample::default();
+        for base in w.endpoints(color).await.map_err(|e| e.to_string())? {
+            let url = format!("{base}/metrics");
+            let text = async { self.http.get(&url).send().await?.error_for_status()?.text().await };
+            let text = text.await.map_err(|e| format!("GET {url}: {e}"))?;
+            sum.add(&analysis::parse(&text));
+        }
+        Ok(sum)
+    }
+
+    /// One try through the front: `color` and `tag` answer the probe
+    /// path and, if asked, a known trip is priced.
+    pub async fn probe(
+        &self,
+        front: &str,
+        color: Color,
+        tag: &str,
+        probe: &Probe,
+    ) -> Result<(), String> {
+        let base = front.trim_end_matches('/');
+        let url = format!("{base}{}", probe.path);
+        let response = self.http.get(&url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(format!("GET {url} answered {status}"));
+        }
+        let body: Liveness =
+            response.json().await.map_err(|e| format!("GET {url}: not the service's JSON: {e}"))?;
+        if body.color.as_deref() != Some(color.as_str()) || body.version.as_deref() != Some(tag) {
+            return Err(format!(
+                "GET {url} answered color {} version {}",
+                body.color.as_deref().unwrap_or("?"),
+                body.version.as_deref().unwrap_or("?")
+            ));
+        }
+        if probe.predict {
+            let (fares, _) = self.predict(base, &[KNOWN_TRIP]).await?;
+            match fares.as_slice() {
+                [fare] if fare.is_finite() && *fare > 0.0 => {}
+                other => {
+                    return Err(format!("POST {base}/api/predict/ priced {other:?} for a known trip"));
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,160 @@
+//! The compose backend: the colors' replicas are Docker containers with
+//! compose's labels on the stack's network ([`docker`]), and the router is
+//! nginx, whose upstream.conf names the live color ([`nginx`]).
+
+pub mod docker;
+pub mod nginx;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bluegreen::Color;
+use controller_core::observed::{Capabilities, Replica, Traffic};
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use self::docker::Engine;
+use self::nginx::Nginx;
+use super::{Result, Router, Workloads};
+
+pub struct Compose {
+    engine: Engine,
+    nginx: Nginx,
+    /// nginx's URL as the controller reaches it.
+    front: String,
+}
+
+impl Compose {
+    pub fn new(engine: Engine, upstream_dir: PathBuf, front: String) -> Compose {
+        let nginx = Nginx::new(engine.clone(), upstream_dir);
+        Compose { engine, nginx, front }
+    }
+}
+
+impl Workloads for Compose {
+    async fn replicas(&self) -> Result<Vec<Replica>> {
+        self.engine.app_containers().await
+    }
+
+    async fn start(&self, color: Color, image: &str, tag: &str, replicas: u32) -> Result<()> {
+        self.engine.pull(image).await?;
+        for container in self.engine.app_containers().await? {
+            // Replicas beyond the count belong to an earlier rollout.
+            if container.color == color && container.replica > replicas {
+                self.engine.remove(&container.id, false).await?;
+            }
+        }
+        for replica in 1..=replicas {
+            self.engine.start_replica(color, replica, image, tag).await?;
+        }
+        Ok(())
+    }
+
+    async fn remove(&self, color: Color, graceful: bool) -> Result<()> {
+        let of: Vec<_> =
+            self.engine.app_containers().await?.into_iter().filter(|c| c.color == color).collect();
+        let removals = of.iter().map(|c| self.engine.remove(&c.id, graceful));
+        for result in futures_util::future::join_all(removals).await {
+            result?;
+        }
+        Ok(())
+    }
+
+    async fn endpoints(&self, color: Color) -> Result<Vec<String>> {
+        let mut of: Vec<Replica> = self
+            .engine
+            .app_containers()
+            .await?
+            .into_iter()
+            .filter(|c| c.color == color && c.is_running())
+            .collect();
+        of.sort_by_key(|c| c.replica);
+        let mut urls = Vec::with_capacity(of.len());
+        for c in of {
+            // The port the container itself listens on: what nginx proxies
+            // to is the probe's business, not the model's.
+            let (address, port) = self.engine.address_and_env(&c.id, "PORT").await?;
+            let port = port.and_then(|p| p.parse::<u16>().ok()).unwrap_or(bluegreen::APP_PORT);
+            if let Some(address) = address {
+                urls.push(format!("http://{address}:{port}"));
+            }
+        }
+        Ok(urls)
+    }
+
+    fn events(&self, hints: mpsc::Sender<String>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let engine = self.engine.clone();
+        Box::pin(async move {
+            let mut since: Option<i64> = None;
+            loop {
+                let mut events = engine.events(since);
+                while let Some(event) = events.next().await {
+                    match event {
+                        Ok(e) => {
+                            since = e.time.or(since);
+                            let what = e.action.unwrap_or_default();
+                            debug!(event = %what, "docker event");
+                            // A full channel already holds a wake-up.
+                            let _ = hints.try_send(what);
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "the Docker event stream failed; reconnecting");
+                            break;
+                        }
+                    }
+                }
+                // Whatever was missed is found by the reconcile this wakes.
+                let _ = hints.try_send("reconnect".into());
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    }
+}
+
+impl Router for Compose {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::ALL
+    }
+
+    async fn read(&self, replicas: &[Replica]) -> Traffic {
+        let upstream = self.nginx.upstream().await;
+        let fallback = upstream.as_ref().ok().and_then(|u| u.backup);
+        let live = upstream.map(|u| u.live);
+        // nginx resolves container names when it loads its configuration:
+        // a live container Docker restarted since has a new address.
+        let loaded_at = self.nginx.loaded_at().await;
+        let stale = match (live.as_ref().ok().copied().flatten(), loaded_at) {
+            (Some(color), Some(loaded)) => replicas.iter().any(|c| {
+                c.color == color && c.is_running() && c.started_at.is_some_and(|s| s > loaded)
+            }),
+            _ => false,
+        };
+        Traffic {
+            live,
+            fallback,
+            preview: self.nginx.preview().await,
+            stale,
+            capabilities: self.capabilities(),
+        }
+    }
+
+    async fn route(
+        &self,
+        to: Option<Color>,
+        replicas: u32,
+        fallback: Option<(Color, u32)>,
+    ) -> Result<()> {
+        self.nginx.switch(to, replicas, fallback).await
+    }
+
+    async fn preview(&self, to: Option<(Color, u32)>) -> Result<()> {
+        self.nginx.show_preview(to).await
+    }
+
+    fn front(&self) -> &str {
+        &self.front
+    }
+}

@@ -1,0 +1,115 @@
+//! The platform, split by role: [`Workloads`] runs the colors' replicas
+//! and says where they answer, [`Router`] sends traffic to a color and
+//! reads back what it does. The loop and the gates speak only these
+//! interfaces, in the neutral words of `controller_core::observed`; a
+//! backend is one implementation of both (`compose` here: Docker
+//! containers and nginx; the tests' in-memory world is another).
+//!
+//! Capabilities a backend may lack (a preview entry point, servers held
+//! in reserve) are optional: [`Router::capabilities`] says which it has,
+//! and the core decides without them.
+
+pub mod compose;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use bluegreen::Color;
+use controller_core::observed::{Capabilities, Observed, Replica, Traffic};
+use tokio::sync::mpsc;
+
+/// Why the platform did not do what was asked.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PlatformError {
+    /// The backend could not be reached or failed on its side: worth
+    /// trying again.
+    #[error("{backend}: {message}")]
+    Unavailable { backend: &'static str, message: String },
+    /// The image cannot be had.
+    #[error("cannot pull {image}: {message}")]
+    Image { image: String, message: String },
+    /// The router refused the new configuration and kept the old one:
+    /// traffic did not move.
+    #[error("the router refused the change: {0}")]
+    Refused(String),
+    /// The backend has no such capability.
+    #[error("this platform cannot {0}")]
+    Unsupported(&'static str),
+}
+
+impl PlatformError {
+    /// The label /metrics counts this kind of error under.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            PlatformError::Unavailable { backend, .. } => backend,
+            PlatformError::Image { .. } => "pull",
+            PlatformError::Refused(_) => "router_refused",
+            PlatformError::Unsupported(_) => "unsupported",
+        }
+    }
+}
+
+pub type Result<T, E = PlatformError> = std::result::Result<T, E>;
+
+/// Runs the replicas of each color.
+pub trait Workloads: Send + Sync {
+    /// Every replica of both colors, read now. `started_at` is filled in
+    /// where the backend knows it.
+    fn replicas(&self) -> impl Future<Output = Result<Vec<Replica>>> + Send;
+    /// Pulls the image and runs `replicas` replicas of `color` on it
+    /// (idempotent: what already runs the tag is kept).
+    fn start(
+        &self,
+        color: Color,
+        image: &str,
+        tag: &str,
+        replicas: u32,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Removes every replica of `color`; `graceful` lets them finish the
+    /// requests they hold.
+    fn remove(&self, color: Color, graceful: bool) -> impl Future<Output = Result<()>> + Send;
+    /// The base URLs (`http://host:port`) at which the controller reaches
+    /// each running replica of `color` directly, in replica order.
+    fn endpoints(&self, color: Color) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// Sends a hint on `hints` whenever a replica may have changed (a
+    /// health change, a death); runs until the process ends, reconnecting
+    /// by itself. Hints only: the periodic resync catches what is missed.
+    fn events(&self, hints: mpsc::Sender<String>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}
+
+/// Sends traffic to a color.
+pub trait Router: Send + Sync {
+    fn capabilities(&self) -> Capabilities;
+    /// What the router does now. `replicas` (as just observed) lets a
+    /// router that resolves replicas when it loads its configuration say
+    /// that it must be refreshed.
+    fn read(&self, replicas: &[Replica]) -> impl Future<Output = Traffic> + Send;
+    /// Sends traffic to `to` (`None`: to no color), `fallback` taking what
+    /// `to` refuses where the router can hold servers in reserve. Safe to
+    /// repeat: it always (re)loads.
+    fn route(
+        &self,
+        to: Option<Color>,
+        replicas: u32,
+        fallback: Option<(Color, u32)>,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Shows `to` on the preview entry point (`None`: nothing).
+    fn preview(&self, to: Option<(Color, u32)>) -> impl Future<Output = Result<()>> + Send {
+        let _ = to;
+        async { Err(PlatformError::Unsupported("preview a color")) }
+    }
+    /// The front's base URL as the controller reaches it: what users reach.
+    fn front(&self) -> &str;
+}
+
+/// A backend: both roles.
+pub trait Platform: Workloads + Router {}
+
+impl<P: Workloads + Router> Platform for P {}
+
+/// The world, read now.
+pub async fn observe<P: Platform>(platform: &P) -> Result<Observed> {
+    let replicas = platform.replicas().await?;
+    let traffic = platform.read(&replicas).await;
+    Ok(Observed { replicas, traffic })
+}

@@ -1,0 +1,354 @@
+//! The reconcile loop, an effect dispatcher: read the manifest, observe,
+//! let the core decide, carry the one step out on the platform, let the
+//! core apply its outcome, save the record; then wait for a trigger
+//! (manifest change, platform event, operator command), the next instant
+//! the record names, or the periodic resync. One reconcile at a time:
+//! this loop is the only place steps run, and no step waits.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use controller_core::clock::Timestamp;
+use controller_core::machine::{self, Applied, Outcome, Removal, Step};
+use controller_core::manifest::{self, Desired};
+use controller_core::observed::Observed;
+use controller_core::record::{Operator, Record, Stage};
+use controller_core::status::{self, ManifestState, Status};
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info, warn};
+
+use crate::clock;
+use crate::color_http::ColorHttp;
+use crate::crash;
+use crate::error::Result;
+use crate::metrics::Metrics;
+use crate::platform::{self, Platform, PlatformError};
+use crate::store::Store;
+
+/// How long to wait before retrying a step that failed.
+const BACKOFF: Duration = Duration::from_secs(2);
+
+/// Why a reconcile runs. Only logged — the reconcile assumes nothing —
+/// except an operator's word, which the record takes first.
+#[derive(Debug, Clone)]
+pub enum Trigger {
+    Manifest,
+    Platform(String),
+    Command(&'static str),
+    Operator(Operator),
+}
+
+/// What the loop shares with the API.
+pub struct Shared {
+    pub status: watch::Sender<Status>,
+    pub metrics: Metrics,
+    /// The manifest file the controller watches and edits.
+    pub manifest: PathBuf,
+    pub triggers: mpsc::Sender<Trigger>,
+    pub token: String,
+}
+
+impl Shared {
+    /// What the loop and the API share, with empty metrics and the status
+    /// of a controller that has read nothing yet.
+    pub fn new(manifest: PathBuf, triggers: mpsc::Sender<Trigger>, token: String) -> Arc<Shared> {
+        let source = manifest.display().to_string();
+        let initial = status::build(
+            &ManifestState { desired: None, error: None, source: &source },
+            None,
+            &Record::default(),
+            None,
+            clock::now(),
+        );
+        Arc::new(Shared {
+            status: watch::channel(initial).0,
+            metrics: Metrics::default(),
+            manifest,
+            triggers,
+            token,
+        })
+    }
+}
+
+pub struct Reconciler<P> {
+    platform: P,
+    http: ColorHttp,
+    shared: Arc<Shared>,
+    store: Store,
+    record: Record,
+    desired: Option<Desired>,
+    manifest_error: Option<String>,
+    observed: Option<Observed>,
+    last_error: Option<String>,
+    resync: Duration,
+}
+
+enum Flow {
+    /// Take the next step at once.
+    Next,
+    /// Wait for a trigger, or until this instant (or the resync).
+    Wait(Option<Timestamp>),
+}
+
+impl<P: Platform> Reconciler<P> {
+    /// Loads the record and notes a restart in the rollout it holds.
+    pub fn new(
+        platform: P,
+        shared: Arc<Shared>,
+        store: Store,
+        resync: Duration,
+    ) -> Result<Reconciler<P>> {
+        let (mut record, warning) = store.load()?;
+        if let Some(w) = warning {
+            warn!(problem = %w, "the state file was corrupt; starting from what is observed");
+        }
+        if let Some(r) = &record.rollout {
+            info!(revision = r.summary.revision, tag = %r.tag(), step = %r.stage.name(), "resuming the rollout in flight");
+        }
+        record.note_restart();
+        store.save(&record)?;
+        Ok(Reconciler {
+            platform,
+            http: ColorHttp::default(),
+            shared,
+            store,
+            record,
+            desired: None,
+            manifest_error: None,
+            observed: None,
+            last_error: None,
+            resync,
+        })
+    }
+
+    /// Runs until `shutdown` turns true; a step under way is finished
+    /// first, so the record never lags the world by more than one step.
+    pub async fn run(
+        mut self,
+        mut triggers: mpsc::Receiver<Trigger>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let (hints, mut hint_rx) = mpsc::channel(64);
+        let events = tokio::spawn(self.platform.events(hints));
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let until = match self.reconcile().await {
+                Flow::Next => continue,
+                Flow::Wait(until) => until,
+            };
+            let pause = until.map_or(self.resync, |t| t.remaining(clock::now()).min(self.resync));
+            tokio::select! {
+                trigger = triggers.recv() => {
+                    if let Some(t) = trigger {
+                        self.take(t);
+                    }
+                    // Several triggers at once need one reconcile.
+                    while let Ok(t) = triggers.try_recv() {
+                        self.take(t);
+                    }
+                }
+                hint = hint_rx.recv() => {
+                    tracing::debug!(event = ?hint, "reconcile");
+                    while hint_rx.try_recv().is_ok() {}
+                }
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.changed() => break,
+            }
+        }
+        events.abort();
+    }
+
+    fn take(&mut self, trigger: Trigger) {
+        tracing::debug!(trigger = ?trigger, "reconcile");
+        let Trigger::Operator(word) = trigger else { return };
+        match machine::command(&mut self.record, word) {
+            Ok(()) => {
+                info!(operator = ?word, "operator's word on the paused rollout");
+                if let Err(e) = self.store.save(&self.record) {
+                    error!(error = %e, "cannot save the state");
+                }
+            }
+            Err(why) => warn!(operator = ?word, "{why}; ignored"),
+        }
+    }
+
+    async fn reconcile(&mut self) -> Flow {
+        self.read_manifest().await;
+        let observed = match platform::observe(&self.platform).await {
+            Ok(o) => o,
+            Err(e) => return self.failed(e.metric_label(), e.to_string()),
+        };
+        self.shared.metrics.active(observed.live_color());
+        let now = clock::now();
+        let step = machine::decide(self.desired.as_ref(), &observed, &self.record, now);
+        self.observed = Some(observed);
+        self.publish(now);
+        if let Step::Wait { until } = step {
+            return Flow::Wait(until);
+        }
+        self.shared.metrics.reconciled();
+        let outcome = match self.perform(&step).await {
+            Ok(o) => o,
+            Err(e) => return self.failed(e.metric_label(), e.to_string()),
+        };
+        let before = self.record.rollout.as_ref().map(|r| r.stage.clone());
+        let applied = machine::apply(&mut self.record, &step, outcome, clock::now());
+        self.log_change(before, &applied);
+        let saved = self.store.save(&self.record);
+        match (applied, saved) {
+            (_, Err(e)) => self.failed(e.metric_label(), e.to_string()),
+            (Applied::Retry(reason), Ok(())) => self.failed("step", reason),
+            (Applied::Finished(f), Ok(())) => {
+                self.shared.metrics.finished(&f);
+                self.last_error = None;
+                Flow::Next
+            }
+            (Applied::Moved, Ok(())) => {
+                self.last_error = None;
+                Flow::Next
+            }
+        }
+    }
+
+    fn log_change(&self, before: Option<Stage>, applied: &Applied) {
+        if let Applied::Finished(f) = applied {
+            info!(
+                revision = f.summary.revision,
+                tag = %f.tag,
+                color = %f.summary.color,
+                result = ?f.result,
+                level = ?f.level.map(|l| l.number()),
+                reason = f.reason.as_deref().unwrap_or(""),
+                healthy_to_switched_ms = ?f.healthy_to_switched_ms,
+                "rollout finished"
+            );
+            return;
+        }
+        let Some(r) = &self.record.rollout else { return };
+        if before.as_ref().map(Stage::name) == Some(r.stage.name()) {
+            return;
+        }
+        match &r.stage {
+            Stage::Rollback { level, reason } => warn!(level = level.number(), %reason, "rolling back"),
+            Stage::Prepare => {
+                info!(revision = r.summary.revision, tag = %r.tag(), color = %r.summary.color, "rollout begins")
+            }
+            s => info!(revision = r.summary.revision, step = %s.name(), "next step"),
+        }
+    }
+
+    /// Carries a step out. An error is a failure the platform may recover
+    /// from; everything the core must judge comes back as an outcome.
+    async fn perform(&self, step: &Step) -> std::result::Result<Outcome, PlatformError> {
+        let p = &self.platform;
+        let forward = self.record.rollout.as_ref().is_some_and(|r| r.stage == Stage::Switch);
+        Ok(match step {
+            Step::Wait { .. }
+            | Step::Begin { .. }
+            | Step::Healthy
+            | Step::Promote
+            | Step::Fail { .. }
+            | Step::Finish => Outcome::Done,
+            Step::Remove { color, why } => {
+                info!(%color, why = ?why, "removing the color's replicas");
+                p.remove(*color, *why == Removal::ScaleDown).await?;
+                Outcome::Done
+            }
+            Step::Start { color, image, tag, replicas } => {
+                info!(%color, %image, replicas, "pulling and starting");
+                match p.start(*color, image, tag, *replicas).await {
+                    Ok(()) => {
+                        crash::point("after_start");
+                        Outcome::Done
+                    }
+                    // A start that fails is a refusal: traffic never moved.
+                    Err(e) => Outcome::Refused(e.to_string()),
+                }
+            }
+            Step::Gates { color, live, golden } => {
+                Outcome::Evidence(self.http.evidence(p, *color, *live, *golden).await.map(Box::new))
+            }
+            Step::WarmUp { color, trip, requests } => {
+                Outcome::Burst(self.http.burst(p, *color, *trip, *requests).await)
+            }
+            Step::Route { to, replicas, fallback } => {
+                info!(to = ?to, fallback = ?fallback, forward, "routing traffic");
+                match p.route(*to, *replicas, *fallback).await {
+                    Ok(()) => {
+                        if forward {
+                            crash::point("after_reload");
+                        }
+                        Outcome::Done
+                    }
+                    Err(PlatformError::Refused(why)) => Outcome::Refused(why),
+                    Err(e) => return Err(e),
+                }
+            }
+            Step::Probe { color, tag, probe } => {
+                Outcome::Probed(self.http.probe(p.front(), *color, tag, probe).await)
+            }
+            Step::Preview { to } => {
+                info!(to = ?to, "preview entry point");
+                p.preview(*to).await?;
+                Outcome::Done
+            }
+            Step::Analyze { color } => Outcome::Sampled(self.http.sample(p, *color).await),
+        })
+    }
+
+    fn failed(&mut self, kind: &'static str, message: String) -> Flow {
+        self.shared.metrics.reconcile_error(kind);
+        warn!(error = %message, kind, "reconcile step failed; retrying");
+        self.last_error = Some(message);
+        self.publish(clock::now());
+        Flow::Wait(Some(clock::now().plus(BACKOFF)))
+    }
+
+    /// Re-reads the whole manifest. A refused file keeps the last valid
+    /// desired state in force.
+    async fn read_manifest(&mut self) {
+        let path = &self.shared.manifest;
+        let result = match tokio::fs::read_to_string(path).await {
+            Ok(text) => manifest::parse(&text).map_err(|e| e.to_string()),
+            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        };
+        match result {
+            Ok(desired) => {
+                if self.manifest_error.take().is_some() {
+                    info!(manifest = %path.display(), "the manifest is valid again");
+                }
+                if self.desired.as_ref() != Some(&desired) {
+                    info!(tag = %desired.tag, replicas = desired.replicas, "desired state");
+                }
+                self.desired = Some(desired);
+            }
+            Err(message) => {
+                if self.manifest_error.as_deref() != Some(&message) {
+                    self.shared.metrics.manifest_error();
+                    warn!(manifest = %path.display(), error = %message, "manifest refused; the last valid desired state stays");
+                }
+                self.manifest_error = Some(message);
+            }
+        }
+    }
+
+    fn publish(&self, now: Timestamp) {
+        let source = self.shared.manifest.display().to_string();
+        let manifest = ManifestState {
+            desired: self.desired.as_ref(),
+            error: self.manifest_error.as_deref(),
+            source: &source,
+        };
+        let status = status::build(
+            &manifest,
+            self.observed.as_ref(),
+            &self.record,
+            self.last_error.as_deref(),
+            now,
+        );
+        self.shared.status.send_replace(status);
+    }
+}

@@ -1,0 +1,251 @@
+//! An in-memory backend: both platform roles over a fake world, and the
+//! service's HTTP (`/model`, `/api/predict/`, `/metrics`, `/`) answered
+//! by a small server on a real loopback socket for each color and for the
+//! front. It is the proof that a backend is one implementation: the real
+//! loop, the real core and the real HTTP of the gates run against it.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router as Routes};
+use bluegreen::Color;
+use controller::platform::{PlatformError, Result, Router, Workloads};
+use controller_core::observed::{Capabilities, Health, Replica, State as RunState, Traffic};
+use model::{ModelArtifact, Trip};
+use tokio::sync::mpsc;
+
+/// What the fake world holds, and how it misbehaves.
+#[derive(Default)]
+pub struct World {
+    pub replicas: Vec<Replica>,
+    pub live: Option<Color>,
+    /// Observations until a started replica turns healthy; `None`: it
+    /// turns unhealthy instead.
+    pub healthy_after: Option<u32>,
+    pub probe_fails: bool,
+    /// The artifact each image carries, by tag, and what the image really
+    /// computes (its fares differ from the artifact's by this much).
+    pub models: HashMap<String, (ModelArtifact, f64)>,
+    pub route_refused: bool,
+    /// How long each prediction takes.
+    pub predict_takes: Duration,
+    /// Every call, for the assertions.
+    pub calls: Vec<String>,
+    /// The color on the preview entry point.
+    pub preview: Option<Color>,
+    /// Reads of /metrics so far.
+    pub metric_reads: u32,
+    /// How many times each starting replica has been observed.
+    pub seen: HashMap<String, u32>,
+}
+
+impl World {
+    fn tag_of(&self, color: Color) -> Option<String> {
+        self.replicas.iter().find(|c| c.color == color).map(|c| c.tag.clone())
+    }
+}
+
+#[derive(Clone)]
+pub struct Memory {
+    world: Arc<Mutex<World>>,
+    /// `http://127.0.0.1:port` of the fake service.
+    base: String,
+    front: String,
+}
+
+impl Memory {
+    /// The world, and the fake service serving it on a loopback port.
+    pub async fn start(world: World) -> Memory {
+        let world = Arc::new(Mutex::new(world));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let memory = Memory { world, front: format!("{base}/front"), base };
+        let routes = Routes::new()
+            .route("/c/{color}/model", get(artifact))
+            .route("/c/{color}/api/predict/", post(predict_on))
+            .route("/c/{color}/metrics", get(metrics))
+            .route("/front/", get(front))
+            .route("/front/api/predict/", post(predict_live))
+            .with_state(memory.clone());
+        tokio::spawn(async move { axum::serve(listener, routes).await });
+        memory
+    }
+
+    pub fn world(&self) -> std::sync::MutexGuard<'_, World> {
+        self.world.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Workloads for Memory {
+    async fn replicas(&self) -> Result<Vec<Replica>> {
+        let mut guard = self.world();
+        let w = &mut *guard;
+        for c in &mut w.replicas {
+            if c.health == Health::Starting {
+                let seen = w.seen.entry(c.id.clone()).or_default();
+                *seen += 1;
+                match w.healthy_after {
+                    Some(n) if *seen >= n => c.health = Health::Healthy,
+                    None if *seen >= 2 => c.health = Health::Unhealthy,
+                    _ => {}
+                }
+            }
+        }
+        Ok(w.replicas.clone())
+    }
+
+    async fn start(&self, color: Color, _image: &str, tag: &str, replicas: u32) -> Result<()> {
+        let mut w = self.world();
+        w.calls.push(format!("start {color} {tag}"));
+        w.replicas.retain(|c| c.color != color);
+        w.seen.clear();
+        for replica in 1..=replicas {
+            w.replicas.push(Replica {
+                id: format!("{color}-{replica}"),
+                name: bluegreen::container_name(color, replica),
+                color,
+                replica,
+                tag: tag.to_owned(),
+                state: RunState::Running,
+                health: Health::Starting,
+                exit_code: None,
+                started_at: None,
+            });
+        }
+        Ok(())
+    }
+
+    async fn remove(&self, color: Color, graceful: bool) -> Result<()> {
+        let mut w = self.world();
+        w.calls.push(format!("remove {color} graceful={graceful}"));
+        w.replicas.retain(|c| c.color != color);
+        Ok(())
+    }
+
+    async fn endpoints(&self, color: Color) -> Result<Vec<String>> {
+        let w = self.world();
+        let running = w.replicas.iter().any(|c| c.color == color && c.is_running());
+        Ok(if running { vec![format!("{}/c/{color}", self.base)] } else { vec![] })
+    }
+
+    fn events(&self, _hints: mpsc::Sender<String>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(std::future::pending())
+    }
+}
+
+impl Router for Memory {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::ALL
+    }
+
+    async fn read(&self, _replicas: &[Replica]) -> Traffic {
+        let w = self.world();
+        Traffic { preview: w.preview, ..Traffic::to(w.live) }
+    }
+
+    async fn route(
+        &self,
+        to: Option<Color>,
+        _replicas: u32,
+        fallback: Option<(Color, u32)>,
+    ) -> Result<()> {
+        let mut w = self.world();
+        w.calls.push(format!("switch {to:?} backup {:?}", fallback.map(|b| b.0)));
+        if w.route_refused && to != w.live {
+            return Err(PlatformError::Refused("host not found in upstream".into()));
+        }
+        w.live = to;
+        Ok(())
+    }
+
+    async fn preview(&self, to: Option<(Color, u32)>) -> Result<()> {
+        let mut w = self.world();
+        w.calls.push(format!("preview {:?}", to.map(|t| t.0)));
+        w.preview = to.map(|t| t.0);
+        Ok(())
+    }
+
+    fn front(&self) -> &str {
+        &self.front
+    }
+}
+
+fn color(name: &str) -> Option<Color> {
+    name.parse().ok()
+}
+
+async fn artifact(State(m): State<Memory>, Path(c): Path<String>) -> Response {
+    let w = m.world();
+    let found = color(&c).and_then(|c| w.tag_of(c)).and_then(|t| w.models.get(&t).cloned());
+    match found {
+        Some((a, _)) => {
+            ([("content-type", "application/json")], serde_json::to_string(&a).unwrap_or_default())
+                .into_response()
+        }
+        None => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Batch {
+    data: Vec<Trip>,
+}
+
+async fn price(m: &Memory, color: Option<Color>, batch: Batch) -> Response {
+    let (takes, priced) = {
+        let w = m.world();
+        let found = color.and_then(|c| w.tag_of(c)).and_then(|t| w.models.get(&t).cloned());
+        (w.predict_takes, found)
+    };
+    tokio::time::sleep(takes).await;
+    let Some((a, skew)) = priced else { return StatusCode::SERVICE_UNAVAILABLE.into_response() };
+    let predictions: Vec<f64> = batch.data.iter().map(|t| a.predict(t) + skew).collect();
+    Json(serde_json::json!({ "predictions": predictions, "model_version": a.model_version }))
+        .into_response()
+}
+
+async fn predict_on(
+    State(m): State<Memory>,
+    Path(c): Path<String>,
+    Json(batch): Json<Batch>,
+) -> Response {
+    price(&m, color(&c), batch).await
+}
+
+async fn predict_live(State(m): State<Memory>, Json(batch): Json<Batch>) -> Response {
+    let live = m.world().live;
+    price(&m, live, batch).await
+}
+
+async fn metrics(State(m): State<Memory>, Path(c): Path<String>) -> String {
+    let mut w = m.world();
+    let tag = color(&c).and_then(|c| w.tag_of(c)).unwrap_or_default();
+    w.metric_reads += 1;
+    let n = w.metric_reads;
+    // Every read sees 30 more predictions; `flaky` answers half with 503.
+    let errors = if tag == "flaky" { 15 * n } else { 0 };
+    format!(
+        "http_requests_total{{route=\"/api/predict/\",method=\"POST\",status=\"200\"}} {}\n\
+         http_requests_total{{route=\"/api/predict/\",method=\"POST\",status=\"503\"}} {errors}\n",
+        30 * n - errors
+    )
+}
+
+async fn front(State(m): State<Memory>) -> Response {
+    let mut w = m.world();
+    let live = w.live;
+    let tag = live.and_then(|c| w.tag_of(c));
+    let color = live.map(|c| c.to_string());
+    w.calls.push(format!("probe {} {}", color.as_deref().unwrap_or("-"), tag.as_deref().unwrap_or("-")));
+    if w.probe_fails {
+        return StatusCode::BAD_GATEWAY.into_response();
+    }
+    Json(serde_json::json!({ "status": "ok", "color": color, "version": tag })).into_response()
+}
