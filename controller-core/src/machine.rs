@@ -185,12 +185,9 @@ fn decide_rollout(r: &Rollout, desired: Option<&Desired>, o: &Observed, now: Tim
             fail(superseded.unwrap_or_default())
         }
         Stage::Prepare if !new.is_empty() => Step::Remove { color, why: Removal::Stale },
-        Stage::Prepare | Stage::Start => Step::Start {
-            color,
-            image: r.desired.image(),
-            tag: r.desired.tag.clone(),
-            replicas,
-        },
+        Stage::Prepare | Stage::Start => {
+            Step::Start { color, image: r.desired.image(), tag: r.desired.tag.clone(), replicas }
+        }
         Stage::Health { deadline } => {
             if new.len() < replicas as usize {
                 return fail(format!(

@@ -433,7 +433,10 @@ mod tests {
         r.enter(Stage::Health { deadline: Timestamp(9000) }, Timestamp(1500));
         r.enter(Stage::Gates, Timestamp(2480));
         r.enter(Stage::Switch, Timestamp(2500));
-        r.enter(Stage::Verify { deadline: Timestamp(9000), next_at: Timestamp(0) }, Timestamp(2600));
+        r.enter(
+            Stage::Verify { deadline: Timestamp(9000), next_at: Timestamp(0) },
+            Timestamp(2600),
+        );
         r.enter(Stage::ScaleDown { not_before: Timestamp(2700) }, Timestamp(2700));
         let f = r.finish(Timestamp(3000)).unwrap();
         assert_eq!(f.result, Verdict::Succeeded);

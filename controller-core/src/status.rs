@@ -136,34 +136,34 @@ pub fn build(
         (Some(d), Some(f)) if f.fingerprint == d.fingerprint() => Some(f),
         _ => None,
     };
-    let (phase, reason) = if let Some(r) = record.rollout.as_ref().filter(|r| r.stage == Stage::Paused)
-    {
-        (
-            Phase::Paused,
-            Some(format!(
-                "{} passed its gates in {}: `controller promote` or `controller abort`",
-                r.tag(),
-                r.summary.color
-            )),
-        )
-    } else if let Some(r) = &record.rollout {
-        (Phase::Progressing, Some(format!("rolling out {} to {}", r.tag(), r.summary.color)))
-    } else if let Some(f) = failed {
-        (
-            Phase::Degraded,
-            Some(format!("tag {} was rolled back (level {}): {}", f.tag, f.level, f.reason)),
-        )
-    } else if desired.is_none() {
-        (Phase::Degraded, Some("no valid desired state".to_owned()))
-    } else if let Some(o) = observed.filter(|o| o.traffic.live.is_err()) {
-        (Phase::Degraded, o.traffic.live.clone().err())
-    } else if !serving {
-        (Phase::Degraded, Some("no healthy replica serves traffic".to_owned()))
-    } else if desired.map(|d| &d.tag) != live_tag.as_ref() {
-        (Phase::Progressing, Some("a rollout of the desired tag is about to begin".to_owned()))
-    } else {
-        (Phase::Healthy, None)
-    };
+    let (phase, reason) =
+        if let Some(r) = record.rollout.as_ref().filter(|r| r.stage == Stage::Paused) {
+            (
+                Phase::Paused,
+                Some(format!(
+                    "{} passed its gates in {}: `controller promote` or `controller abort`",
+                    r.tag(),
+                    r.summary.color
+                )),
+            )
+        } else if let Some(r) = &record.rollout {
+            (Phase::Progressing, Some(format!("rolling out {} to {}", r.tag(), r.summary.color)))
+        } else if let Some(f) = failed {
+            (
+                Phase::Degraded,
+                Some(format!("tag {} was rolled back (level {}): {}", f.tag, f.level, f.reason)),
+            )
+        } else if desired.is_none() {
+            (Phase::Degraded, Some("no valid desired state".to_owned()))
+        } else if let Some(o) = observed.filter(|o| o.traffic.live.is_err()) {
+            (Phase::Degraded, o.traffic.live.clone().err())
+        } else if !serving {
+            (Phase::Degraded, Some("no healthy replica serves traffic".to_owned()))
+        } else if desired.map(|d| &d.tag) != live_tag.as_ref() {
+            (Phase::Progressing, Some("a rollout of the desired tag is about to begin".to_owned()))
+        } else {
+            (Phase::Healthy, None)
+        };
     let history = record.history.clone();
     Status {
         desired: DesiredView {
@@ -215,7 +215,10 @@ mod tests {
         let mut r = Record::default();
         r.begin(&desired("v2"), Color::Green, None, Timestamp(0));
         assert_eq!(phase(Some(&desired("v2")), &blue, &r).0, Phase::Progressing);
-        r.enter(Stage::Rollback { level: Level::AfterProbe, reason: "probe failed".into() }, Timestamp(1));
+        r.enter(
+            Stage::Rollback { level: Level::AfterProbe, reason: "probe failed".into() },
+            Timestamp(1),
+        );
         r.finish(Timestamp(2));
         let (p, reason) = phase(Some(&desired("v2")), &blue, &r);
         assert_eq!(p, Phase::Degraded);

@@ -16,7 +16,10 @@ pub struct Client {
 
 impl Client {
     pub fn new(base: &str) -> Client {
-        Client { base: base.trim_end_matches('/').to_owned(), http: controller::color_http::client() }
+        Client {
+            base: base.trim_end_matches('/').to_owned(),
+            http: controller::color_http::client(),
+        }
     }
 
     async fn read<T: DeserializeOwned>(

@@ -75,8 +75,13 @@ impl ColorHttp {
     pub async fn predict(&self, base: &str, trips: &[Trip]) -> Result<(Vec<f64>, String), String> {
         let url = format!("{base}/api/predict/");
         let body = serde_json::json!({ "data": trips });
-        let response =
-            self.http.post(&url).json(&body).send().await.map_err(|e| format!("POST {url}: {e}"))?;
+        let response = self
+            .http
+            .post(&url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| format!("POST {url}: {e}"))?;
         let status = response.status();
         if !status.is_success() {
             let text = response.text().await.unwrap_or_default();
@@ -98,7 +103,8 @@ impl ColorHttp {
         golden: bool,
     ) -> Result<Evidence, String> {
         let base = self.first_endpoint(w, color).await?;
-        let new = self.artifact(&base).await.map_err(|e| format!("cannot read the new model: {e}"))?;
+        let new =
+            self.artifact(&base).await.map_err(|e| format!("cannot read the new model: {e}"))?;
         let trips = Evidence::trips(&new);
         let new_fares = if golden || live.is_some() {
             let priced = self.predict(&base, &trips).await;
@@ -185,7 +191,9 @@ impl ColorHttp {
             match fares.as_slice() {
                 [fare] if fare.is_finite() && *fare > 0.0 => {}
                 other => {
-                    return Err(format!("POST {base}/api/predict/ priced {other:?} for a known trip"));
+                    return Err(format!(
+                        "POST {base}/api/predict/ priced {other:?} for a known trip"
+                    ));
                 }
             }
         }

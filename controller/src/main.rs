@@ -165,7 +165,11 @@ async fn dispatch(command: Command) -> Result<()> {
             }
             if !json {
                 for f in &status.history {
-                    println!("{} (started {})", cli::history_line(f), f.summary.started_at.rfc3339());
+                    println!(
+                        "{} (started {})",
+                        cli::history_line(f),
+                        f.summary.started_at.rfc3339()
+                    );
                 }
             }
             Ok(())

@@ -232,7 +232,9 @@ impl<P: Platform> Reconciler<P> {
             return;
         }
         match &r.stage {
-            Stage::Rollback { level, reason } => warn!(level = level.number(), %reason, "rolling back"),
+            Stage::Rollback { level, reason } => {
+                warn!(level = level.number(), %reason, "rolling back")
+            }
             Stage::Prepare => {
                 info!(revision = r.summary.revision, tag = %r.tag(), color = %r.summary.color, "rollout begins")
             }

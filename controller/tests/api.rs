@@ -43,7 +43,10 @@ async fn api(tags: &[&str], failed: usize) -> Api {
         d.tag = tag.to_string();
         record.begin(&d, bluegreen::Color::Blue, None, Timestamp(0));
         if i >= tags.len() - failed {
-            record.enter(Stage::Rollback { level: Level::BeforeSwitch, reason: "x".into() }, Timestamp(1));
+            record.enter(
+                Stage::Rollback { level: Level::BeforeSwitch, reason: "x".into() },
+                Timestamp(1),
+            );
         }
         record.finish(Timestamp(2));
     }

@@ -73,9 +73,13 @@ async fn start_text(world: World, text: &str) -> Running {
     let memory = Memory::start(world).await;
     let state = dir.path().join("state");
     std::fs::create_dir_all(&state).unwrap();
-    let reconciler =
-        Reconciler::new(memory.clone(), shared.clone(), Store::new(&state), Duration::from_millis(20))
-            .unwrap();
+    let reconciler = Reconciler::new(
+        memory.clone(),
+        shared.clone(),
+        Store::new(&state),
+        Duration::from_millis(20),
+    )
+    .unwrap();
     let watcher = controller::watch::manifest(&manifest, triggers).unwrap();
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(reconciler.run(trigger_rx, stopped));
@@ -126,7 +130,11 @@ async fn roll_out_with(world: World, tag: &str, operator: Option<Operator>) -> (
             (s.phase == Phase::Paused && memory.world().preview.is_some()).then_some(())
         })
         .await;
-        assert_eq!(run.memory.world().live, Some(Color::Blue), "traffic moved before the promotion");
+        assert_eq!(
+            run.memory.world().live,
+            Some(Color::Blue),
+            "traffic moved before the promotion"
+        );
         run.shared.triggers.send(Trigger::Operator(word)).await.unwrap();
     }
     let done = run.finished(tag).await;
@@ -162,7 +170,10 @@ fn steps(f: &Finished) -> Vec<StepName> {
 const SLOW_WARM_UP: &str = "  gates:\n    latencyBudget: 1ms\n";
 
 fn with_gates(extra: &str) -> String {
-    MANIFEST.replace("  gates:\n    maxRmseIncrease: 5%\n", "").replace("healthTimeout: 5s", "healthTimeout: 60s") + extra
+    MANIFEST
+        .replace("  gates:\n    maxRmseIncrease: 5%\n", "")
+        .replace("healthTimeout: 5s", "healthTimeout: 60s")
+        + extra
 }
 
 #[tokio::test]
@@ -212,11 +223,13 @@ async fn a_warm_up_within_budget_switches() {
     run.stop().await;
 }
 
-
 #[tokio::test]
 async fn a_good_rollout_switches_probes_and_scales_down() {
     let (done, fake) = roll_out(blue_live_on("v1"), "v2").await;
-    assert_eq!((done.result, done.summary.color, done.level), (Verdict::Succeeded, Color::Green, None));
+    assert_eq!(
+        (done.result, done.summary.color, done.level),
+        (Verdict::Succeeded, Color::Green, None)
+    );
     let w = fake.world();
     assert_eq!(w.live, Some(Color::Green));
     assert!(w.replicas.iter().all(|c| c.color == Color::Green && c.tag == "v2"));

@@ -19,7 +19,7 @@ use xtask::api;
 use xtask::effects::compose::Tool;
 use xtask::effects::paths::live_manifest;
 use xtask::effects::{docker, registry};
-use xtask::rollout::{self, Finished, Outcome as Result_};
+use xtask::rollout::{self, Finished, StepName, Verdict as Result_};
 use xtask::stack;
 use xtask::stages::artifacts::Built;
 
@@ -121,11 +121,12 @@ fn measure(fx: &Fixture, args: &BenchDeployArgs) -> Result<()> {
 /// When nginx was reloaded on the new color (or, for a level-2 rollback,
 /// back on the old one), as an offset into the load.
 fn switch_instant(done: &Finished, load_wall: SystemTime) -> Option<Duration> {
-    let started = std::time::UNIX_EPOCH + Duration::from_millis(done.started_at.0);
+    let started = std::time::UNIX_EPOCH + Duration::from_millis(done.summary.started_at.0);
     let until_switched: u64 = done
+        .summary
         .steps
         .iter()
-        .take_while(|s| s.step != "verify" && s.step != "rollback")
+        .take_while(|s| s.step != StepName::Verify && s.step != StepName::Rollback)
         .map(|s| s.ms)
         .sum();
     let at = started + Duration::from_millis(until_switched);
@@ -170,7 +171,7 @@ fn print_deploys(report: &Report, rows: &[Row], expected: &(String, f64)) {
         let (before, _) = report.served_around(row.window.0);
         let (_, after) = report.served_around(row.window.1);
         let result = match (row.done.result, row.done.level) {
-            (Result_::Succeeded, _) => format!("succeeded → {}", row.done.color),
+            (Result_::Succeeded, _) => format!("succeeded → {}", row.done.summary.color),
             (_, Some(l)) => format!("rolled back, level {l}"),
             _ => "rolled back".into(),
         };
@@ -290,7 +291,7 @@ fn faults(fx: &Fixture, args: &BenchDeployArgs, body: &str) -> Result<()> {
     })?;
     fault("SIGKILL the controller mid-rollout", args, body, || {
         fx.set_tag(GOOD_B)?;
-        fx.wait_for_step("health")?;
+        fx.wait_for_step(StepName::Health)?;
         fx.kill_controller()?;
         let done = rollout::follow(GOOD_B, 0, Duration::from_secs(120))?;
         Ok(format!("restarted; {}", rollout::describe(&done)))

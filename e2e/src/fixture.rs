@@ -19,7 +19,7 @@ use xtask::effects::paths::{self, live_manifest, stack_dir};
 use xtask::effects::poll::{self, Poll};
 use xtask::effects::process::{cmd, output, run};
 use xtask::images::static_binary;
-use xtask::rollout::{self, Finished, Outcome, Status};
+use xtask::rollout::{self, Finished, Status, StepName, Verdict};
 use xtask::stack;
 use xtask::stages::artifacts::{self, Built};
 
@@ -103,12 +103,12 @@ impl Fixture {
     /// Deploys a tag that must succeed.
     pub fn deploy_ok(&self, tag: &str) -> Result<Finished> {
         let done = self.deploy(tag)?;
-        ensure!(done.result == Outcome::Succeeded, "{}", rollout::describe(&done));
+        ensure!(done.result == Verdict::Succeeded, "{}", rollout::describe(&done));
         Ok(done)
     }
 
     /// Waits until the rollout in flight reaches `step`.
-    pub fn wait_for_step(&self, step: &str) -> Result<()> {
+    pub fn wait_for_step(&self, step: StepName) -> Result<()> {
         poll::until(ROLLOUT, Duration::from_millis(50), || {
             let s = self.status()?;
             Ok(match &s.rollout {

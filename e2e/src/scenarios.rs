@@ -10,7 +10,7 @@ use xtask::api;
 use xtask::effects::http::Request;
 use xtask::effects::paths::live_manifest;
 use xtask::effects::poll::{self, Poll};
-use xtask::rollout::{self, Finished, Outcome};
+use xtask::rollout::{self, Finished, Phase, StepName, Verdict};
 use xtask::stack;
 
 use crate::fixture::{Fixture, Traffic, manifest};
@@ -48,7 +48,7 @@ pub const ALL: &[Scenario] = &[
 
 fn rolled_back(f: &Finished, level: u8, reason_has: &str) -> Result<()> {
     ensure!(
-        f.result == Outcome::RolledBack && f.level == Some(level),
+        f.result == Verdict::RolledBack && f.level.map(|l| l.number()) == Some(level),
         "expected a level-{level} rollback, got {f:?}"
     );
     let reason = f.reason.clone().unwrap_or_default();
@@ -67,7 +67,7 @@ fn good_deploy(fx: &Fixture) -> Result<String> {
     let sent = traffic.expect_only(&[("blue", GOOD_A), ("green", GOOD_B)])?;
     fx.expect_live("green", GOOD_B, 1)?;
     let s = fx.status()?;
-    ensure!(s.phase == "Healthy", "phase {}", s.phase);
+    ensure!(s.phase == Phase::Healthy, "phase {}", s.phase);
     ensure!(s.last.as_ref() == Some(&done) && s.history.len() == 2, "history {:?}", s.history);
     Ok(format!("green live, {sent} requests all 200, healthy → switched {}", switch_ms(&done)))
 }
@@ -79,7 +79,7 @@ fn back_to_first_color(fx: &Fixture) -> Result<String> {
     let done = fx.deploy_ok(GOOD_A)?;
     let sent = traffic.expect_only(&[("green", GOOD_B), ("blue", GOOD_A)])?;
     fx.expect_live("blue", GOOD_A, 1)?;
-    ensure!(done.color.to_string() == "blue", "went to {}", done.color);
+    ensure!(done.summary.color.to_string() == "blue", "went to {}", done.summary.color);
     Ok(format!("blue live again, {sent} requests all 200, healthy → switched {}", switch_ms(&done)))
 }
 
@@ -88,7 +88,7 @@ fn back_to_first_color(fx: &Fixture) -> Result<String> {
 fn expect_refused(fx: &Fixture, tag: &str) -> Result<()> {
     fx.expect_live("blue", GOOD_A, 1)?;
     let s = fx.status()?;
-    ensure!(s.phase == "Degraded", "phase {} after a rollback", s.phase);
+    ensure!(s.phase == Phase::Degraded, "phase {} after a rollback", s.phase);
     ensure!(s.desired.tag.as_deref() == Some(tag), "desired {:?}", s.desired.tag);
     let rollouts = s.history.len();
     // Longer than the controller's resync: no retry of the failed tag.
@@ -158,7 +158,7 @@ fn malformed_manifest(fx: &Fixture) -> Result<String> {
     fs::write(&live, manifest(GOOD_B, 1)?)?;
     let before = fx.status()?.history.len() as u64;
     let done = rollout::follow(GOOD_B, before, Duration::from_secs(90))?;
-    ensure!(done.result == Outcome::Succeeded, "the fixed manifest's rollout: {done:?}");
+    ensure!(done.result == Verdict::Succeeded, "the fixed manifest's rollout: {done:?}");
     ensure!(fx.status()?.desired.error.is_none(), "the error stayed after the fix");
     fx.expect_live("green", GOOD_B, 1)?;
     Ok(format!("refused with: {}", seen.join(" | ")))
@@ -170,14 +170,14 @@ fn malformed_manifest(fx: &Fixture) -> Result<String> {
 fn expect_converged(fx: &Fixture, restarts_before: u32) -> Result<String> {
     let before = 0;
     let done = rollout::follow(GOOD_B, before, Duration::from_secs(90))?;
-    ensure!(done.result == Outcome::Succeeded, "{done:?}");
-    ensure!(done.restarts >= 1, "the history does not show the restart: {done:?}");
+    ensure!(done.result == Verdict::Succeeded, "{done:?}");
+    ensure!(done.summary.restarts >= 1, "the history does not show the restart: {done:?}");
     ensure!(fx.restart_count()? > restarts_before, "the controller was not restarted");
     fx.expect_live("green", GOOD_B, 1)?;
-    ensure!(fx.status()?.phase == "Healthy", "not Healthy after converging");
+    ensure!(fx.status()?.phase == Phase::Healthy, "not Healthy after converging");
     Ok(format!(
         "converged after {} restart(s); rollout took {} ms",
-        done.restarts, done.duration_ms
+        done.summary.restarts, done.duration_ms
     ))
 }
 
@@ -206,7 +206,7 @@ fn kill_during_health(fx: &Fixture) -> Result<String> {
     fx.fresh(GOOD_A)?;
     let restarts = fx.restart_count()?;
     fx.set_tag(GOOD_B)?;
-    fx.wait_for_step("health")?;
+    fx.wait_for_step(StepName::Health)?;
     fx.kill_controller()?;
     expect_converged(fx, restarts)
 }
@@ -215,7 +215,7 @@ fn kill_during_scale_down(fx: &Fixture) -> Result<String> {
     fx.fresh(GOOD_A)?;
     let restarts = fx.restart_count()?;
     fx.set_tag(GOOD_B)?;
-    fx.wait_for_step("scale_down")?;
+    fx.wait_for_step(StepName::ScaleDown)?;
     fx.kill_controller()?;
     expect_converged(fx, restarts)
 }
@@ -223,7 +223,7 @@ fn kill_during_scale_down(fx: &Fixture) -> Result<String> {
 fn tag_change_during_rollout(fx: &Fixture) -> Result<String> {
     fx.fresh(GOOD_A)?;
     fx.set_tag(NO_MODEL)?;
-    fx.wait_for_step("health")?;
+    fx.wait_for_step(StepName::Health)?;
     let done = fx.deploy_ok(GOOD_B)?;
     let s = fx.status()?;
     let superseded = s.history.iter().find(|f| f.tag == NO_MODEL);
@@ -231,8 +231,8 @@ fn tag_change_during_rollout(fx: &Fixture) -> Result<String> {
         Some(f) => rolled_back(f, 1, "superseded")?,
         None => anyhow::bail!("the interrupted rollout is not in the history: {:?}", s.history),
     }
-    fx.expect_live(&done.color.to_string(), GOOD_B, 1)?;
-    Ok(format!("{NO_MODEL} superseded at level 1, then {GOOD_B} live in {}", done.color))
+    fx.expect_live(&done.summary.color.to_string(), GOOD_B, 1)?;
+    Ok(format!("{NO_MODEL} superseded at level 1, then {GOOD_B} live in {}", done.summary.color))
 }
 
 fn rollback(fx: &Fixture) -> Result<String> {
@@ -242,7 +242,7 @@ fn rollback(fx: &Fixture) -> Result<String> {
     let said = fx.cli(&["rollback"])?;
     ensure!(said.contains(GOOD_A), "`controller rollback` said {said:?}");
     let done = rollout::follow(GOOD_A, before, Duration::from_secs(90))?;
-    ensure!(done.result == Outcome::Succeeded, "{done:?}");
+    ensure!(done.result == Verdict::Succeeded, "{done:?}");
     fx.expect_live("blue", GOOD_A, 1)?;
     let history = fx.cli(&["history"])?;
     ensure!(history.lines().count() >= 3, "`controller history` printed {history:?}");
@@ -256,7 +256,7 @@ fn replicas_2(fx: &Fixture) -> Result<String> {
     let traffic = Traffic::start();
     let done = rollout::follow(GOOD_B, before, Duration::from_secs(90))?;
     let sent = traffic.expect_only(&[("blue", GOOD_A), ("green", GOOD_B)])?;
-    ensure!(done.result == Outcome::Succeeded, "{done:?}");
+    ensure!(done.result == Verdict::Succeeded, "{done:?}");
     fx.expect_live("green", GOOD_B, 2)?;
     let upstream = fx.upstream()?;
     for n in 1..=2 {
@@ -346,10 +346,13 @@ fn worse_model(fx: &Fixture) -> Result<String> {
 fn good_model_diff(fx: &Fixture) -> Result<String> {
     fx.fresh(GOOD_A)?;
     let done = fx.deploy_ok(GOOD_B)?;
-    let diff = done.diff.ok_or_else(|| anyhow::anyhow!("no diff recorded: {done:?}"))?;
+    let diff = done.summary.diff.ok_or_else(|| anyhow::anyhow!("no diff recorded: {done:?}"))?;
     // The same model in both tags: nothing changes for users.
     ensure!(diff.trips > 0 && diff.max_abs == 0.0, "{diff:?}");
-    ensure!(fx.status()?.last.and_then(|l| l.diff) == Some(diff), "/status does not show the diff");
+    ensure!(
+        fx.status()?.last.and_then(|l| l.summary.diff) == Some(diff),
+        "/status does not show the diff"
+    );
     Ok(format!("switched; diff over {} golden trips: max change ${:.2}", diff.trips, diff.max_abs))
 }
 
@@ -385,9 +388,10 @@ fn level_3_under_traffic(fx: &Fixture) -> Result<String> {
     }
     let done = done?;
     rolled_back(&done, 3, "5xx")?;
-    let figures = done.analysis.ok_or_else(|| anyhow::anyhow!("no figures recorded: {done:?}"))?;
+    let figures =
+        done.summary.analysis.ok_or_else(|| anyhow::anyhow!("no figures recorded: {done:?}"))?;
     fx.expect_live("blue", GOOD_A, 1)?;
-    ensure!(fx.status()?.phase == "Degraded", "not Degraded after a level-3 rollback");
+    ensure!(fx.status()?.phase == Phase::Degraded, "not Degraded after a level-3 rollback");
     Ok(format!(
         "level 3 ({}); figures: {:.0} requests, {:.0}% 5xx",
         done.reason.unwrap_or_default(),
@@ -403,7 +407,7 @@ fn paused(fx: &Fixture) -> Result<()> {
     fs::write(live_manifest(), format!("{}  autoPromote: false\n", manifest(GOOD_B, 1)?))?;
     poll::until(Duration::from_secs(60), Duration::from_millis(100), || {
         let s = fx.status()?;
-        Ok(if s.phase == "Paused" {
+        Ok(if s.phase == Phase::Paused {
             Poll::Ready(())
         } else {
             Poll::Pending(format!("phase {}", s.phase))
@@ -441,7 +445,7 @@ fn pause_promote(fx: &Fixture) -> Result<()> {
     let said = fx.cli(&["promote"])?;
     ensure!(said.contains(GOOD_B), "`controller promote` said {said:?}");
     let done = rollout::follow(GOOD_B, before, Duration::from_secs(90))?;
-    ensure!(done.result == Outcome::Succeeded, "{done:?}");
+    ensure!(done.result == Verdict::Succeeded, "{done:?}");
     fx.expect_live("green", GOOD_B, 1)?;
     expect_no_preview(fx)
 }

@@ -48,7 +48,8 @@ pub fn replace(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     if let Ok(meta) = std::fs::metadata(&path) {
         let _ = tmp.as_file().set_permissions(meta.permissions());
     }
-    tmp.persist(&path).map_err(|e| Error::Io { path: path.display().to_string(), source: e.error })?;
+    tmp.persist(&path)
+        .map_err(|e| Error::Io { path: path.display().to_string(), source: e.error })?;
     if let Ok(d) = File::open(dir) {
         // Not every file system syncs directories; the rename stands.
         let _ = d.sync_all();

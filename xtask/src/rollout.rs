@@ -8,9 +8,8 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-pub use controller::record::Finished;
-pub use controller::record::Outcome;
-pub use controller::status::Status;
+pub use controller_core::record::{Finished, Level, StepName, Verdict};
+pub use controller_core::status::{Phase, Status};
 
 use crate::effects::http::Request;
 use crate::effects::paths;
@@ -34,13 +33,13 @@ pub fn status() -> Result<Status> {
 /// Writes `tag` into the live manifest (in place, comments kept), as
 /// `controller set-image --manifest` does.
 pub fn set_tag(manifest: &Path, tag: &str) -> Result<()> {
-    controller::manifest_file::write_tag(manifest, tag)
+    manifest_file::write_tag(manifest, tag)
         .with_context(|| format!("cannot set spec.image.tag in {}", manifest.display()))
 }
 
 /// A manifest's text with `tag` as its `spec.image.tag`, the rest kept.
 pub fn with_tag(manifest: &str, tag: &str) -> Result<String> {
-    controller::manifest::set_tag(manifest, tag).context("cannot set spec.image.tag")
+    controller_core::manifest::set_tag(manifest, tag).context("cannot set spec.image.tag")
 }
 
 /// Writes `tag` into the live manifest and follows the controller until
@@ -73,7 +72,7 @@ pub fn deploy(tag: &str, timeout: Duration) -> Result<()> {
     println!("deploying {tag}: spec.image.tag set in {}", live.display());
     let finished = follow(tag, newest_revision(&before), timeout)?;
     println!("{}", describe(&finished));
-    if finished.result != Outcome::Succeeded {
+    if finished.result != Verdict::Succeeded {
         bail!("{}", describe(&finished));
     }
     Ok(())
@@ -98,11 +97,16 @@ pub fn follow(tag: &str, after_revision: u64, timeout: Duration) -> Result<Finis
             (Some(_), None) => refused_since = Some(Instant::now()),
             (None, _) => refused_since = None,
         }
-        if let Some(done) = s.history.iter().find(|f| f.revision > after_revision && f.tag == tag) {
+        if let Some(done) =
+            s.history.iter().find(|f| f.summary.revision > after_revision && f.tag == tag)
+        {
             return Ok(done.clone());
         }
         let now = match &s.rollout {
-            Some(r) => format!("rollout #{} of {} into {}: {}", r.revision, r.tag, r.color, r.step),
+            Some(r) => format!(
+                "rollout #{} of {} into {}: {}",
+                r.summary.revision, r.tag, r.summary.color, r.step
+            ),
             None => format!("{} (desired {})", s.phase, s.desired.tag.as_deref().unwrap_or("-")),
         };
         if now != said {
@@ -118,31 +122,32 @@ pub fn follow(tag: &str, after_revision: u64, timeout: Duration) -> Result<Finis
 
 /// The newest revision in the history (0 when none has finished).
 pub fn newest_revision(s: &Status) -> u64 {
-    s.history.first().map_or(0, |f| f.revision)
+    s.history.first().map_or(0, |f| f.summary.revision)
 }
 
 /// One line for a finished rollout.
 pub fn describe(f: &Finished) -> String {
-    let steps: Vec<String> = f.steps.iter().map(|s| format!("{} {} ms", s.step, s.ms)).collect();
+    let steps: Vec<String> =
+        f.summary.steps.iter().map(|s| format!("{} {} ms", s.step, s.ms)).collect();
     let switched = f
         .healthy_to_switched_ms
         .map(|ms| format!("; healthy → switched {ms} ms"))
         .unwrap_or_default();
     match f.result {
-        Outcome::Succeeded => format!(
+        Verdict::Succeeded => format!(
             "rollout #{} of {} into {} succeeded in {} ms ({}){switched}",
-            f.revision,
+            f.summary.revision,
             f.tag,
-            f.color,
+            f.summary.color,
             f.duration_ms,
             steps.join(", ")
         ),
-        Outcome::RolledBack => format!(
+        Verdict::RolledBack => format!(
             "rollout #{} of {} into {} was rolled back at level {}: {}",
-            f.revision,
+            f.summary.revision,
             f.tag,
-            f.color,
-            f.level.unwrap_or(0),
+            f.summary.color,
+            f.level.map_or(0, |l| l.number()),
             f.reason.as_deref().unwrap_or("no reason given")
         ),
     }

@@ -296,3 +296,41 @@ fn only_files_below_the_roots_are_modules() {
     assert_eq!(top("ci/mod.rs").as_deref(), Some("ci"));
     assert_eq!((top("lib.rs"), top("main.rs"), top("bin/bench-deploy.rs")), (None, None, None));
 }
+
+/// The crates a package depends on when built (not its tests), by name.
+fn dependency_tree(package: &str) -> BTreeSet<String> {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["tree", "--offline", "-e", "normal", "--prefix", "none", "-p", package])
+        .current_dir(paths::root())
+        .output()
+        .expect("cargo tree runs");
+    assert!(
+        out.status.success(),
+        "cargo tree -p {package}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+/// What a crate that does no IO and runs no async runtime must not pull.
+const RUNTIME: [&str; 7] = ["tokio", "bollard", "axum", "reqwest", "notify", "hyper", "mio"];
+
+#[test]
+fn the_controller_core_pulls_no_runtime_and_xtask_no_controller_runtime() {
+    let core = dependency_tree("controller-core");
+    assert!(core.contains("serde-saphyr"), "the tree was not read: {core:?}");
+    for name in RUNTIME {
+        assert!(!core.contains(name), "controller-core depends on {name}");
+    }
+    let xtask = dependency_tree("xtask");
+    assert!(xtask.contains("controller-core"), "{xtask:?}");
+    for name in ["controller", "tokio", "bollard", "axum", "reqwest", "notify"] {
+        assert!(!xtask.contains(name), "xtask depends on {name}");
+    }
+    // The runtime is where they are: the check can fail.
+    let runtime = dependency_tree("controller");
+    assert!(RUNTIME[..4].iter().all(|n| runtime.contains(*n)), "{runtime:?}");
+}

@@ -205,7 +205,8 @@ fn a_paused_rollout_previews_then_waits_for_the_operator() {
     assert_eq!(command(&mut r, Operator::Promote), Ok(()));
     check(&d, &previewing, &r, T0, Step::Promote);
     assert_eq!(command(&mut r, Operator::Abort), Ok(()));
-    let aborted = Step::Fail { level: Level::BeforeSwitch, reason: "aborted by the operator".into() };
+    let aborted =
+        Step::Fail { level: Level::BeforeSwitch, reason: "aborted by the operator".into() };
     check(&d, &previewing, &r, T0, aborted);
     // Once past the pause, the preview is cleared before anything else.
     check(&d, &previewing, &rolling("v2", Stage::Switch), T0, Step::Preview { to: None });
@@ -395,7 +396,8 @@ fn start_at(stage: StepName, d: &Desired) -> Record {
     let mut r = rolling_with(d, s);
     if stage == StepName::ScaleDown {
         let baseline = Some(Sample { requests: 0.0, errors: 0.0, buckets: vec![(0.01, 0.0)] });
-        r.rollout.as_mut().unwrap().watch = Some(Watch { until: at(60_000), next_at: T0, baseline });
+        r.rollout.as_mut().unwrap().watch =
+            Some(Watch { until: at(60_000), next_at: T0, baseline });
     }
     r
 }

@@ -243,7 +243,11 @@ async fn front(State(m): State<Memory>) -> Response {
     let live = w.live;
     let tag = live.and_then(|c| w.tag_of(c));
     let color = live.map(|c| c.to_string());
-    w.calls.push(format!("probe {} {}", color.as_deref().unwrap_or("-"), tag.as_deref().unwrap_or("-")));
+    w.calls.push(format!(
+        "probe {} {}",
+        color.as_deref().unwrap_or("-"),
+        tag.as_deref().unwrap_or("-")
+    ));
     if w.probe_fails {
         return StatusCode::BAD_GATEWAY.into_response();
     }

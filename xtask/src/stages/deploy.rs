@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use controller::manifest::{self, Desired};
+use controller_core::manifest::{self, Desired};
 
 use crate::effects::http::Request;
 use crate::effects::paths;
@@ -65,7 +65,7 @@ const MANIFEST_TYPES: &str = "application/vnd.docker.distribution.manifest.v2+js
 
 pub fn run(args: &DeployArgs) -> Result<()> {
     let tag = args.tag()?;
-    controller::reference::check_tag(&tag).map_err(anyhow::Error::msg)?;
+    controller_core::reference::check_tag(&tag).map_err(anyhow::Error::msg)?;
     let manifest_path = args.manifest_path()?;
     let desired = read_manifest(&manifest_path)?;
     let found = if args.skip_registry_check {
