@@ -1,8 +1,11 @@
 //! HTTP to the service, written once for every backend: a color's own
 //! replicas at the endpoints the platform gives (the gates' evidence, the
 //! warm-up bursts, the analysis' counters) and the front users reach (the
-//! probe after a switch). Each call is one try, bounded by the client's
-//! timeout; waiting between tries is the state machine's business.
+//! probe after a switch). Each call is one try, bounded in time by the
+//! client's timeout and in bytes by a cap per kind of answer, and never
+//! follows a redirect: a hostile image can neither exhaust the controller
+//! nor aim its requests elsewhere. Waiting between tries is the state
+//! machine's business.
 
 use std::time::{Duration, Instant};
 
@@ -15,14 +18,40 @@ use serde::Deserialize;
 
 use crate::platform::Workloads;
 
-/// An HTTP client that opens a connection per request: a probe must see
-/// nginx's current workers, not an old worker's kept-alive connection.
+/// The most read of an artifact (the service refuses one over 1 MiB).
+const MAX_MODEL: usize = 2 << 20;
+/// The most read of a prediction, a liveness answer or an error.
+const MAX_ANSWER: usize = 256 << 10;
+/// The most read of a replica's /metrics.
+const MAX_METRICS: usize = 1 << 20;
+
+/// An HTTP client that opens a connection per request (a probe must see
+/// nginx's current workers, not an old worker's kept-alive connection)
+/// and follows no redirect.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap_or_default()
+}
+
+/// The answer's body, refused once it passes `cap` bytes (declared or
+/// sent): only so much is ever held.
+pub async fn body_within(mut response: reqwest::Response, cap: usize) -> Result<String, String> {
+    let too_big = || format!("the answer is larger than {} KiB", cap >> 10);
+    if response.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        if bytes.len() + chunk.len() > cap {
+            return Err(too_big());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    String::from_utf8(bytes).map_err(|e| format!("the answer is not text: {e}"))
 }
 
 #[derive(Deserialize)]
@@ -63,7 +92,7 @@ impl ColorHttp {
         let url = format!("{base}/model");
         let response = self.http.get(&url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
         let status = response.status();
-        let text = response.text().await.map_err(|e| format!("GET {url}: {e}"))?;
+        let text = body_within(response, MAX_MODEL).await.map_err(|e| format!("GET {url}: {e}"))?;
         if !status.is_success() {
             return Err(format!("GET {url} answered {status}: {}", excerpt(&text)));
         }
@@ -83,12 +112,13 @@ impl ColorHttp {
             .await
             .map_err(|e| format!("POST {url}: {e}"))?;
         let status = response.status();
+        let text =
+            body_within(response, MAX_ANSWER).await.map_err(|e| format!("POST {url}: {e}"))?;
         if !status.is_success() {
-            let text = response.text().await.unwrap_or_default();
             return Err(format!("POST {url} answered {status}: {}", excerpt(&text)));
         }
-        let priced: Priced =
-            response.json().await.map_err(|e| format!("POST {url}: not a prediction: {e}"))?;
+        let priced: Priced = serde_json::from_str(&text)
+            .map_err(|e| format!("POST {url}: not a prediction: {e}"))?;
         Ok((priced.predictions, priced.model_version))
     }
 
@@ -154,8 +184,16 @@ impl ColorHttp {
         let mut sum = Sample::default();
         for base in w.endpoints(color).await.map_err(|e| e.to_string())? {
             let url = format!("{base}/metrics");
-            let text = async { self.http.get(&url).send().await?.error_for_status()?.text().await };
-            let text = text.await.map_err(|e| format!("GET {url}: {e}"))?;
+            let read = async {
+                let response = self.http.get(&url).send().await.map_err(|e| e.to_string())?;
+                let status = response.status();
+                let text = body_within(response, MAX_METRICS).await?;
+                if !status.is_success() {
+                    return Err(format!("answered {status}"));
+                }
+                Ok(text)
+            };
+            let text = read.await.map_err(|e: String| format!("GET {url}: {e}"))?;
             sum.add(&analysis::parse(&text));
         }
         Ok(sum)
@@ -177,8 +215,10 @@ impl ColorHttp {
         if !status.is_success() {
             return Err(format!("GET {url} answered {status}"));
         }
-        let body: Liveness =
-            response.json().await.map_err(|e| format!("GET {url}: not the service's JSON: {e}"))?;
+        let text =
+            body_within(response, MAX_ANSWER).await.map_err(|e| format!("GET {url}: {e}"))?;
+        let body: Liveness = serde_json::from_str(&text)
+            .map_err(|e| format!("GET {url}: not the service's JSON: {e}"))?;
         if body.color.as_deref() != Some(color.as_str()) || body.version.as_deref() != Some(tag) {
             return Err(format!(
                 "GET {url} answered color {} version {}",
@@ -198,5 +238,51 @@ impl ColorHttp {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::Router;
+    use axum::response::Redirect;
+    use axum::routing::get;
+
+    use super::*;
+
+    async fn serve(routes: Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, routes).await });
+        base
+    }
+
+    #[tokio::test]
+    async fn answers_are_capped_and_redirects_refused() {
+        let big = "x".repeat(MAX_ANSWER + 1);
+        let routes = Router::new()
+            .route("/big", get(move || async move { big }))
+            .route(
+                "/streamed",
+                get(|| async {
+                    let chunks = (0..64).map(|_| Ok::<_, std::io::Error>(vec![b'y'; 8192]));
+                    axum::body::Body::from_stream(futures_util::stream::iter(chunks))
+                }),
+            )
+            .route("/away", get(|| async { Redirect::temporary("http://127.0.0.1:9/") }))
+            .route("/small", get(|| async { "ok" }));
+        let base = serve(routes).await;
+        let http = client();
+        let get = |path: &str| http.get(format!("{base}{path}")).send();
+        let e = body_within(get("/big").await.unwrap(), MAX_ANSWER).await.unwrap_err();
+        assert!(e.contains("larger than 256 KiB"), "{e}");
+        // No length declared: refused as the bytes arrive.
+        let e = body_within(get("/streamed").await.unwrap(), MAX_ANSWER).await.unwrap_err();
+        assert!(e.contains("larger than"), "{e}");
+        assert_eq!(body_within(get("/small").await.unwrap(), MAX_ANSWER).await.unwrap(), "ok");
+        let moved = get("/away").await.unwrap();
+        assert!(moved.status().is_redirection(), "the redirect was followed");
+        let probe = Probe { path: "/away".into(), predict: false, timeout: Duration::from_secs(1) };
+        let e = ColorHttp::default().probe(&base, Color::Blue, "v1", &probe).await.unwrap_err();
+        assert!(e.contains("307"), "{e}");
     }
 }

@@ -5,7 +5,7 @@
 //! the record names, or the periodic resync. One reconcile at a time:
 //! this loop is the only place steps run, and no step waits.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use crate::clock;
 use crate::color_http::ColorHttp;
 use crate::crash;
 use crate::error::Result;
+use crate::local_file;
 use crate::metrics::Metrics;
 use crate::platform::{self, Platform, PlatformError};
 use crate::store::Store;
@@ -34,7 +35,6 @@ const BACKOFF: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone)]
 pub enum Trigger {
     Manifest,
-    Platform(String),
     Command(&'static str),
     Operator(Operator),
 }
@@ -87,6 +87,8 @@ pub struct Reconciler<P> {
 enum Flow {
     /// Take the next step at once.
     Next,
+    /// Shut down.
+    Stop,
     /// Wait for a trigger, or until this instant (or the resync).
     Wait(Option<Timestamp>),
 }
@@ -122,40 +124,50 @@ impl<P: Platform> Reconciler<P> {
         })
     }
 
-    /// Runs until `shutdown` turns true; a step under way is finished
-    /// first, so the record never lags the world by more than one step.
-    pub async fn run(
-        mut self,
-        mut triggers: mpsc::Receiver<Trigger>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
+    /// Runs until `shutdown` turns true. A step under way is given up
+    /// then, or when an operator speaks or the desired state changes:
+    /// every step is safe to repeat, as after a crash, so nothing waits
+    /// for a pull or a slow answer to see a new tag, promote, abort or
+    /// SIGTERM.
+    pub async fn run(mut self, triggers: mpsc::Receiver<Trigger>, shutdown: watch::Receiver<bool>) {
         let (hints, mut hint_rx) = mpsc::channel(64);
         let events = tokio::spawn(self.platform.events(hints));
+        let mut hints_closed = false;
+        let mut inbox = Inbox { triggers, shutdown, words: Vec::new() };
         loop {
-            if *shutdown.borrow() {
+            if *inbox.shutdown.borrow() {
                 break;
             }
-            let until = match self.reconcile().await {
+            let flow = self.reconcile(&mut inbox).await;
+            for word in std::mem::take(&mut inbox.words) {
+                self.take(Trigger::Operator(word));
+            }
+            let until = match flow {
                 Flow::Next => continue,
+                Flow::Stop => break,
                 Flow::Wait(until) => until,
             };
             let pause = until.map_or(self.resync, |t| t.remaining(clock::now()).min(self.resync));
             tokio::select! {
-                trigger = triggers.recv() => {
+                trigger = inbox.triggers.recv() => {
                     if let Some(t) = trigger {
                         self.take(t);
                     }
                     // Several triggers at once need one reconcile.
-                    while let Ok(t) = triggers.try_recv() {
+                    while let Ok(t) = inbox.triggers.try_recv() {
                         self.take(t);
                     }
                 }
-                hint = hint_rx.recv() => {
-                    tracing::debug!(event = ?hint, "reconcile");
-                    while hint_rx.try_recv().is_ok() {}
-                }
+                hint = hint_rx.recv(), if !hints_closed => match hint {
+                    Some(what) => {
+                        tracing::debug!(event = %what, "reconcile");
+                        while hint_rx.try_recv().is_ok() {}
+                    }
+                    // The event stream ended for good: the resync remains.
+                    None => hints_closed = true,
+                },
                 _ = tokio::time::sleep(pause) => {}
-                _ = shutdown.changed() => break,
+                _ = inbox.shutdown.changed() => break,
             }
         }
         events.abort();
@@ -175,7 +187,7 @@ impl<P: Platform> Reconciler<P> {
         }
     }
 
-    async fn reconcile(&mut self) -> Flow {
+    async fn reconcile(&mut self, inbox: &mut Inbox) -> Flow {
         self.read_manifest().await;
         let observed = match platform::observe(&self.platform).await {
             Ok(o) => o,
@@ -190,7 +202,14 @@ impl<P: Platform> Reconciler<P> {
             return Flow::Wait(until);
         }
         self.shared.metrics.reconciled();
-        let outcome = match self.perform(&step).await {
+        let performed = tokio::select! {
+            performed = self.perform(&step) => performed,
+            why = inbox.interruption(&self.shared.manifest, self.desired.as_ref()) => {
+                info!(step = ?step, why = why.as_str(), "the step under way is given up");
+                return if why == Interruption::Shutdown { Flow::Stop } else { Flow::Next };
+            }
+        };
+        let outcome = match performed {
             Ok(o) => o,
             Err(e) => return self.failed(e.metric_label(), e.to_string()),
         };
@@ -313,7 +332,7 @@ impl<P: Platform> Reconciler<P> {
     /// desired state in force.
     async fn read_manifest(&mut self) {
         let path = &self.shared.manifest;
-        let result = match tokio::fs::read_to_string(path).await {
+        let result = match local_file::read(path).await {
             Ok(text) => manifest::parse(&text).map_err(|e| e.to_string()),
             Err(e) => Err(format!("cannot read {}: {e}", path.display())),
         };
@@ -352,5 +371,67 @@ impl<P: Platform> Reconciler<P> {
             now,
         );
         self.shared.status.send_replace(status);
+    }
+}
+
+/// What reaches the loop from outside while a step is under way.
+struct Inbox {
+    triggers: mpsc::Receiver<Trigger>,
+    shutdown: watch::Receiver<bool>,
+    /// Operators' words taken while a step was under way, for the record.
+    words: Vec<Operator>,
+}
+
+/// Why a step under way was given up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Interruption {
+    Shutdown,
+    Operator,
+    Desired,
+}
+
+impl Interruption {
+    fn as_str(self) -> &'static str {
+        match self {
+            Interruption::Shutdown => "shutdown",
+            Interruption::Operator => "an operator's word",
+            Interruption::Desired => "a new desired state",
+        }
+    }
+}
+
+impl Inbox {
+    /// Resolves when the step under way must be given up: a shutdown, an
+    /// operator's word, or a manifest whose valid desired state is no
+    /// longer `current`. Other triggers are only consumed: the reconcile
+    /// after the step reads everything afresh anyway.
+    async fn interruption(&mut self, manifest: &Path, current: Option<&Desired>) -> Interruption {
+        loop {
+            tokio::select! {
+                changed = self.shutdown.changed() => {
+                    if changed.is_err() || *self.shutdown.borrow() {
+                        return Interruption::Shutdown;
+                    }
+                }
+                trigger = self.triggers.recv() => match trigger {
+                    Some(Trigger::Operator(word)) => {
+                        self.words.push(word);
+                        return Interruption::Operator;
+                    }
+                    Some(_) => {
+                        let text = local_file::read(manifest).await;
+                        let now = text.ok().and_then(|t| manifest::parse(&t).ok());
+                        if now.is_some() && now.as_ref() != current {
+                            return Interruption::Desired;
+                        }
+                    }
+                    // The API is gone; only a shutdown can interrupt now.
+                    None => {
+                        let _ = self.shutdown.wait_for(|stop| *stop).await;
+                        return Interruption::Shutdown;
+                    }
+                },
+            }
+        }
     }
 }

@@ -26,7 +26,7 @@ impl Store {
     /// is kept aside as `state.json.corrupt` and the controller starts
     /// from what it observes.
     pub fn load(&self) -> Result<(Record, Option<String>)> {
-        let text = match std::fs::read_to_string(&self.path) {
+        let text = match manifest_file::read_bounded(&self.path, manifest_file::MAX_READ) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok((Record::default(), None));

@@ -213,6 +213,37 @@ async fn a_shutdown_during_the_warm_up_stops_the_loop_within_a_second() {
 }
 
 #[tokio::test]
+async fn a_new_tag_during_a_slow_pull_is_acted_on_within_a_second() {
+    let world = World { start_takes: Duration::from_secs(30), ..blue_live_on("v1") };
+    let mut run = start_text(world, &MANIFEST.replace("TAG", "v2")).await;
+    run.until("the start", |s| (s.step == Some(StepName::Prepare)).then_some(())).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let edited = Instant::now();
+    manifest_file::write_tag(&run.manifest, "v3").unwrap();
+    let done = run.finished("v2").await;
+    let took = edited.elapsed();
+    assert!(done.reason.as_deref().unwrap_or("").contains("superseded by tag v3"), "{done:?}");
+    assert!(took < Duration::from_secs(1), "the new tag was acted on after {took:?}");
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn a_shutdown_during_a_slow_pull_stops_the_loop_within_a_second() {
+    let world = World { start_takes: Duration::from_secs(30), ..blue_live_on("v1") };
+    let mut run = start_text(world, &MANIFEST.replace("TAG", "v2")).await;
+    run.until("the start", |s| (s.step == Some(StepName::Prepare)).then_some(())).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let asked = Instant::now();
+    run.stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(1), run.task)
+        .await
+        .expect("the loop did not stop within a second")
+        .unwrap();
+    assert!(asked.elapsed() < Duration::from_secs(1));
+    assert!(run.memory.world().calls.is_empty(), "the start was not given up");
+}
+
+#[tokio::test]
 async fn a_warm_up_within_budget_switches() {
     let world = blue_live_on("v1");
     let text = with_gates("  gates:\n    latencyBudget: 2s\n").replace("TAG", "v2");

@@ -2,7 +2,8 @@
 //! ([`replace`]): a reader (nginx, a restarted controller, the manifest
 //! watcher) sees the old content or the new, never a part. The live
 //! manifest has one writer, [`write_tag`], used by the controller's API,
-//! `controller set-image --manifest` and xtask alike.
+//! `controller set-image --manifest` and xtask alike. What the controller
+//! reads back ([`read_bounded`]) must be a regular file of bounded size.
 
 use std::fs::File;
 use std::io::Write;
@@ -57,6 +58,31 @@ pub fn replace(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     Ok(())
 }
 
+/// The most the controller reads of a manifest, a record or a router
+/// configuration: each is a few KiB.
+pub const MAX_READ: u64 = 1 << 20;
+
+/// Reads a regular file of at most `cap` bytes. A FIFO, a device or a
+/// directory is refused at once (it is opened without blocking), and so is
+/// a larger file, so a file put in the way can neither hang nor exhaust
+/// the reader.
+pub fn read_bounded(path: &Path, cap: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    if meta.len() > cap {
+        let message = format!("{} bytes, more than the {cap} read", meta.len());
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, message));
+    }
+    let mut text = String::new();
+    file.take(cap).read_to_string(&mut text)?;
+    Ok(text)
+}
+
 /// Sets `spec.image.tag` in the manifest at `path`, keeping the rest of
 /// the file as it was. Writers are serialised across processes by an
 /// exclusive lock on `.<name>.lock` beside the file, so two deploys never
@@ -73,7 +99,7 @@ pub fn write_tag(path: &Path, tag: &str) -> Result<(), Error> {
         .open(&lock_path)
         .map_err(io(&lock_path))?;
     lock.lock().map_err(io(&lock_path))?;
-    let text = std::fs::read_to_string(&file).map_err(io(&file))?;
+    let text = read_bounded(&file, MAX_READ).map_err(io(&file))?;
     let edited = manifest::set_tag(&text, tag)?;
     replace(&file, edited.as_bytes())
     // The lock is released when `lock` is dropped.
@@ -128,6 +154,24 @@ mod tests {
         write_tag(&link, "b").unwrap();
         assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
         assert!(std::fs::read_to_string(&real).unwrap().contains("tag: b # ci"));
+    }
+
+    #[test]
+    fn reads_are_of_bounded_regular_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, "12345").unwrap();
+        assert_eq!(read_bounded(&path, 5).unwrap(), "12345");
+        assert!(read_bounded(&path, 4).unwrap_err().to_string().contains("more than"));
+        assert!(read_bounded(dir.path(), 5).is_err());
+        let fifo = dir.path().join("fifo");
+        let name = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo only creates a node.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        let started = std::time::Instant::now();
+        let e = read_bounded(&fifo, 5).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
     }
 
     #[test]

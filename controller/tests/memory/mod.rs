@@ -36,6 +36,8 @@ pub struct World {
     pub route_refused: bool,
     /// How long each prediction takes.
     pub predict_takes: Duration,
+    /// How long starting a color takes (a slow pull).
+    pub start_takes: Duration,
     /// Every call, for the assertions.
     pub calls: Vec<String>,
     /// The color on the preview entry point.
@@ -102,6 +104,8 @@ impl Workloads for Memory {
     }
 
     async fn start(&self, color: Color, _image: &str, tag: &str, replicas: u32) -> Result<()> {
+        let takes = self.world().start_takes;
+        tokio::time::sleep(takes).await;
         let mut w = self.world();
         w.calls.push(format!("start {color} {tag}"));
         w.replicas.retain(|c| c.color != color);

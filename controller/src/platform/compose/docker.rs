@@ -53,6 +53,27 @@ const MIN_API: (u32, u32) = (1, 41);
 /// How long a replaced color's containers get to finish their requests
 /// after SIGTERM before they are killed.
 const STOP_GRACE: Duration = Duration::from_secs(30);
+/// The longest any one call to the Engine may take: none can freeze the
+/// loop. A pull may take longer than the rest.
+const CALL: Duration = Duration::from_secs(30);
+const PULL: Duration = Duration::from_secs(600);
+/// The most kept of a command's output in a container (nginx's word).
+const MAX_EXEC_OUTPUT: usize = 64 << 10;
+
+/// `call`, unless it takes longer than `limit`.
+async fn within<T>(
+    what: &str,
+    limit: Duration,
+    call: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(result) => result,
+        Err(_) => Err(PlatformError::Unavailable {
+            backend: "docker",
+            message: format!("{what} did not finish within {}", humantime::format_duration(limit)),
+        }),
+    }
+}
 
 #[derive(Clone)]
 pub struct Engine {
@@ -92,6 +113,10 @@ impl Engine {
 
     /// Every app container of the project, with its Docker health.
     pub async fn app_containers(&self) -> Result<Vec<Replica>> {
+        within("listing the app containers", CALL, self.list_app_containers()).await
+    }
+
+    async fn list_app_containers(&self) -> Result<Vec<Replica>> {
         let options = ListContainersOptions {
             all: true,
             filters: Some(project_filter(&[(label::ROLE, label::ROLE_APP)])),
@@ -138,6 +163,10 @@ impl Engine {
 
     /// Pulls `repository:tag` from its registry.
     pub async fn pull(&self, image: &str) -> Result<()> {
+        within(&format!("pulling {image}"), PULL, self.pull_all(image)).await
+    }
+
+    async fn pull_all(&self, image: &str) -> Result<()> {
         let (repository, tag) = image.rsplit_once(':').unwrap_or((image, "latest"));
         let options = CreateImageOptions {
             from_image: Some(repository.to_owned()),
@@ -164,6 +193,11 @@ impl Engine {
         image: &str,
         tag: &str,
     ) -> Result<()> {
+        let what = format!("starting {}", bluegreen::container_name(color, replica));
+        within(&what, CALL, self.start_one(color, replica, image, tag)).await
+    }
+
+    async fn start_one(&self, color: Color, replica: u32, image: &str, tag: &str) -> Result<()> {
         let name = bluegreen::container_name(color, replica);
         match self.docker.inspect_container(&name, None::<InspectContainerOptions>).await {
             Ok(existing) => {
@@ -239,6 +273,11 @@ impl Engine {
     /// Removes a container; `graceful` first stops it with SIGTERM and a
     /// grace period, so it finishes the requests it holds.
     pub async fn remove(&self, id: &str, graceful: bool) -> Result<()> {
+        let limit = if graceful { STOP_GRACE + CALL } else { CALL };
+        within(&format!("removing {id}"), limit, self.remove_one(id, graceful)).await
+    }
+
+    async fn remove_one(&self, id: &str, graceful: bool) -> Result<()> {
         if graceful {
             let options =
                 StopContainerOptions { t: Some(STOP_GRACE.as_secs() as i32), ..Default::default() };
@@ -261,8 +300,10 @@ impl Engine {
         container: &str,
         name: &str,
     ) -> Result<(Option<String>, Option<String>)> {
-        let inspect =
-            self.docker.inspect_container(container, None::<InspectContainerOptions>).await?;
+        let inspect = within(&format!("inspecting {container}"), CALL, async {
+            Ok(self.docker.inspect_container(container, None::<InspectContainerOptions>).await?)
+        })
+        .await?;
         let address = inspect
             .network_settings
             .and_then(|n| n.networks)
@@ -282,7 +323,10 @@ impl Engine {
             filters: Some(project_filter(&[(label::SERVICE, bluegreen::NGINX_SERVICE)])),
             ..Default::default()
         };
-        let list = self.docker.list_containers(Some(options)).await?;
+        let list = within("finding nginx", CALL, async {
+            Ok(self.docker.list_containers(Some(options)).await?)
+        })
+        .await?;
         list.into_iter().find_map(|c| c.id).ok_or_else(|| PlatformError::Unavailable {
             backend: "nginx",
             message: format!("no running nginx container of project {}", bluegreen::PROJECT),
@@ -291,6 +335,11 @@ impl Engine {
 
     /// Runs a command in a container; returns its exit code and output.
     pub async fn exec(&self, container: &str, cmd: &[&str]) -> Result<(i64, String)> {
+        within(&format!("`{}` in {container}", cmd.join(" ")), CALL, self.exec_once(container, cmd))
+            .await
+    }
+
+    async fn exec_once(&self, container: &str, cmd: &[&str]) -> Result<(i64, String)> {
         let options = CreateExecOptions {
             cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
             attach_stdout: Some(true),
@@ -303,8 +352,15 @@ impl Engine {
             self.docker.start_exec(&exec.id, None).await?
         {
             while let Some(chunk) = output.try_next().await? {
-                text.push_str(&chunk.to_string());
+                if text.len() < MAX_EXEC_OUTPUT {
+                    text.push_str(&chunk.to_string());
+                }
             }
+            let mut end = text.len().min(MAX_EXEC_OUTPUT);
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
         }
         let inspect = self.docker.inspect_exec(&exec.id).await?;
         Ok((inspect.exit_code.unwrap_or(-1), text.trim().to_owned()))

@@ -8,6 +8,7 @@ use bluegreen::{Color, NGINX_RELOAD, NGINX_TEST, Upstream};
 use controller_core::clock::Timestamp;
 
 use super::docker::Engine;
+use crate::local_file;
 use crate::platform::{PlatformError, Result};
 
 const FILE: &str = "upstream.conf";
@@ -35,7 +36,7 @@ impl Nginx {
     /// What a file of ours says; a missing file sends traffic nowhere.
     async fn read(&self, name: &str) -> std::result::Result<Upstream, String> {
         let path = self.dir.join(name);
-        match tokio::fs::read_to_string(&path).await {
+        match local_file::read(&path).await {
             Ok(text) => Upstream::parse(&text).map_err(|e| e.to_string()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 Ok(Upstream { live: None, replicas: 0, backup: None })
@@ -82,7 +83,7 @@ impl Nginx {
     async fn replace(&self, name: &str, next: &str, missing: &str) -> Result<()> {
         let nginx = self.engine.nginx().await?;
         let path = self.dir.join(name);
-        let previous = match tokio::fs::read_to_string(&path).await {
+        let previous = match local_file::read(&path).await {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => missing.to_owned(),
             Err(source) => return Err(upstream_error(&path, source)),
