@@ -258,6 +258,16 @@ fn decide_rollout(r: &Rollout, desired: Option<&Desired>, o: &Observed, now: Tim
                 _ => Step::Analyze { color },
             }
         }
+        // An analysis that could not read its figures never passes.
+        Stage::ScaleDown { .. }
+            if r.watch.is_some() && r.summary.analysis.is_none() && superseded.is_none() =>
+        {
+            Step::Fail {
+                level: Level::AfterAnalysis,
+                reason: "analysis: the new color's figures could not be read during the window"
+                    .to_owned(),
+            }
+        }
         Stage::ScaleDown { not_before } => match old {
             Some(old) => {
                 if now < *not_before && superseded.is_none() {

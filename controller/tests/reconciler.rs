@@ -355,6 +355,15 @@ async fn errors_after_the_switch_roll_back_at_level_3() {
 }
 
 #[tokio::test]
+async fn an_analysis_that_cannot_read_its_figures_rolls_back_at_level_3() {
+    let world = World { metrics_fail: true, ..blue_live_on("v1") };
+    let (done, fake) = roll_out(world, "v2").await;
+    assert_eq!((done.result, done.level), (Verdict::RolledBack, Some(Level::AfterAnalysis)));
+    assert!(done.reason.as_deref().unwrap_or("").contains("could not be read"), "{done:?}");
+    assert_eq!(fake.world().live, Some(Color::Blue));
+}
+
+#[tokio::test]
 async fn a_paused_rollout_shows_a_preview_and_switches_when_promoted() {
     let (done, fake) = roll_out_with(blue_live_on("v1"), "v2", Some(Operator::Promote)).await;
     assert_eq!((done.result, done.summary.color), (Verdict::Succeeded, Color::Green));

@@ -266,7 +266,19 @@ fn the_analysis_window_reads_the_new_color_every_second() {
     let d = desired("v2");
     check(&d, &both(Green), &r, at(10), Step::Wait { until: Some(at(1000)) });
     check(&d, &both(Green), &r, at(1000), Step::Analyze { color: Green });
+    // The window over without a single judgement: it fails closed.
+    let unread = Step::Fail {
+        level: Level::AfterAnalysis,
+        reason: "analysis: the new color's figures could not be read during the window".into(),
+    };
+    check(&d, &both(Green), &r, at(60_000), unread);
+    let figures = crate::analysis::Figures { requests: 30.0, error_rate: 0.0, p99_seconds: 0.01 };
+    r.rollout.as_mut().unwrap().summary.analysis = Some(figures);
     check(&d, &both(Green), &r, at(60_000), Step::Remove { color: Blue, why: Removal::ScaleDown });
+    // A new tag after the switch ends the window early: nothing to judge.
+    r.rollout.as_mut().unwrap().summary.analysis = None;
+    let remove = Step::Remove { color: Blue, why: Removal::ScaleDown };
+    check(&desired("v3"), &both(Green), &r, at(10), remove);
 }
 
 #[test]

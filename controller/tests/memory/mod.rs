@@ -44,6 +44,8 @@ pub struct World {
     pub preview: Option<Color>,
     /// Reads of /metrics so far.
     pub metric_reads: u32,
+    /// /metrics answers 503.
+    pub metrics_fail: bool,
     /// How many times each starting replica has been observed.
     pub seen: HashMap<String, u32>,
 }
@@ -228,8 +230,11 @@ async fn predict_live(State(m): State<Memory>, Json(batch): Json<Batch>) -> Resp
     price(&m, live, batch).await
 }
 
-async fn metrics(State(m): State<Memory>, Path(c): Path<String>) -> String {
+async fn metrics(State(m): State<Memory>, Path(c): Path<String>) -> Response {
     let mut w = m.world();
+    if w.metrics_fail {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
     let tag = color(&c).and_then(|c| w.tag_of(c)).unwrap_or_default();
     w.metric_reads += 1;
     let n = w.metric_reads;
@@ -240,6 +245,7 @@ async fn metrics(State(m): State<Memory>, Path(c): Path<String>) -> String {
          http_requests_total{{route=\"/api/predict/\",method=\"POST\",status=\"503\"}} {errors}\n",
         30 * n - errors
     )
+    .into_response()
 }
 
 async fn front(State(m): State<Memory>) -> Response {
