@@ -101,14 +101,25 @@ async fn write_tag(shared: &Shared, tag: String, why: &'static str) -> Response 
     }
 }
 
+/// The most a mutation's body may hold: `{"tag": …}` is far smaller.
+const MAX_BODY: usize = 4 << 10;
+
+/// The token is checked before a byte of the body is read, and the body
+/// is read only up to [`MAX_BODY`].
 async fn set_image(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Response {
     if !authorized(&shared, &headers) {
         return unauthorized();
     }
+    let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
+        return refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body must be at most {MAX_BODY} bytes of JSON"),
+        );
+    };
     match serde_json::from_slice::<SetImage>(&body) {
         Ok(SetImage { tag }) => write_tag(&shared, tag, "set-image").await,
         Err(e) => refuse(

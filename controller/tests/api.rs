@@ -122,6 +122,17 @@ async fn set_image_refuses_bad_tags_and_bodies() {
 }
 
 #[tokio::test]
+async fn set_image_checks_the_token_before_the_body_and_bounds_it() {
+    let api = api(&[], 0).await;
+    let big = format!(r#"{{"tag":"{}"}}"#, "a".repeat(2 << 20));
+    let (code, text) = api.post("/api/v1/image", None, Some(&big)).await;
+    assert_eq!(code, 401, "{text}");
+    let (code, text) = api.post("/api/v1/image", Some("secret"), Some(&big)).await;
+    assert_eq!(code, 413, "{text}");
+    assert_eq!(api.tag(), "v2");
+}
+
+#[tokio::test]
 async fn rollback_goes_to_the_newest_good_tag_other_than_the_desired_one() {
     // v1 and v2 succeeded, v3 failed; the desired tag is v2.
     let api = api(&["v1", "v2", "v3"], 1).await;
