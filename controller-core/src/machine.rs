@@ -136,16 +136,11 @@ pub fn decide(
     }
     if let Some(live) = live {
         let of = observed.of(live);
-        let steady =
-            of.len() == desired.replicas as usize && of.iter().all(|c| c.tag == desired.tag);
-        if steady {
+        if !of.is_empty() && of.iter().all(|c| c.tag == desired.tag) {
             if !observed.of(live.other()).is_empty() {
                 return Step::Remove { color: live.other(), why: Removal::Stale };
             }
-            if traffic.stale {
-                return Step::Route { to: Some(live), replicas: desired.replicas, fallback: None };
-            }
-            return Step::Wait { until: None };
+            return reconcile_live(live, desired, observed);
         }
     }
     if record.failed.as_ref().is_some_and(|f| f.fingerprint == desired.fingerprint()) {
@@ -160,6 +155,33 @@ pub fn decide(
         color: live.map_or(Color::Blue, Color::other),
         from,
     }
+}
+
+/// The live color runs the desired tag: it is kept whole in place, as a
+/// ReplicaSet would, without a rollout. A replica stopped, killed or
+/// removed is started again; a change of `replicas` alone scales; the
+/// router names fewer servers before replicas go, and more only once
+/// they serve.
+fn reconcile_live(live: Color, desired: &Desired, observed: &Observed) -> Step {
+    let of = observed.of(live);
+    let want = desired.replicas;
+    let route = Step::Route { to: Some(live), replicas: want, fallback: None };
+    if observed.traffic.servers > want {
+        return route;
+    }
+    if of.len() != want as usize || of.iter().any(|c| c.is_down()) {
+        return Step::Start {
+            color: live,
+            image: desired.image(),
+            tag: desired.tag.clone(),
+            replicas: want,
+        };
+    }
+    let serving = of.iter().all(|c| c.is_running() && c.health == Health::Healthy);
+    if (observed.traffic.servers < want && serving) || observed.traffic.stale {
+        return route;
+    }
+    Step::Wait { until: None }
 }
 
 fn decide_rollout(r: &Rollout, desired: Option<&Desired>, o: &Observed, now: Timestamp) -> Step {

@@ -87,6 +87,11 @@ impl Replica {
     pub fn is_running(&self) -> bool {
         self.state == State::Running
     }
+
+    /// Down for good: nothing (no restart policy) brings it back by itself.
+    pub fn is_down(&self) -> bool {
+        matches!(self.state, State::Created | State::Exited | State::Dead)
+    }
 }
 
 /// What the router can do besides sending traffic to one color.
@@ -115,6 +120,8 @@ pub struct Traffic {
     pub fallback: Option<Color>,
     /// The color on the preview entry point, if any.
     pub preview: Option<Color>,
+    /// How many of the live color's replicas the router names.
+    pub servers: u32,
     /// The router's view of the live replicas is out of date (one was
     /// restarted since the router last took them in) and must be
     /// refreshed.
@@ -129,6 +136,7 @@ impl Traffic {
             live: Ok(live),
             fallback: None,
             preview: None,
+            servers: 1,
             stale: false,
             capabilities: Capabilities::ALL,
         }

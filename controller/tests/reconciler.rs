@@ -155,6 +155,7 @@ fn blue_live_on(tag: &str) -> World {
             started_at: None,
         }],
         live: Some(Color::Blue),
+        servers: 1,
         healthy_after: Some(2),
         models: models(),
         ..World::default()
@@ -361,6 +362,46 @@ async fn an_analysis_that_cannot_read_its_figures_rolls_back_at_level_3() {
     assert_eq!((done.result, done.level), (Verdict::RolledBack, Some(Level::AfterAnalysis)));
     assert!(done.reason.as_deref().unwrap_or("").contains("could not be read"), "{done:?}");
     assert_eq!(fake.world().live, Some(Color::Blue));
+}
+
+#[tokio::test]
+async fn a_live_replica_down_is_started_again_and_replicas_scale_in_place() {
+    let mut world = blue_live_on("v1");
+    world.replicas[0].state = State::Exited;
+    world.replicas[0].health = Health::Unhealthy;
+    let mut run = start_text(world, &MANIFEST.replace("TAG", "v1")).await;
+    let memory = run.memory.clone();
+    let serving = |replicas: usize| {
+        let memory = memory.clone();
+        move |s: &Status| {
+            let w = memory.world();
+            let healthy = w.replicas.iter().filter(|c| c.health == Health::Healthy).count();
+            (s.phase == Phase::Healthy && healthy == replicas && w.servers == replicas as u32)
+                .then_some(())
+        }
+    };
+    run.until("the replica started again", serving(1)).await;
+    // Up to two, then down to one, all without a rollout.
+    let scaled =
+        MANIFEST.replace("TAG", "v1").replace("healthTimeout", "replicas: 2\n  healthTimeout");
+    std::fs::write(&run.manifest, &scaled).unwrap();
+    run.until("two replicas", serving(2)).await;
+    std::fs::write(&run.manifest, MANIFEST.replace("TAG", "v1")).unwrap();
+    run.until("one replica", serving(1)).await;
+    let memory = run.stop().await;
+    let w = memory.world();
+    assert!(w.replicas.iter().all(|c| c.color == Color::Blue && c.tag == "v1"));
+    let calls: Vec<&str> = w.calls.iter().map(String::as_str).collect();
+    assert_eq!(
+        calls,
+        [
+            "start blue v1",
+            "start blue v1",
+            "switch Some(Blue) backup None",
+            "switch Some(Blue) backup None",
+            "start blue v1"
+        ],
+    );
 }
 
 #[tokio::test]

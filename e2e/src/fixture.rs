@@ -190,6 +190,42 @@ impl Fixture {
         Ok(())
     }
 
+    /// Waits (30 s at most) until `replicas` containers of `color` run
+    /// `tag`, healthy and named by the router, and the front answers.
+    pub fn wait_whole(&self, color: &str, tag: &str, replicas: usize) -> Result<()> {
+        poll::until(Duration::from_secs(30), Duration::from_millis(100), || {
+            let apps = self.apps()?;
+            let running = apps
+                .iter()
+                .filter(|a| a.color == color && a.tag == tag && a.state == "running")
+                .count();
+            let s = self.status()?;
+            let of = if color == "blue" { &s.colors.blue } else { &s.colors.green };
+            let healthy = of
+                .as_ref()
+                .map_or(0, |cs| cs.iter().filter(|c| c.health == rollout::Health::Healthy).count());
+            let upstream = self.upstream()?;
+            let named = (1..=replicas + 1)
+                .filter(|n| upstream.contains(&format!("taxi-fare_app_{color}_{n}:")))
+                .count();
+            let answers = self.front().is_ok_and(|a| a.color.as_deref() == Some(color));
+            Ok(
+                if running == replicas
+                    && apps.len() == replicas
+                    && healthy == replicas
+                    && named == replicas
+                    && answers
+                {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending(format!(
+                        "{running} running, {healthy} healthy, {named} named, of {apps:?}"
+                    ))
+                },
+            )
+        })
+    }
+
     /// SIGKILLs the controller's process (not `docker kill`, which Docker
     /// takes as a deliberate stop) and waits for the restart policy to
     /// bring it back.

@@ -38,6 +38,7 @@ pub const ALL: &[Scenario] = &[
     ("replicas 2", replicas_2),
     ("under load: deploys and rollbacks lose no request", under_load),
     ("SIGKILL of the only live replica: served again", replica_killed),
+    ("live replicas stopped, killed, removed, scaled: kept in place", live_kept_in_place),
     ("gate: golden trips mismatch", golden_mismatch),
     ("gate: a worse model", worse_model),
     ("gate: a good model's diff is recorded", good_model_diff),
@@ -321,6 +322,71 @@ fn replica_killed(fx: &Fixture) -> Result<String> {
     fx.expect_live("blue", GOOD_A, 1)?;
     ensure!(fx.status()?.history.len() == rollouts, "a rollout was started instead");
     Ok(format!("served again {:.1} s after the kill, no rollout", outage.as_secs_f64()))
+}
+
+/// The live color is kept whole in place, as a ReplicaSet would, under
+/// load: a replica stopped, one `docker kill`ed and one removed are each
+/// put back with no rollout and no failed request; `spec.replicas` alone
+/// scales 1 → 2 → 3 → 1 in place; a deploy right after succeeds.
+fn live_kept_in_place(fx: &Fixture) -> Result<String> {
+    fx.fresh(GOOD_A)?;
+    let rollouts = fx.status()?.history.len();
+    let scale = |replicas: u32| -> Result<Duration> {
+        let asked = std::time::Instant::now();
+        fs::write(live_manifest(), manifest(GOOD_A, replicas)?)?;
+        fx.wait_whole("blue", GOOD_A, replicas as usize)?;
+        Ok(asked.elapsed())
+    };
+    let up = scale(2)?;
+    let expected = fx.expected_answer()?;
+    let load =
+        Load::start(&stack::front(), &api::documented_request(), 2, 2, Duration::from_secs(120));
+    let faults = (|| -> Result<Vec<(&str, Duration)>> {
+        let mut back = Vec::new();
+        for (what, args) in [
+            ("stopped", &["stop", "taxi-fare_app_blue_1"][..]),
+            ("killed", &["kill", "taxi-fare_app_blue_2"]),
+            ("removed", &["rm", "-f", "taxi-fare_app_blue_1"]),
+        ] {
+            // Both replicas serve before each fault.
+            fx.wait_whole("blue", GOOD_A, 2)?;
+            let at = std::time::Instant::now();
+            xtask::effects::process::run(xtask::effects::docker::docker(args.iter().copied()))?;
+            sleep(Duration::from_millis(500));
+            fx.wait_whole("blue", GOOD_A, 2)?;
+            back.push((what, at.elapsed()));
+        }
+        Ok(back)
+    })();
+    let report = load.stop();
+    let faults = faults?;
+    let failures = report.failures();
+    ensure!(
+        failures.is_empty(),
+        "{} of {} requests failed; the first: {:?}",
+        failures.len(),
+        report.samples.len(),
+        failures.iter().take(3).collect::<Vec<_>>()
+    );
+    let wrong = report.wrong_answers(&[expected]);
+    ensure!(wrong.is_empty(), "{} answers were not the model's: {:?}", wrong.len(), wrong.first());
+    let up3 = scale(3)?;
+    let down = scale(1)?;
+    ensure!(fx.status()?.history.len() == rollouts, "a rollout was started instead");
+    let done = fx.deploy_ok(GOOD_B)?;
+    fx.expect_live("green", GOOD_B, 1)?;
+    let times: Vec<String> =
+        faults.iter().map(|(what, t)| format!("{what} back in {:.1} s", t.as_secs_f64())).collect();
+    Ok(format!(
+        "{}; {} requests, 0 failed; scaled to 2 in {:.1} s, 3 in {:.1} s, 1 in {:.1} s, no rollout; then {} in {} ms",
+        times.join(", "),
+        report.samples.len(),
+        up.as_secs_f64(),
+        up3.as_secs_f64(),
+        down.as_secs_f64(),
+        done.tag,
+        done.duration_ms
+    ))
 }
 
 fn golden_mismatch(fx: &Fixture) -> Result<String> {

@@ -8,6 +8,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+pub use controller_core::observed::Health;
 pub use controller_core::record::{Finished, Level, StepName, Verdict};
 pub use controller_core::status::{Phase, Status};
 

@@ -88,12 +88,72 @@ fn a_stale_router_is_refreshed_in_steady_state() {
 }
 
 #[test]
-fn a_replica_count_change_is_a_rollout() {
-    let o = observed(Some(Blue), vec![replica(Blue, 1, "v1", Healthy)]);
+fn a_replica_count_change_alone_scales_in_place() {
     let mut d = desired("v1");
     d.replicas = 2;
-    let begin = Step::Begin { desired: Box::new(d.clone()), color: Green, from: blue_v1() };
-    check(&d, &o, &Record::default(), T0, begin);
+    let start = Step::Start {
+        color: Blue,
+        image: "localhost:5000/taxi/service:v1".into(),
+        tag: "v1".into(),
+        replicas: 2,
+    };
+    let one = observed(Some(Blue), vec![replica(Blue, 1, "v1", Healthy)]);
+    check(&d, &one, &Record::default(), T0, start);
+    // The new replica is named once it serves.
+    let mut two = observed(
+        Some(Blue),
+        vec![replica(Blue, 1, "v1", Healthy), replica(Blue, 2, "v1", Starting)],
+    );
+    check(&d, &two, &Record::default(), T0, Step::Wait { until: None });
+    two.replicas[1].health = Healthy;
+    let route = Step::Route { to: Some(Blue), replicas: 2, fallback: None };
+    check(&d, &two, &Record::default(), T0, route);
+    two.traffic.servers = 2;
+    check(&d, &two, &Record::default(), T0, Step::Wait { until: None });
+    // Down to one: the router first, then the replica.
+    d.replicas = 1;
+    let route = Step::Route { to: Some(Blue), replicas: 1, fallback: None };
+    check(&d, &two, &Record::default(), T0, route);
+    two.traffic.servers = 1;
+    let start = Step::Start {
+        color: Blue,
+        image: "localhost:5000/taxi/service:v1".into(),
+        tag: "v1".into(),
+        replicas: 1,
+    };
+    check(&d, &two, &Record::default(), T0, start);
+}
+
+#[test]
+fn a_live_replica_down_for_good_is_started_again_without_a_rollout() {
+    let d = desired("v1");
+    let start = Step::Start {
+        color: Blue,
+        image: "localhost:5000/taxi/service:v1".into(),
+        tag: "v1".into(),
+        replicas: 1,
+    };
+    for state in [crate::observed::State::Exited, crate::observed::State::Dead] {
+        let mut o = observed(Some(Blue), vec![replica(Blue, 1, "v1", Unhealthy)]);
+        o.replicas[0].state = state;
+        check(&d, &o, &Record::default(), T0, start.clone());
+    }
+    // Docker's restart policy at work: left to it.
+    let mut o = observed(Some(Blue), vec![replica(Blue, 1, "v1", Starting)]);
+    o.replicas[0].state = crate::observed::State::Restarting;
+    check(&d, &o, &Record::default(), T0, Step::Wait { until: None });
+    // A replica removed: put back.
+    let mut two = desired("v1");
+    two.replicas = 2;
+    let mut o = observed(Some(Blue), vec![replica(Blue, 2, "v1", Healthy)]);
+    o.traffic.servers = 2;
+    let start = Step::Start {
+        color: Blue,
+        image: "localhost:5000/taxi/service:v1".into(),
+        tag: "v1".into(),
+        replicas: 2,
+    };
+    check(&two, &o, &Record::default(), T0, start);
 }
 
 #[test]

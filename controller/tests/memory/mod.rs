@@ -42,6 +42,8 @@ pub struct World {
     pub calls: Vec<String>,
     /// The color on the preview entry point.
     pub preview: Option<Color>,
+    /// How many servers of the live color the router names.
+    pub servers: u32,
     /// Reads of /metrics so far.
     pub metric_reads: u32,
     /// /metrics answers 503.
@@ -153,13 +155,13 @@ impl Router for Memory {
 
     async fn read(&self, _replicas: &[Replica]) -> Traffic {
         let w = self.world();
-        Traffic { preview: w.preview, ..Traffic::to(w.live) }
+        Traffic { preview: w.preview, servers: w.servers, ..Traffic::to(w.live) }
     }
 
     async fn route(
         &self,
         to: Option<Color>,
-        _replicas: u32,
+        replicas: u32,
         fallback: Option<(Color, u32)>,
     ) -> Result<()> {
         let mut w = self.world();
@@ -168,6 +170,7 @@ impl Router for Memory {
             return Err(PlatformError::Refused("host not found in upstream".into()));
         }
         w.live = to;
+        w.servers = if to.is_some() { replicas } else { 0 };
         Ok(())
     }
 

@@ -183,6 +183,12 @@ impl Engine {
         Ok(())
     }
 
+    /// Whether this engine holds `image` already.
+    pub async fn has_image(&self, image: &str) -> bool {
+        let found = tokio::time::timeout(CALL, self.docker.inspect_image(image)).await;
+        matches!(found, Ok(Ok(_)))
+    }
+
     /// Creates (if missing) and starts replica `replica` of `color`
     /// running `image`; a container of that name running another tag is
     /// replaced.

@@ -40,11 +40,18 @@ impl Workloads for Compose {
     }
 
     async fn start(&self, color: Color, image: &str, tag: &str, replicas: u32) -> Result<()> {
-        self.engine.pull(image).await?;
+        if let Err(e) = self.engine.pull(image).await {
+            // A replica put back needs no registry when the image is here.
+            if !self.engine.has_image(image).await {
+                return Err(e);
+            }
+            warn!(%image, error = %e, "cannot pull; starting the image this engine has");
+        }
         for container in self.engine.app_containers().await? {
-            // Replicas beyond the count belong to an earlier rollout.
+            // Replicas beyond the count go, letting them finish what they
+            // hold: the router no longer names them.
             if container.color == color && container.replica > replicas {
-                self.engine.remove(&container.id, false).await?;
+                self.engine.remove(&container.id, true).await?;
             }
         }
         for replica in 1..=replicas {
@@ -122,6 +129,7 @@ impl Router for Compose {
     async fn read(&self, replicas: &[Replica]) -> Traffic {
         let upstream = self.nginx.upstream().await;
         let fallback = upstream.as_ref().ok().and_then(|u| u.backup);
+        let servers = upstream.as_ref().map_or(0, |u| u.replicas);
         let live = upstream.map(|u| u.live);
         // nginx resolves container names when it loads its configuration:
         // a live container Docker restarted since has a new address.
@@ -136,6 +144,7 @@ impl Router for Compose {
             live,
             fallback,
             preview: self.nginx.preview().await,
+            servers,
             stale,
             capabilities: self.capabilities(),
         }
