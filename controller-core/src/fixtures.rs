@@ -36,5 +36,5 @@ pub fn replica(color: Color, replica: u32, tag: &str, health: Health) -> Replica
 }
 
 pub fn observed(live: Option<Color>, replicas: Vec<Replica>) -> Observed {
-    Observed { replicas, traffic: Traffic::to(live) }
+    Observed { replicas, traffic: Traffic::to(live), front: None }
 }

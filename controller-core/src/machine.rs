@@ -75,6 +75,8 @@ pub enum Step {
     Fail { level: Level, reason: String },
     /// Put the rollout in the history.
     Finish,
+    /// Bring back the parts of the traffic tier that are down.
+    Heal { down: Vec<String> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +126,10 @@ pub fn decide(
     record: &Record,
     now: Timestamp,
 ) -> Step {
+    // Nothing reaches any color while the traffic tier is down: first.
+    if !observed.traffic.down.is_empty() {
+        return Step::Heal { down: observed.traffic.down.clone() };
+    }
     if let Some(rollout) = &record.rollout {
         return decide_rollout(rollout, desired, observed, now);
     }

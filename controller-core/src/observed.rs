@@ -122,6 +122,9 @@ pub struct Traffic {
     pub preview: Option<Color>,
     /// How many of the live color's replicas the router names.
     pub servers: u32,
+    /// A part of the traffic tier (the router, the edge) down for good,
+    /// by name: nothing brings it back by itself.
+    pub down: Vec<String>,
     /// The router's view of the live replicas is out of date (one was
     /// restarted since the router last took them in) and must be
     /// refreshed.
@@ -137,6 +140,7 @@ impl Traffic {
             fallback: None,
             preview: None,
             servers: 1,
+            down: Vec::new(),
             stale: false,
             capabilities: Capabilities::ALL,
         }
@@ -148,6 +152,9 @@ impl Traffic {
 pub struct Observed {
     pub replicas: Vec<Replica>,
     pub traffic: Traffic,
+    /// Whether the front, as users reach it, last answered: `None` before
+    /// the first check.
+    pub front: Option<Result<(), String>>,
 }
 
 impl Observed {

@@ -100,6 +100,17 @@ impl Status {
     }
 }
 
+/// Ready and desired replicas of the live color, when it is short.
+fn short(observed: Option<&Observed>, desired: Option<&Desired>) -> Option<(usize, u32)> {
+    let (o, d) = (observed?, desired?);
+    let ready = o
+        .of(o.live_color()?)
+        .iter()
+        .filter(|c| c.is_running() && c.health == Health::Healthy && c.tag == d.tag)
+        .count();
+    (ready < d.replicas as usize).then_some((ready, d.replicas))
+}
+
 fn view(c: &Replica) -> ReplicaView {
     ReplicaView {
         id: c.id.chars().take(12).collect(),
@@ -159,8 +170,14 @@ pub fn build(
             (Phase::Degraded, o.traffic.live.clone().err())
         } else if !serving {
             (Phase::Degraded, Some("no healthy replica serves traffic".to_owned()))
+        } else if let Some(Err(e)) = observed.and_then(|o| o.front.as_ref()) {
+            (Phase::Degraded, Some(format!("the front does not answer: {e}")))
+        } else if let Some(o) = observed.filter(|o| !o.traffic.down.is_empty()) {
+            (Phase::Degraded, Some(format!("down: {}", o.traffic.down.join(", "))))
         } else if desired.map(|d| &d.tag) != live_tag.as_ref() {
             (Phase::Progressing, Some("a rollout of the desired tag is about to begin".to_owned()))
+        } else if let Some((ready, want)) = short(observed, desired) {
+            (Phase::Degraded, Some(format!("{ready} of {want} replicas of the live color ready")))
         } else {
             (Phase::Healthy, None)
         };
@@ -223,6 +240,28 @@ mod tests {
         let (p, reason) = phase(Some(&desired("v2")), &blue, &r);
         assert_eq!(p, Phase::Degraded);
         assert!(reason.unwrap().contains("level 2"));
+    }
+
+    #[test]
+    fn never_healthy_while_the_front_cannot_answer_or_the_live_color_is_short() {
+        let d = desired("v1");
+        let mut blue =
+            observed(Some(Color::Blue), vec![replica(Color::Blue, 1, "v1", Health::Healthy)]);
+        blue.front = Some(Ok(()));
+        assert_eq!(phase(Some(&d), &blue, &Record::default()).0, Phase::Healthy);
+        blue.front = Some(Err("GET http://edge:80/ answered 503".into()));
+        let (p, reason) = phase(Some(&d), &blue, &Record::default());
+        assert_eq!(p, Phase::Degraded);
+        assert!(reason.unwrap().contains("the front does not answer"));
+        blue.front = Some(Ok(()));
+        blue.traffic.down = vec!["taxi-fare_edge_1".into()];
+        assert!(phase(Some(&d), &blue, &Record::default()).1.unwrap().contains("edge"));
+        blue.traffic.down.clear();
+        let mut two = d.clone();
+        two.replicas = 2;
+        let (p, reason) = phase(Some(&two), &blue, &Record::default());
+        assert_eq!(p, Phase::Degraded);
+        assert_eq!(reason.as_deref(), Some("1 of 2 replicas of the live color ready"));
     }
 
     #[test]

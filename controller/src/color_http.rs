@@ -199,6 +199,16 @@ impl ColorHttp {
         Ok(sum)
     }
 
+    /// Whether the front can serve: a 2xx to `GET /ready`, which the
+    /// live color answers only with a model loaded.
+    pub async fn answers(&self, front: &str) -> Result<(), String> {
+        let url = format!("{}/ready", front.trim_end_matches('/'));
+        let response = self.http.get(&url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
+        let status = response.status();
+        body_within(response, MAX_ANSWER).await.map_err(|e| format!("GET {url}: {e}"))?;
+        if status.is_success() { Ok(()) } else { Err(format!("GET {url} answered {status}")) }
+    }
+
     /// One try through the front: `color` and `tag` answer the probe
     /// path and, if asked, a known trip is priced.
     pub async fn probe(

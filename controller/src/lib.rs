@@ -10,6 +10,7 @@ pub mod clock;
 pub mod color_http;
 pub mod crash;
 pub mod error;
+pub mod front;
 pub mod local_file;
 pub mod metrics;
 pub mod platform;

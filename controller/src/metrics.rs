@@ -10,6 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use controller_core::observed::{Health, Observed};
 use controller_core::record::{Finished, Verdict};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -45,6 +46,9 @@ pub struct Metrics {
     step_seconds: Family<StepLabels, Histogram, fn() -> Histogram>,
     healthy_to_switched: Histogram,
     active: Family<ColorLabels, Gauge>,
+    ready: Gauge,
+    desired: Gauge,
+    front_up: Gauge,
     reconcile_errors: Family<KindLabels, Counter>,
     manifest_errors: Counter,
     reconciles: Counter,
@@ -59,6 +63,9 @@ impl Default for Metrics {
             step_seconds: Family::new_with_constructor(seconds),
             healthy_to_switched: seconds(),
             active: Family::default(),
+            ready: Gauge::default(),
+            desired: Gauge::default(),
+            front_up: Gauge::default(),
             reconcile_errors: Family::default(),
             manifest_errors: Counter::default(),
             reconciles: Counter::default(),
@@ -88,6 +95,21 @@ impl Default for Metrics {
             "active_color",
             "1 for the color nginx sends traffic to",
             m.active.clone(),
+        );
+        registry.register(
+            "live_replicas_ready",
+            "Running, healthy replicas of the live color",
+            m.ready.clone(),
+        );
+        registry.register(
+            "live_replicas_desired",
+            "Replicas the manifest asks of the live color",
+            m.desired.clone(),
+        );
+        registry.register(
+            "front_up",
+            "1 while the front answers GET / with a 2xx, as users reach it",
+            m.front_up.clone(),
         );
         registry.register(
             "reconcile_errors",
@@ -129,6 +151,16 @@ impl Metrics {
                 .get_or_create(&ColorLabels { color: c.to_string() })
                 .set(i64::from(live == Some(c)));
         }
+    }
+
+    /// What the last observation showed of the live color and the front.
+    pub fn observed(&self, o: &Observed, desired: Option<u32>) {
+        let ready = o.live_color().map_or(0, |l| {
+            o.of(l).iter().filter(|c| c.is_running() && c.health == Health::Healthy).count()
+        });
+        self.ready.set(ready as i64);
+        self.desired.set(i64::from(desired.unwrap_or(0)));
+        self.front_up.set(i64::from(matches!(o.front, Some(Ok(())))));
     }
 
     pub fn reconcile_error(&self, kind: &str) {

@@ -22,6 +22,7 @@ use crate::clock;
 use crate::color_http::ColorHttp;
 use crate::crash;
 use crate::error::Result;
+use crate::front::FrontWatch;
 use crate::local_file;
 use crate::metrics::Metrics;
 use crate::platform::{self, Platform, PlatformError};
@@ -82,6 +83,7 @@ pub struct Reconciler<P> {
     observed: Option<Observed>,
     last_error: Option<String>,
     resync: Duration,
+    front: FrontWatch,
 }
 
 enum Flow {
@@ -121,6 +123,7 @@ impl<P: Platform> Reconciler<P> {
             observed: None,
             last_error: None,
             resync,
+            front: FrontWatch::default(),
         })
     }
 
@@ -131,7 +134,8 @@ impl<P: Platform> Reconciler<P> {
     /// SIGTERM.
     pub async fn run(mut self, triggers: mpsc::Receiver<Trigger>, shutdown: watch::Receiver<bool>) {
         let (hints, mut hint_rx) = mpsc::channel(64);
-        let events = tokio::spawn(self.platform.events(hints));
+        let events = tokio::spawn(self.platform.events(hints.clone()));
+        let front = tokio::spawn(self.front.clone().run(self.platform.front().to_owned(), hints));
         let mut hints_closed = false;
         let mut inbox = Inbox { triggers, shutdown, words: Vec::new() };
         loop {
@@ -171,6 +175,7 @@ impl<P: Platform> Reconciler<P> {
             }
         }
         events.abort();
+        front.abort();
     }
 
     fn take(&mut self, trigger: Trigger) {
@@ -189,11 +194,13 @@ impl<P: Platform> Reconciler<P> {
 
     async fn reconcile(&mut self, inbox: &mut Inbox) -> Flow {
         self.read_manifest().await;
-        let observed = match platform::observe(&self.platform).await {
+        let mut observed = match platform::observe(&self.platform).await {
             Ok(o) => o,
             Err(e) => return self.failed(e.metric_label(), e.to_string()),
         };
+        observed.front = self.front.last();
         self.shared.metrics.active(observed.live_color());
+        self.shared.metrics.observed(&observed, self.desired.as_ref().map(|d| d.replicas));
         let now = clock::now();
         let step = machine::decide(self.desired.as_ref(), &observed, &self.record, now);
         self.observed = Some(observed);
@@ -222,6 +229,7 @@ impl<P: Platform> Reconciler<P> {
             (Applied::Retry(reason), Ok(())) => self.failed("step", reason),
             (Applied::Finished(f), Ok(())) => {
                 self.shared.metrics.finished(&f);
+                self.front.recheck();
                 self.last_error = None;
                 Flow::Next
             }
@@ -273,6 +281,11 @@ impl<P: Platform> Reconciler<P> {
             | Step::Promote
             | Step::Fail { .. }
             | Step::Finish => Outcome::Done,
+            Step::Heal { down } => {
+                warn!(down = ?down, "bringing the traffic tier back");
+                p.heal().await?;
+                Outcome::Done
+            }
             Step::Remove { color, why } => {
                 info!(%color, why = ?why, "removing the color's replicas");
                 p.remove(*color, *why == Removal::ScaleDown).await?;

@@ -39,6 +39,7 @@ pub const ALL: &[Scenario] = &[
     ("under load: deploys and rollbacks lose no request", under_load),
     ("SIGKILL of the only live replica: served again", replica_killed),
     ("live replicas stopped, killed, removed, scaled: kept in place", live_kept_in_place),
+    ("router killed, edge stopped: brought back, Degraded meanwhile", traffic_tier_brought_back),
     ("gate: golden trips mismatch", golden_mismatch),
     ("gate: a worse model", worse_model),
     ("gate: a good model's diff is recorded", good_model_diff),
@@ -387,6 +388,50 @@ fn live_kept_in_place(fx: &Fixture) -> Result<String> {
         done.tag,
         done.duration_ms
     ))
+}
+
+/// The traffic tier is watched too: the router `docker kill`ed and the
+/// edge `docker stop`ped (neither is restarted by Docker's policy then)
+/// are each brought back, /status says Degraded while the front cannot
+/// answer, and no rollout is started.
+fn traffic_tier_brought_back(fx: &Fixture) -> Result<String> {
+    fx.fresh(GOOD_A)?;
+    let rollouts = fx.status()?.history.len();
+    let mut said = Vec::new();
+    for (what, args) in [
+        ("router killed", ["kill", "taxi-fare_nginx_1"]),
+        ("edge stopped", ["stop", "taxi-fare_edge_1"]),
+    ] {
+        let at = std::time::Instant::now();
+        xtask::effects::process::run(xtask::effects::docker::docker(args))?;
+        let reason = poll::until(Duration::from_secs(20), Duration::from_millis(50), || {
+            let s = fx.status()?;
+            Ok(match (s.phase, s.reason) {
+                (Phase::Degraded, Some(r)) => Poll::Ready(r),
+                (p, r) => Poll::Pending(format!("{p} {r:?}")),
+            })
+        })?;
+        poll::until(Duration::from_secs(30), Duration::from_millis(100), || {
+            Ok(match fx.front() {
+                Ok(a) if a.color.as_deref() == Some("blue") => Poll::Ready(()),
+                Ok(a) => Poll::Pending(format!("answering {a:?}")),
+                Err(e) => Poll::Pending(format!("failing: {e:#}")),
+            })
+        })?;
+        let back = at.elapsed();
+        poll::until(Duration::from_secs(10), Duration::from_millis(100), || {
+            let s = fx.status()?;
+            Ok(if s.phase == Phase::Healthy {
+                Poll::Ready(())
+            } else {
+                Poll::Pending(format!("{} {:?}", s.phase, s.reason))
+            })
+        })?;
+        said.push(format!("{what}: back in {:.1} s, /status said {reason:?}", back.as_secs_f64()));
+    }
+    fx.expect_live("blue", GOOD_A, 1)?;
+    ensure!(fx.status()?.history.len() == rollouts, "a rollout was started instead");
+    Ok(said.join("; "))
 }
 
 fn golden_mismatch(fx: &Fixture) -> Result<String> {

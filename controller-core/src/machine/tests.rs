@@ -54,6 +54,18 @@ fn nothing_to_do_without_a_valid_manifest() {
 }
 
 #[test]
+fn a_traffic_tier_down_is_healed_first_at_any_stage() {
+    let mut o = observed(Some(Blue), vec![replica(Blue, 1, "v1", Healthy)]);
+    o.traffic.down = vec!["taxi-fare_nginx_1".into()];
+    let heal = Step::Heal { down: vec!["taxi-fare_nginx_1".into()] };
+    check(&desired("v1"), &o, &Record::default(), T0, heal.clone());
+    check(&desired("v2"), &o, &rolling("v2", Stage::Switch), T0, heal.clone());
+    let mut r = rolling("v2", Stage::Switch);
+    assert_eq!(apply(&mut r, &heal, Outcome::Done, T0), Applied::Moved);
+    assert_eq!(r.rollout.as_ref().unwrap().stage, Stage::Switch);
+}
+
+#[test]
 fn a_first_deploy_goes_to_blue() {
     let o = observed(None, vec![]);
     let d = desired("v1");

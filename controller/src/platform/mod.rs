@@ -98,6 +98,10 @@ pub trait Router: Send + Sync {
         let _ = to;
         async { Err(PlatformError::Unsupported("preview a color")) }
     }
+    /// Brings back the parts of the traffic tier that `read` said are down.
+    fn heal(&self) -> impl Future<Output = Result<()>> + Send {
+        async { Err(PlatformError::Unsupported("bring the traffic tier back")) }
+    }
     /// The front's base URL as the controller reaches it: what users reach.
     fn front(&self) -> &str;
 }
@@ -111,5 +115,5 @@ impl<P: Workloads + Router> Platform for P {}
 pub async fn observe<P: Platform>(platform: &P) -> Result<Observed> {
     let replicas = platform.replicas().await?;
     let traffic = platform.read(&replicas).await;
-    Ok(Observed { replicas, traffic })
+    Ok(Observed { replicas, traffic, front: None })
 }

@@ -78,6 +78,7 @@ impl Memory {
             .route("/c/{color}/api/predict/", post(predict_on))
             .route("/c/{color}/metrics", get(metrics))
             .route("/front/", get(front))
+            .route("/front/ready", get(ready))
             .route("/front/api/predict/", post(predict_live))
             .with_state(memory.clone());
         tokio::spawn(async move { axum::serve(listener, routes).await });
@@ -265,4 +266,9 @@ async fn front(State(m): State<Memory>) -> Response {
         return StatusCode::BAD_GATEWAY.into_response();
     }
     Json(serde_json::json!({ "status": "ok", "color": color, "version": tag })).into_response()
+}
+
+async fn ready(State(m): State<Memory>) -> StatusCode {
+    let w = m.world();
+    if w.probe_fails || w.live.is_none() { StatusCode::BAD_GATEWAY } else { StatusCode::OK }
 }

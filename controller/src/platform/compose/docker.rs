@@ -323,6 +323,45 @@ impl Engine {
         Ok((address, env))
     }
 
+    /// The traffic tier's containers (the router and the edge) that are
+    /// down for good — exited, dead or never started — by name and id.
+    pub async fn tier_down(&self) -> Result<Vec<(String, String)>> {
+        let mut down = Vec::new();
+        for service in [bluegreen::NGINX_SERVICE, bluegreen::EDGE_SERVICE] {
+            let options = ListContainersOptions {
+                all: true,
+                filters: Some(project_filter(&[(label::SERVICE, service)])),
+                ..Default::default()
+            };
+            let list = within("listing the traffic tier", CALL, async {
+                Ok(self.docker.list_containers(Some(options)).await?)
+            })
+            .await?;
+            for c in list {
+                let state = c.state.map(|s| s.to_string()).unwrap_or_default();
+                if !matches!(state.as_str(), "exited" | "dead" | "created") {
+                    continue;
+                }
+                let name = c.names.and_then(|n| n.into_iter().next()).unwrap_or_default();
+                if let Some(id) = c.id {
+                    down.push((name.trim_start_matches('/').to_owned(), id));
+                }
+            }
+        }
+        Ok(down)
+    }
+
+    /// Starts a container that is down (304, already started, is success).
+    pub async fn start_container(&self, id: &str) -> Result<()> {
+        within(&format!("starting {id}"), CALL, async {
+            match self.docker.start_container(id, None).await {
+                Err(e) if !is_status(&e, &[304]) => Err(e.into()),
+                _ => Ok(()),
+            }
+        })
+        .await
+    }
+
     /// The running nginx container of the project.
     pub async fn nginx(&self) -> Result<String> {
         let options = ListContainersOptions {

@@ -140,11 +140,21 @@ impl Router for Compose {
             }),
             _ => false,
         };
+        // A tier that cannot be listed is not called down: the next
+        // observation tries again.
+        let down = match self.engine.tier_down().await {
+            Ok(down) => down.into_iter().map(|(name, _)| name).collect(),
+            Err(e) => {
+                warn!(error = %e, "cannot list the traffic tier");
+                Vec::new()
+            }
+        };
         Traffic {
             live,
             fallback,
             preview: self.nginx.preview().await,
             servers,
+            down,
             stale,
             capabilities: self.capabilities(),
         }
@@ -161,6 +171,14 @@ impl Router for Compose {
 
     async fn preview(&self, to: Option<(Color, u32)>) -> Result<()> {
         self.nginx.show_preview(to).await
+    }
+
+    async fn heal(&self) -> Result<()> {
+        for (name, id) in self.engine.tier_down().await? {
+            warn!(container = %name, "the traffic tier is down; starting it again");
+            self.engine.start_container(&id).await?;
+        }
+        Ok(())
     }
 
     fn front(&self) -> &str {
