@@ -183,7 +183,7 @@ fn reconcile_live(live: Color, desired: &Desired, observed: &Observed) -> Step {
             replicas: want,
         };
     }
-    let serving = of.iter().all(|c| c.is_running() && c.health == Health::Healthy);
+    let serving = of.iter().all(|c| c.is_ready());
     if (observed.traffic.servers < want && serving) || observed.traffic.stale {
         return route;
     }

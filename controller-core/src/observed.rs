@@ -88,6 +88,11 @@ impl Replica {
         self.state == State::Running
     }
 
+    /// Running and passing its health check: it can take traffic.
+    pub fn is_ready(&self) -> bool {
+        self.is_running() && self.health == Health::Healthy
+    }
+
     /// Down for good: nothing (no restart policy) brings it back by itself.
     pub fn is_down(&self) -> bool {
         matches!(self.state, State::Created | State::Exited | State::Dead)
@@ -179,8 +184,6 @@ impl Observed {
 
     /// Whether some replica of the live color runs and is healthy.
     pub fn serving(&self) -> bool {
-        self.live_color().is_some_and(|l| {
-            self.of(l).iter().any(|c| c.is_running() && c.health == Health::Healthy)
-        })
+        self.live_color().is_some_and(|l| self.of(l).iter().any(|c| c.is_ready()))
     }
 }

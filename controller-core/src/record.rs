@@ -193,11 +193,6 @@ impl Stage {
             Stage::Rollback { .. } => StepName::Rollback,
         }
     }
-
-    /// Whether traffic may already have moved to the new color.
-    pub fn after_switch(&self) -> bool {
-        matches!(self, Stage::Switch | Stage::Verify { .. } | Stage::ScaleDown { .. })
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -103,11 +103,7 @@ impl Status {
 /// Ready and desired replicas of the live color, when it is short.
 fn short(observed: Option<&Observed>, desired: Option<&Desired>) -> Option<(usize, u32)> {
     let (o, d) = (observed?, desired?);
-    let ready = o
-        .of(o.live_color()?)
-        .iter()
-        .filter(|c| c.is_running() && c.health == Health::Healthy && c.tag == d.tag)
-        .count();
+    let ready = o.of(o.live_color()?).iter().filter(|c| c.is_ready() && c.tag == d.tag).count();
     (ready < d.replicas as usize).then_some((ready, d.replicas))
 }
 

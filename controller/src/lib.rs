@@ -10,6 +10,8 @@ pub mod clock;
 pub mod color_http;
 pub mod crash;
 pub mod error;
+#[cfg(test)]
+mod fixtures;
 pub mod front;
 pub mod local_file;
 pub mod metrics;

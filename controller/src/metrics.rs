@@ -10,7 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use controller_core::observed::{Health, Observed};
+use controller_core::observed::Observed;
 use controller_core::record::{Finished, Verdict};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -155,9 +155,7 @@ impl Metrics {
 
     /// What the last observation showed of the live color and the front.
     pub fn observed(&self, o: &Observed, desired: Option<u32>) {
-        let ready = o.live_color().map_or(0, |l| {
-            o.of(l).iter().filter(|c| c.is_running() && c.health == Health::Healthy).count()
-        });
+        let ready = o.live_color().map_or(0, |l| o.of(l).iter().filter(|c| c.is_ready()).count());
         self.ready.set(ready as i64);
         self.desired.set(i64::from(desired.unwrap_or(0)));
         self.front_up.set(i64::from(matches!(o.front, Some(Ok(())))));
@@ -194,10 +192,7 @@ mod tests {
     fn counts_rollouts_and_errors_by_label() {
         let m = Metrics::default();
         let mut r = Record::default();
-        let desired = controller_core::manifest::parse(
-            "apiVersion: deploy.taxi-fare.io/v1\nkind: Rollout\nmetadata:\n  name: t\nspec:\n  image:\n    repository: r/s\n    tag: v1\n",
-        )
-        .unwrap();
+        let desired = crate::fixtures::desired();
         r.begin(&desired, Color::Blue, None, Timestamp(0));
         let level = Level::AfterProbe;
         r.enter(Stage::Rollback { level, reason: "probe".into() }, Timestamp(500));

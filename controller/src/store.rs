@@ -76,7 +76,6 @@ pub fn token(path: &Path) -> std::io::Result<String> {
 mod tests {
     use super::*;
     use controller_core::clock::Timestamp;
-    use controller_core::manifest::parse;
 
     #[test]
     fn saves_and_loads_and_survives_corruption() {
@@ -84,10 +83,7 @@ mod tests {
         let store = Store::new(dir.path());
         assert_eq!(store.load().unwrap(), (Record::default(), None));
         let mut r = Record::default();
-        let desired = parse(
-            "apiVersion: deploy.taxi-fare.io/v1\nkind: Rollout\nmetadata:\n  name: t\nspec:\n  image:\n    repository: r/s\n    tag: v1\n",
-        )
-        .unwrap();
+        let desired = crate::fixtures::desired();
         r.begin(&desired, bluegreen::Color::Blue, None, Timestamp(5));
         store.save(&r).unwrap();
         assert_eq!(store.load().unwrap().0, r);

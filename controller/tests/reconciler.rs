@@ -162,6 +162,12 @@ fn blue_live_on(tag: &str) -> World {
     }
 }
 
+/// The rollout was rolled back at `level` for a reason naming `why`.
+fn rolled_back(done: &Finished, level: Level, why: &str) {
+    assert_eq!((done.result, done.level), (Verdict::RolledBack, Some(level)));
+    assert!(done.reason.as_deref().unwrap_or("").contains(why), "{done:?}");
+}
+
 fn steps(f: &Finished) -> Vec<StepName> {
     f.summary.steps.iter().map(|s| s.step).collect()
 }
@@ -188,8 +194,7 @@ async fn a_new_tag_during_the_warm_up_is_acted_on_within_a_second() {
     manifest_file::write_tag(&run.manifest, "v3").unwrap();
     let done = run.finished("v2").await;
     let took = edited.elapsed();
-    assert_eq!((done.result, done.level), (Verdict::RolledBack, Some(Level::BeforeSwitch)));
-    assert!(done.reason.as_deref().unwrap_or("").contains("superseded by tag v3"), "{done:?}");
+    rolled_back(&done, Level::BeforeSwitch, "superseded by tag v3");
     assert!(took < Duration::from_secs(1), "the new tag was acted on after {took:?}");
     assert!(steps(&done).contains(&StepName::WarmUp), "{:?}", steps(&done));
     // And it rolls on.
@@ -287,8 +292,7 @@ async fn a_good_rollout_switches_probes_and_scales_down() {
 async fn an_unhealthy_color_is_rolled_back_at_level_1() {
     let world = World { healthy_after: None, ..blue_live_on("v1") };
     let (done, fake) = roll_out(world, "v2").await;
-    assert_eq!((done.result, done.level), (Verdict::RolledBack, Some(Level::BeforeSwitch)));
-    assert!(done.reason.as_deref().unwrap_or("").contains("unhealthy"), "{done:?}");
+    rolled_back(&done, Level::BeforeSwitch, "unhealthy");
     let w = fake.world();
     assert_eq!(w.live, Some(Color::Blue));
     assert!(w.replicas.iter().all(|c| c.color == Color::Blue));
@@ -299,8 +303,7 @@ async fn an_unhealthy_color_is_rolled_back_at_level_1() {
 async fn a_refused_configuration_is_level_1() {
     let world = World { route_refused: true, ..blue_live_on("v1") };
     let (done, fake) = roll_out(world, "v2").await;
-    assert_eq!((done.result, done.level), (Verdict::RolledBack, Some(Level::BeforeSwitch)));
-    assert!(done.reason.as_deref().unwrap_or("").contains("host not found"), "{done:?}");
+    rolled_back(&done, Level::BeforeSwitch, "host not found");
     assert_eq!(fake.world().live, Some(Color::Blue));
 }
 
@@ -359,8 +362,7 @@ async fn errors_after_the_switch_roll_back_at_level_3() {
 async fn an_analysis_that_cannot_read_its_figures_rolls_back_at_level_3() {
     let world = World { metrics_fail: true, ..blue_live_on("v1") };
     let (done, fake) = roll_out(world, "v2").await;
-    assert_eq!((done.result, done.level), (Verdict::RolledBack, Some(Level::AfterAnalysis)));
-    assert!(done.reason.as_deref().unwrap_or("").contains("could not be read"), "{done:?}");
+    rolled_back(&done, Level::AfterAnalysis, "could not be read");
     assert_eq!(fake.world().live, Some(Color::Blue));
 }
 

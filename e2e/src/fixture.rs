@@ -190,6 +190,17 @@ impl Fixture {
         Ok(())
     }
 
+    /// Waits (`within` at most) until the front answers from `color`.
+    pub fn wait_served_by(&self, color: &str, within: Duration) -> Result<()> {
+        poll::until(within, Duration::from_millis(100), || {
+            Ok(match self.front() {
+                Ok(a) if a.color.as_deref() == Some(color) => Poll::Ready(()),
+                Ok(a) => Poll::Pending(format!("answering {a:?}")),
+                Err(e) => Poll::Pending(format!("failing: {e:#}")),
+            })
+        })
+    }
+
     /// Waits (30 s at most) until `replicas` containers of `color` run
     /// `tag`, healthy and named by the router, and the front answers.
     pub fn wait_whole(&self, color: &str, tag: &str, replicas: usize) -> Result<()> {

@@ -312,13 +312,7 @@ fn replica_killed(fx: &Fixture) -> Result<String> {
     let rollouts = fx.status()?.history.len();
     let killed = std::time::Instant::now();
     fx.kill_process_of("taxi-fare_app_blue_1")?;
-    poll::until(Duration::from_secs(60), Duration::from_millis(100), || {
-        Ok(match fx.front() {
-            Ok(a) if a.color.as_deref() == Some("blue") => Poll::Ready(()),
-            Ok(a) => Poll::Pending(format!("answering {a:?}")),
-            Err(e) => Poll::Pending(format!("failing: {e:#}")),
-        })
-    })?;
+    fx.wait_served_by("blue", Duration::from_secs(60))?;
     let outage = killed.elapsed();
     fx.expect_live("blue", GOOD_A, 1)?;
     ensure!(fx.status()?.history.len() == rollouts, "a rollout was started instead");
@@ -411,13 +405,7 @@ fn traffic_tier_brought_back(fx: &Fixture) -> Result<String> {
                 (p, r) => Poll::Pending(format!("{p} {r:?}")),
             })
         })?;
-        poll::until(Duration::from_secs(30), Duration::from_millis(100), || {
-            Ok(match fx.front() {
-                Ok(a) if a.color.as_deref() == Some("blue") => Poll::Ready(()),
-                Ok(a) => Poll::Pending(format!("answering {a:?}")),
-                Err(e) => Poll::Pending(format!("failing: {e:#}")),
-            })
-        })?;
+        fx.wait_served_by("blue", Duration::from_secs(30))?;
         let back = at.elapsed();
         poll::until(Duration::from_secs(10), Duration::from_millis(100), || {
             let s = fx.status()?;

@@ -39,6 +39,12 @@ fn both(live: Color) -> Observed {
     observed(Some(live), vec![replica(Blue, 1, "v1", Healthy), replica(Green, 1, "v2", Healthy)])
 }
 
+/// The step that starts `replicas` of `color` on the service image `tag`.
+fn start_of(color: Color, tag: &str, replicas: u32) -> Step {
+    let image = format!("{}:{tag}", bluegreen::SERVICE_REPOSITORY);
+    Step::Start { color, image, tag: tag.into(), replicas }
+}
+
 fn verify() -> Stage {
     Stage::Verify { deadline: at(5000), next_at: T0 }
 }
@@ -103,12 +109,7 @@ fn a_stale_router_is_refreshed_in_steady_state() {
 fn a_replica_count_change_alone_scales_in_place() {
     let mut d = desired("v1");
     d.replicas = 2;
-    let start = Step::Start {
-        color: Blue,
-        image: "localhost:5000/taxi/service:v1".into(),
-        tag: "v1".into(),
-        replicas: 2,
-    };
+    let start = start_of(Blue, "v1", 2);
     let one = observed(Some(Blue), vec![replica(Blue, 1, "v1", Healthy)]);
     check(&d, &one, &Record::default(), T0, start);
     // The new replica is named once it serves.
@@ -127,24 +128,14 @@ fn a_replica_count_change_alone_scales_in_place() {
     let route = Step::Route { to: Some(Blue), replicas: 1, fallback: None };
     check(&d, &two, &Record::default(), T0, route);
     two.traffic.servers = 1;
-    let start = Step::Start {
-        color: Blue,
-        image: "localhost:5000/taxi/service:v1".into(),
-        tag: "v1".into(),
-        replicas: 1,
-    };
+    let start = start_of(Blue, "v1", 1);
     check(&d, &two, &Record::default(), T0, start);
 }
 
 #[test]
 fn a_live_replica_down_for_good_is_started_again_without_a_rollout() {
     let d = desired("v1");
-    let start = Step::Start {
-        color: Blue,
-        image: "localhost:5000/taxi/service:v1".into(),
-        tag: "v1".into(),
-        replicas: 1,
-    };
+    let start = start_of(Blue, "v1", 1);
     for state in [crate::observed::State::Exited, crate::observed::State::Dead] {
         let mut o = observed(Some(Blue), vec![replica(Blue, 1, "v1", Unhealthy)]);
         o.replicas[0].state = state;
@@ -159,12 +150,7 @@ fn a_live_replica_down_for_good_is_started_again_without_a_rollout() {
     two.replicas = 2;
     let mut o = observed(Some(Blue), vec![replica(Blue, 2, "v1", Healthy)]);
     o.traffic.servers = 2;
-    let start = Step::Start {
-        color: Blue,
-        image: "localhost:5000/taxi/service:v1".into(),
-        tag: "v1".into(),
-        replicas: 2,
-    };
+    let start = start_of(Blue, "v1", 2);
     check(&two, &o, &Record::default(), T0, start);
 }
 
@@ -186,12 +172,7 @@ fn prepare_removes_leftovers_then_starts() {
     let o = observed(Some(Blue), vec![blue.clone(), replica(Green, 1, "x", Unhealthy)]);
     check(&desired("v2"), &o, &r, T0, Step::Remove { color: Green, why: Removal::Stale });
     let o = observed(Some(Blue), vec![blue]);
-    let start = Step::Start {
-        color: Green,
-        image: "localhost:5000/taxi/service:v2".into(),
-        tag: "v2".into(),
-        replicas: 1,
-    };
+    let start = start_of(Green, "v2", 1);
     check(&desired("v2"), &o, &r, T0, start.clone());
     // Interrupted while starting: start again (it is idempotent).
     check(&desired("v2"), &o, &rolling("v2", Stage::Start), T0, start);

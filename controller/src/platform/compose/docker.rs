@@ -326,29 +326,31 @@ impl Engine {
     /// The traffic tier's containers (the router and the edge) that are
     /// down for good — exited, dead or never started — by name and id.
     pub async fn tier_down(&self) -> Result<Vec<(String, String)>> {
-        let mut down = Vec::new();
-        for service in [bluegreen::NGINX_SERVICE, bluegreen::EDGE_SERVICE] {
-            let options = ListContainersOptions {
-                all: true,
-                filters: Some(project_filter(&[(label::SERVICE, service)])),
-                ..Default::default()
-            };
-            let list = within("listing the traffic tier", CALL, async {
-                Ok(self.docker.list_containers(Some(options)).await?)
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(project_filter(&[])),
+            ..Default::default()
+        };
+        let list = within("listing the traffic tier", CALL, async {
+            Ok(self.docker.list_containers(Some(options)).await?)
+        })
+        .await?;
+        let tier = [bluegreen::NGINX_SERVICE, bluegreen::EDGE_SERVICE];
+        Ok(list
+            .into_iter()
+            .filter(|c| {
+                let service = c.labels.as_ref().and_then(|l| l.get(label::SERVICE));
+                service.is_some_and(|s| tier.contains(&s.as_str()))
             })
-            .await?;
-            for c in list {
-                let state = c.state.map(|s| s.to_string()).unwrap_or_default();
-                if !matches!(state.as_str(), "exited" | "dead" | "created") {
-                    continue;
-                }
+            .filter(|c| {
+                let state = c.state.as_ref().map(|s| s.to_string()).unwrap_or_default();
+                matches!(state.as_str(), "exited" | "dead" | "created")
+            })
+            .filter_map(|c| {
                 let name = c.names.and_then(|n| n.into_iter().next()).unwrap_or_default();
-                if let Some(id) = c.id {
-                    down.push((name.trim_start_matches('/').to_owned(), id));
-                }
-            }
-        }
-        Ok(down)
+                Some((name.trim_start_matches('/').to_owned(), c.id?))
+            })
+            .collect())
     }
 
     /// Starts a container that is down (304, already started, is success).
