@@ -18,6 +18,7 @@ pub fn desired(tag: &str) -> Desired {
         gates: Default::default(),
         analysis: Analysis { window: Duration::ZERO, ..Default::default() },
         auto_promote: true,
+        resources: Default::default(),
     }
 }
 

@@ -56,6 +56,55 @@ impl Evidence {
     pub fn warm_up_trip(&self) -> Trip {
         self.new.golden.first().map_or(KNOWN_TRIP, |g| g.trip)
     }
+
+    /// The request whose answer the analysis knows in advance: the first
+    /// golden trip with the artifact's fare and version.
+    pub fn known(&self) -> Known {
+        match self.new.golden.first() {
+            Some(g) => Known {
+                trip: g.trip,
+                fare: Some(g.fare),
+                model_version: Some(self.new.model_version.clone()),
+            },
+            None => Known::unchecked(),
+        }
+    }
+}
+
+/// A prediction whose answer is known in advance, which the analysis sends
+/// itself when live traffic is too low to judge the release.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Known {
+    pub trip: Trip,
+    /// The fare it must come back with (none known: any finite fare).
+    pub fare: Option<f64>,
+    pub model_version: Option<String>,
+}
+
+impl Known {
+    /// The documented trip, with no answer to hold it to.
+    pub fn unchecked() -> Known {
+        Known { trip: KNOWN_TRIP, fare: None, model_version: None }
+    }
+
+    /// Whether `fare` from `model_version` is the answer.
+    pub fn check(&self, fare: f64, model_version: &str) -> Result<(), String> {
+        if !fare.is_finite() {
+            return Err(format!("a known-answer request was priced at {fare}"));
+        }
+        if let Some(want) = self.model_version.as_deref().filter(|w| *w != model_version) {
+            return Err(format!(
+                "a known-answer request was answered by model {model_version}, not {want}"
+            ));
+        }
+        match self.fare {
+            Some(want) if (fare - want).abs() > TOLERANCE * want.abs().max(1.0) => Err(format!(
+                "a known-answer request ({:?}) was priced at {fare}, the artifact promises {want}",
+                self.trip.values()
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Every gate over the evidence, in order: the golden trips (when

@@ -27,9 +27,9 @@ use std::time::Duration;
 use bluegreen::Color;
 use model::Trip;
 
-use crate::analysis::{self, Sample};
+use crate::analysis::{self, Reading};
 use crate::clock::Timestamp;
-use crate::gates::{self, Evidence};
+use crate::gates::{self, Evidence, Known};
 use crate::manifest::{Desired, Probe};
 use crate::observed::{Health, Observed};
 use crate::record::{Finished, Level, Operator, Origin, Record, Rollout, Stage, Watch};
@@ -69,8 +69,9 @@ pub enum Step {
     Preview { to: Option<(Color, u32)> },
     /// An operator promoted the paused rollout: record it.
     Promote,
-    /// Read the new color's counters for the analysis after the switch.
-    Analyze { color: Color },
+    /// Read the new color's counters for the analysis after the switch,
+    /// after sending it `own` known-answer requests (traffic being low).
+    Analyze { color: Color, own: Option<(Known, u32)> },
     /// Give the rollout up.
     Fail { level: Level, reason: String },
     /// Put the rollout in the history.
@@ -105,8 +106,9 @@ pub enum Outcome {
     Burst(Result<Vec<Duration>, String>),
     /// One try through the front.
     Probed(Result<(), String>),
-    /// The new color's counters.
-    Sampled(Result<Sample, String>),
+    /// The new color's counters, and what the controller's own requests
+    /// met.
+    Sampled(Result<Reading, String>),
 }
 
 /// What [`apply`] did with an outcome.
@@ -283,35 +285,24 @@ fn decide_rollout(r: &Rollout, desired: Option<&Desired>, o: &Observed, now: Tim
         {
             match &r.watch {
                 Some(w) if now < w.next_at => Step::Wait { until: Some(w.next_at) },
-                _ => Step::Analyze { color },
+                Some(w) => Step::Analyze { color, own: own_requests(r, w, now) },
+                None => Step::Analyze { color, own: None },
             }
         }
-        // An analysis that could not read its figures never passes.
-        Stage::ScaleDown { .. }
-            if r.watch.is_some() && r.summary.analysis.is_none() && superseded.is_none() =>
-        {
-            Step::Fail {
-                level: Level::AfterAnalysis,
-                reason: "analysis: the new color's figures could not be read during the window"
-                    .to_owned(),
+        // An analysis that could not read its figures, or saw too few
+        // predictions to judge, never passes.
+        Stage::ScaleDown { .. } if r.watch.is_some() && superseded.is_none() => {
+            let unread = "analysis: the new color's figures could not be read during the window";
+            let refused = match &r.summary.analysis {
+                None => Err(unread.to_owned()),
+                Some(f) => analysis::enough(&r.desired.analysis, f),
+            };
+            match refused {
+                Err(reason) => Step::Fail { level: Level::AfterAnalysis, reason },
+                Ok(()) => scale_down(r, o, superseded.is_some(), now),
             }
         }
-        Stage::ScaleDown { not_before } => match old {
-            Some(old) => {
-                if now < *not_before && superseded.is_none() {
-                    Step::Wait { until: Some(*not_before) }
-                } else if traffic.fallback.is_some() {
-                    // The router stops naming the old color before it goes.
-                    Step::Route { to: Some(color), replicas, fallback: None }
-                } else {
-                    Step::Remove { color: old, why: Removal::ScaleDown }
-                }
-            }
-            None if traffic.fallback.is_some() && o.live_color() == Some(color) => {
-                Step::Route { to: Some(color), replicas, fallback: None }
-            }
-            None => Step::Finish,
-        },
+        Stage::ScaleDown { .. } => scale_down(r, o, superseded.is_some(), now),
         Stage::Rollback { .. } => {
             if o.live_color() == Some(color) {
                 // Back to the previous color while it still exists.
@@ -323,6 +314,38 @@ fn decide_rollout(r: &Rollout, desired: Option<&Desired>, o: &Observed, now: Tim
             }
         }
     }
+}
+
+/// After the switch (and its analysis): the old color is unlisted, then
+/// removed once the delay is over, then the rollout is finished.
+fn scale_down(r: &Rollout, o: &Observed, superseded: bool, now: Timestamp) -> Step {
+    let Stage::ScaleDown { not_before } = r.stage else { return Step::Wait { until: None } };
+    let color = r.summary.color;
+    let replicas = r.desired.replicas;
+    let route = Step::Route { to: Some(color), replicas, fallback: None };
+    match r.old_color().filter(|c| !o.of(*c).is_empty()) {
+        Some(_) if now < not_before && !superseded => Step::Wait { until: Some(not_before) },
+        // The router stops naming the old color before it goes.
+        Some(_) if o.traffic.fallback.is_some() => route,
+        Some(old) => Step::Remove { color: old, why: Removal::ScaleDown },
+        None if o.traffic.fallback.is_some() && o.live_color() == Some(color) => route,
+        None => Step::Finish,
+    }
+}
+
+/// The known-answer requests to send with the next reading of the
+/// analysis: none before the baseline (they would be in it), nor once
+/// live traffic brought enough.
+fn own_requests(r: &Rollout, w: &Watch, now: Timestamp) -> Option<(Known, u32)> {
+    w.baseline.as_ref()?;
+    let left = w.until.millis_since(now) / ANALYSIS_EVERY.as_millis() as u64;
+    let n = analysis::own_requests(
+        &r.desired.analysis,
+        r.summary.analysis.as_ref(),
+        u32::try_from(left).unwrap_or(u32::MAX),
+    );
+    let known = r.known.clone().unwrap_or_else(Known::unchecked);
+    (n > 0).then_some((known, n))
 }
 
 /// Folds the outcome of `step`, carried out at `now`, into the record.
@@ -371,6 +394,7 @@ pub fn apply(record: &mut Record, step: &Step, outcome: Outcome, now: Timestamp)
                     let started = r.stage_started_at;
                     if let Some(r) = record.rollout.as_mut() {
                         r.summary.diff = diff;
+                        r.known = Some(evidence.known());
                     }
                     let next = match desired.gates.latency_budget {
                         Some(_) => Stage::WarmUp {
@@ -444,7 +468,13 @@ pub fn apply(record: &mut Record, step: &Step, outcome: Outcome, now: Timestamp)
             };
             record.enter(Stage::ScaleDown { not_before: now.plus(keep) }, now);
             if let Some(r) = record.rollout.as_mut().filter(|_| analyze) {
-                r.watch = Some(Watch { until: now.plus(window), next_at: now, baseline: None });
+                r.watch = Some(Watch {
+                    until: now.plus(window),
+                    next_at: now,
+                    baseline: None,
+                    own: 0,
+                    own_failed: 0,
+                });
             }
             Applied::Moved
         }
@@ -465,18 +495,23 @@ pub fn apply(record: &mut Record, step: &Step, outcome: Outcome, now: Timestamp)
             Applied::Moved
         }
         (Step::Analyze { .. }, Outcome::Sampled(sampled)) => {
-            let Some(r) = record.rollout.as_mut() else { return Applied::Moved };
-            let Some(watch) = r.watch.as_mut() else { return Applied::Moved };
-            let sample = match sampled {
-                Ok(s) => s,
+            let reading = match sampled {
+                Ok(reading) => reading,
                 Err(e) => return Applied::Retry(format!("analysis: {e}")),
             };
+            if let Some(wrong) = reading.own.wrong {
+                return back(record, Level::AfterAnalysis, format!("analysis: {wrong}"));
+            }
+            let Some(r) = record.rollout.as_mut() else { return Applied::Moved };
+            let Some(watch) = r.watch.as_mut() else { return Applied::Moved };
             watch.next_at = now.plus(ANALYSIS_EVERY);
+            watch.own += reading.own.sent;
+            watch.own_failed += reading.own.failed;
             let Some(baseline) = &watch.baseline else {
-                watch.baseline = Some(sample);
+                watch.baseline = Some(reading.sample);
                 return Applied::Moved;
             };
-            let figures = analysis::figures(baseline, &sample);
+            let figures = analysis::figures(baseline, &reading.sample, watch.own, watch.own_failed);
             r.summary.analysis = Some(figures);
             match analysis::judge(&desired.analysis, &figures) {
                 Ok(()) => Applied::Moved,

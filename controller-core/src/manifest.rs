@@ -21,6 +21,11 @@ const MAX_REPLICAS: u32 = 8;
 const MAX_HEALTH_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 const MAX_SCALE_DOWN_DELAY: Duration = Duration::from_secs(60 * 60);
 const MAX_PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+const MIB: u64 = 1 << 20;
+const MEMORY: (u64, u64) = (32 * MIB, 64 << 30);
+const PIDS: (u32, u32) = (32, 32_768);
+/// In billionths of a CPU, as the engine counts them: 0.01 to 64 CPUs.
+const NANO_CPUS: (u64, u64) = (10_000_000, 64_000_000_000);
 
 /// The validated desired state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +52,11 @@ pub struct Desired {
     /// color on the preview port until `controller promote`.
     #[serde(default = "yes")]
     pub auto_promote: bool,
+    /// What each app container may use. Left out of the JSON while it
+    /// is the default, so a desired state recorded before the field
+    /// existed keeps its fingerprint (a failed tag stays not retried).
+    #[serde(default, skip_serializing_if = "Resources::is_default")]
+    pub resources: Resources,
 }
 
 fn yes() -> bool {
@@ -105,6 +115,34 @@ impl Default for Gates {
 }
 
 impl Eq for Gates {}
+
+/// The limits the engine puts on each app container, so one replica
+/// cannot starve the host, the router or the controller of memory,
+/// processes or CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    /// Memory in bytes; swap is not added on top of it.
+    pub memory_bytes: u64,
+    /// Processes and threads at once.
+    pub pids: u32,
+    /// A CPU quota in billionths of a CPU; `None`: no quota (throttling
+    /// costs latency, and memory and pids already bound the harm).
+    #[serde(default)]
+    pub nano_cpus: Option<u64>,
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        // The service's worst case is ~140 MiB and a few dozen threads.
+        Resources { memory_bytes: 512 * MIB, pids: 256, nano_cpus: None }
+    }
+}
+
+impl Resources {
+    fn is_default(&self) -> bool {
+        *self == Resources::default()
+    }
+}
 
 /// What the probe through nginx checks after a switch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -217,6 +255,33 @@ struct RawSpec {
     gates: Option<RawGates>,
     analysis: Option<RawAnalysis>,
     auto_promote: Option<bool>,
+    resources: Option<RawResources>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResources {
+    memory: Option<Scalar>,
+    pids: Option<u32>,
+    cpus: Option<Scalar>,
+}
+
+/// A value YAML may give as a number (`cpus: 1`) or as text (`cpus: "1"`,
+/// `memory: 512Mi`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Scalar {
+    Number(f64),
+    Text(String),
+}
+
+impl Scalar {
+    fn text(&self) -> String {
+        match self {
+            Scalar::Number(n) => n.to_string(),
+            Scalar::Text(t) => t.trim().to_owned(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -417,6 +482,10 @@ pub fn parse(text: &str) -> Result<Desired, ManifestError> {
             }
         }
     };
+    let resources = match spec.resources {
+        None => Resources::default(),
+        Some(raw) => resources(text, raw)?,
+    };
     Ok(Desired {
         repository: spec.image.repository,
         tag: spec.image.tag,
@@ -427,7 +496,96 @@ pub fn parse(text: &str) -> Result<Desired, ManifestError> {
         gates,
         analysis,
         auto_promote: spec.auto_promote.unwrap_or(true),
+        resources,
     })
+}
+
+/// `spec.resources`, each field within its bounds; a field left out
+/// keeps its default.
+fn resources(text: &str, raw: RawResources) -> Result<Resources, ManifestError> {
+    let defaults = Resources::default();
+    let memory_bytes = match raw.memory {
+        None => defaults.memory_bytes,
+        Some(value) => {
+            let value = value.text();
+            let field = "spec.resources.memory";
+            let bytes = bytes(&value).ok_or_else(|| {
+                ManifestError::at(text, field, format!("{value:?} is not a size like 512Mi or 1Gi"))
+            })?;
+            if !(MEMORY.0..=MEMORY.1).contains(&bytes) {
+                return Err(ManifestError::at(
+                    text,
+                    field,
+                    format!("is {value}, must be from {}Mi to {}Gi", MEMORY.0 / MIB, MEMORY.1 >> 30),
+                ));
+            }
+            bytes
+        }
+    };
+    let pids = raw.pids.unwrap_or(defaults.pids);
+    if !(PIDS.0..=PIDS.1).contains(&pids) {
+        return Err(ManifestError::at(
+            text,
+            "spec.resources.pids",
+            format!("is {pids}, must be {} to {}", PIDS.0, PIDS.1),
+        ));
+    }
+    let nano_cpus = match raw.cpus {
+        None => defaults.nano_cpus,
+        Some(value) => {
+            let value = value.text();
+            let field = "spec.resources.cpus";
+            let nano = nano_cpus(&value).ok_or_else(|| {
+                ManifestError::at(
+                    text,
+                    field,
+                    format!("{value:?} is not a number of CPUs like 1, 0.5 or 500m"),
+                )
+            })?;
+            if !(NANO_CPUS.0..=NANO_CPUS.1).contains(&nano) {
+                return Err(ManifestError::at(
+                    text,
+                    field,
+                    format!("is {value}, must be from 0.01 to {}", NANO_CPUS.1 / 1_000_000_000),
+                ));
+            }
+            Some(nano)
+        }
+    };
+    Ok(Resources { memory_bytes, pids, nano_cpus })
+}
+
+/// `512Mi` → 536870912: a number of bytes with an optional suffix, binary
+/// (`Ki`, `Mi`, `Gi`) or decimal (`k`, `M`, `G`), as Kubernetes writes
+/// quantities. Docker's `512m` (which Kubernetes reads as 0.512) is
+/// refused rather than guessed at.
+fn bytes(text: &str) -> Option<u64> {
+    const UNITS: [(&str, f64); 6] = [
+        ("Ki", 1024.0),
+        ("Mi", 1_048_576.0),
+        ("Gi", 1_073_741_824.0),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+    ];
+    let (number, unit) = UNITS
+        .iter()
+        .find_map(|(suffix, unit)| text.strip_suffix(suffix).map(|n| (n, *unit)))
+        .unwrap_or((text, 1.0));
+    let value: f64 = number.trim().parse().ok()?;
+    let bytes = value * unit;
+    (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then(|| bytes.round() as u64)
+}
+
+/// `1` → 1e9, `0.5` → 5e8, `500m` (millicores) → 5e8.
+fn nano_cpus(text: &str) -> Option<u64> {
+    let (number, unit) = match text.strip_suffix('m') {
+        Some(milli) => (milli, 1e6),
+        None => (text, 1e9),
+    };
+    let value: f64 = number.trim().parse().ok()?;
+    let nano = value * unit;
+    (nano.is_finite() && nano >= 0.0 && nano < u64::MAX as f64).then(|| nano.round() as u64)
 }
 
 /// `5%` → 0.05.
@@ -623,6 +781,64 @@ spec:
         assert_eq!((e.field.as_str(), e.line), ("spec.gates.maxRmseIncrease", Some(18)));
         let e = refused(&text.replace("0.7", "1.5"));
         assert_eq!(e.field, "spec.gates.minR2");
+    }
+
+    #[test]
+    fn reads_the_resources() {
+        let text = format!("{GOOD}  resources:\n    memory: 1Gi\n    pids: 100\n    cpus: \"1.5\"\n");
+        let r = parse(&text).unwrap().resources;
+        assert_eq!(r, Resources { memory_bytes: 1 << 30, pids: 100, nano_cpus: Some(1_500_000_000) });
+        assert_eq!(parse(GOOD).unwrap().resources, Resources::default());
+        for (cpus, nano) in [("2", 2_000_000_000), ("0.5", 500_000_000), ("250m", 250_000_000)] {
+            let r = parse(&text.replace("\"1.5\"", cpus)).unwrap().resources;
+            assert_eq!(r.nano_cpus, Some(nano), "{cpus}");
+        }
+        for (memory, bytes) in [("256Mi", 256 << 20), ("100M", 100_000_000), ("67108864", 64 << 20)] {
+            let r = parse(&text.replace("1Gi", memory)).unwrap().resources;
+            assert_eq!(r.memory_bytes, bytes, "{memory}");
+        }
+        // A field left out keeps its default.
+        let r = parse(&format!("{GOOD}  resources:\n    pids: 64\n")).unwrap().resources;
+        assert_eq!((r.memory_bytes, r.pids, r.nano_cpus), (512 << 20, 64, None));
+    }
+
+    #[test]
+    fn refuses_resources_out_of_bounds_naming_the_field() {
+        let text = format!("{GOOD}  resources:\n    memory: 1Gi\n    pids: 100\n    cpus: 1\n");
+        let e = refused(&text.replace("1Gi", "8Mi"));
+        assert_eq!((e.field.as_str(), e.line), ("spec.resources.memory", Some(17)));
+        assert!(e.message.contains("32Mi to 64Gi"), "{e}");
+        let e = refused(&text.replace("1Gi", "512m"));
+        assert_eq!(e.field, "spec.resources.memory");
+        assert!(e.message.contains("not a size"), "{e}");
+        let e = refused(&text.replace("1Gi", "lots"));
+        assert_eq!(e.field, "spec.resources.memory");
+        let e = refused(&text.replace("pids: 100", "pids: 1"));
+        assert_eq!((e.field.as_str(), e.line), ("spec.resources.pids", Some(18)));
+        let e = refused(&text.replace("cpus: 1", "cpus: 100"));
+        assert_eq!((e.field.as_str(), e.line), ("spec.resources.cpus", Some(19)));
+        let e = refused(&text.replace("cpus: 1", "cpus: 1m"));
+        assert_eq!(e.field, "spec.resources.cpus");
+        let e = refused(&text.replace("cpus: 1", "cpus: many"));
+        assert!(e.message.contains("not a number of CPUs"), "{e}");
+        let e = refused(&text.replace("pids: 100", "pid: 100"));
+        assert!(e.message.contains("pid"), "{e}");
+    }
+
+    #[test]
+    fn default_resources_keep_the_recorded_form() {
+        // A desired state recorded before `resources` existed loads, with
+        // the defaults, and keeps its fingerprint.
+        let d = parse(GOOD).unwrap();
+        let json = d.fingerprint();
+        assert!(!json.contains("resources"), "{json}");
+        let loaded: Desired = serde_json::from_str(&json).unwrap();
+        assert_eq!(loaded, d);
+        let mut limited = d.clone();
+        limited.resources.pids = 64;
+        assert_ne!(limited.fingerprint(), d.fingerprint());
+        let loaded: Desired = serde_json::from_str(&limited.fingerprint()).unwrap();
+        assert_eq!(loaded.resources.pids, 64);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::analysis::{Figures, Sample};
 use crate::clock::Timestamp;
 use crate::gates::Diff;
+use crate::gates::Known;
 use crate::manifest::Desired;
 
 /// How many finished rollouts the history keeps.
@@ -146,6 +147,12 @@ pub struct Watch {
     pub next_at: Timestamp,
     /// The new color's counters when the window opened.
     pub baseline: Option<Sample>,
+    /// Known-answer requests the controller sent in the window, and how
+    /// many of them were never answered.
+    #[serde(default)]
+    pub own: u32,
+    #[serde(default)]
+    pub own_failed: u32,
 }
 
 /// Where a rollout is. Each stage is safe to re-enter after a crash, and
@@ -251,6 +258,10 @@ pub struct Rollout {
     pub restored_at: Option<Timestamp>,
     /// The analysis after the switch, while it runs.
     pub watch: Option<Watch>,
+    /// The request whose answer is known, from the gates' evidence: the
+    /// analysis sends it when live traffic is low.
+    #[serde(default)]
+    pub known: Option<Known>,
     /// What an operator asked of it while paused.
     pub operator: Option<Operator>,
 }
@@ -333,6 +344,7 @@ impl Record {
             failed_at: None,
             restored_at: None,
             watch: None,
+            known: None,
             operator: None,
         });
     }

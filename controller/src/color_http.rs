@@ -10,8 +10,8 @@
 use std::time::{Duration, Instant};
 
 use bluegreen::Color;
-use controller_core::analysis::{self, Sample};
-use controller_core::gates::{Evidence, KNOWN_TRIP};
+use controller_core::analysis::{self, Own, Reading, Sample};
+use controller_core::gates::{Evidence, KNOWN_TRIP, Known};
 use controller_core::manifest::Probe;
 use model::{ModelArtifact, Trip};
 use serde::Deserialize;
@@ -64,6 +64,14 @@ struct Liveness {
 struct Priced {
     predictions: Vec<f64>,
     model_version: String,
+}
+
+/// Why a known-answer request is not answered as it should be.
+enum Unknown {
+    /// No answer at all: refused, reset, timed out.
+    Unanswered(String),
+    /// An answer that is not the known one.
+    Wrong(String),
 }
 
 /// Text of an answer's first bytes, for a reason.
@@ -178,9 +186,79 @@ impl ColorHttp {
         Ok(took)
     }
 
+    /// One reading for the analysis: `own` known-answer requests sent to
+    /// `color`'s replicas in turn, then their counters (which then count
+    /// those requests too).
+    pub async fn reading<W: Workloads>(
+        &self,
+        w: &W,
+        color: Color,
+        own: Option<&(Known, u32)>,
+    ) -> Result<Reading, String> {
+        let mut met = Own::default();
+        if let Some((known, count)) = own {
+            let endpoints = w.endpoints(color).await.map_err(|e| e.to_string())?;
+            for base in endpoints.iter().cycle().take(*count as usize) {
+                met.sent += 1;
+                match self.known_answer(base, known).await {
+                    Ok(()) => {}
+                    Err(Unknown::Unanswered(e)) => {
+                        // One is enough to know; the rest would each wait
+                        // for the timeout too.
+                        tracing::warn!(error = %e, "a known-answer request got no answer");
+                        met.failed += 1;
+                        break;
+                    }
+                    Err(Unknown::Wrong(e)) => {
+                        met.wrong = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(Reading { sample: self.sample(w, color).await?, own: met })
+    }
+
+    /// One known-answer request. A 5xx is no verdict here: the color's
+    /// counters have it, as a fault or as shed for capacity.
+    async fn known_answer(&self, base: &str, known: &Known) -> Result<(), Unknown> {
+        let url = format!("{base}/api/predict/");
+        let body = serde_json::json!({ "data": [known.trip] });
+        let response = self
+            .http
+            .post(&url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| Unknown::Unanswered(format!("POST {url}: {e}")))?;
+        let status = response.status();
+        let text = body_within(response, MAX_ANSWER)
+            .await
+            .map_err(|e| Unknown::Wrong(format!("a known-answer request: POST {url}: {e}")))?;
+        if status.is_server_error() {
+            return Ok(());
+        }
+        if !status.is_success() {
+            return Err(Unknown::Wrong(format!(
+                "a known-answer request was refused with {status}: {}",
+                excerpt(&text)
+            )));
+        }
+        let priced: Priced = serde_json::from_str(&text).map_err(|e| {
+            Unknown::Wrong(format!("a known-answer request: not a prediction: {e}"))
+        })?;
+        match priced.predictions.as_slice() {
+            [fare] => known.check(*fare, &priced.model_version).map_err(Unknown::Wrong),
+            other => Err(Unknown::Wrong(format!(
+                "a known-answer request of one trip got {} fares",
+                other.len()
+            ))),
+        }
+    }
+
     /// The predict routes' counters of every running replica of `color`,
     /// summed.
-    pub async fn sample<W: Workloads>(&self, w: &W, color: Color) -> Result<Sample, String> {
+    async fn sample<W: Workloads>(&self, w: &W, color: Color) -> Result<Sample, String> {
         let mut sum = Sample::default();
         for base in w.endpoints(color).await.map_err(|e| e.to_string())? {
             let url = format!("{base}/metrics");

@@ -329,7 +329,9 @@ impl<P: Platform> Reconciler<P> {
                 p.preview(*to).await?;
                 Outcome::Done
             }
-            Step::Analyze { color } => Outcome::Sampled(self.http.sample(p, *color).await),
+            Step::Analyze { color, own } => {
+                Outcome::Sampled(self.http.reading(p, *color, own.as_ref()).await)
+            }
         })
     }
 

@@ -46,6 +46,7 @@ fn models() -> std::collections::HashMap<String, (ModelArtifact, f64)> {
         ("skewed", (model("m3", 3.0, 4.0), 0.25)),
         ("worse", (model("m4", 3.0, 4.4), 0.0)),
         ("flaky", (model("m5", 3.0, 4.0), 0.0)),
+        ("busy", (model("m6", 3.0, 4.0), 0.0)),
     ]
     .into_iter()
     .map(|(t, m)| (t.to_owned(), m))
@@ -350,12 +351,34 @@ async fn errors_after_the_switch_roll_back_at_level_3() {
     let (done, fake) = roll_out(blue_live_on("v1"), "flaky").await;
     assert_eq!((done.result, done.level), (Verdict::RolledBack, Some(Level::AfterAnalysis)));
     let reason = done.reason.unwrap_or_default();
-    assert!(reason.contains("50.0% of") && reason.contains("5xx"), "{reason}");
+    assert!(reason.contains("50.0% of 10") && reason.contains("5xx"), "{reason}");
     let figures = done.summary.analysis.expect("the figures that triggered it");
     assert_eq!(figures.error_rate, 0.5);
     let w = fake.world();
     assert_eq!(w.live, Some(Color::Blue));
     assert!(w.replicas.iter().all(|c| c.color == Color::Blue));
+}
+
+#[tokio::test]
+async fn a_quiet_window_is_judged_by_the_controllers_own_requests() {
+    let (done, fake) = roll_out(blue_live_on("v1"), "v2").await;
+    assert_eq!(done.result, Verdict::Succeeded, "{done:?}");
+    let figures = done.summary.analysis.expect("figures");
+    // No client sent a thing: the controller's known-answer requests did.
+    assert!(figures.own >= 10 && figures.judged() >= 10.0, "{figures:?}");
+    assert_eq!(fake.world().live, Some(Color::Green));
+}
+
+#[tokio::test]
+async fn answers_shed_for_capacity_do_not_roll_a_good_release_back() {
+    let text = MANIFEST.replace("TAG", "busy").replace("window: 2s", "window: 6s");
+    let mut run = start_text(blue_live_on("v1"), &text).await;
+    let done = run.finished("busy").await;
+    let fake = run.stop().await;
+    assert_eq!(done.result, Verdict::Succeeded, "{done:?}");
+    let figures = done.summary.analysis.expect("figures");
+    assert!(figures.shed >= 1.0 && figures.error_rate == 0.0, "{figures:?}");
+    assert_eq!(fake.world().live, Some(Color::Green));
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::analysis::{Own, Sample};
 use crate::fixtures::{desired, observed, replica};
 use crate::record::{StepName, Verdict};
 use Color::{Blue, Green};
@@ -314,24 +315,81 @@ fn the_fallback_is_dropped_before_the_old_color_goes() {
 #[test]
 fn the_analysis_window_reads_the_new_color_every_second() {
     let mut r = rolling("v2", Stage::ScaleDown { not_before: at(60_000) });
-    let watch = Watch { until: at(60_000), next_at: at(1000), baseline: None };
+    let watch =
+        Watch { until: at(60_000), next_at: at(1000), baseline: None, own: 0, own_failed: 0 };
     r.rollout.as_mut().unwrap().watch = Some(watch);
     let d = desired("v2");
     check(&d, &both(Green), &r, at(10), Step::Wait { until: Some(at(1000)) });
-    check(&d, &both(Green), &r, at(1000), Step::Analyze { color: Green });
+    // No baseline yet: no request of the controller's own, it would be in it.
+    check(&d, &both(Green), &r, at(1000), Step::Analyze { color: Green, own: None });
     // The window over without a single judgement: it fails closed.
     let unread = Step::Fail {
         level: Level::AfterAnalysis,
         reason: "analysis: the new color's figures could not be read during the window".into(),
     };
     check(&d, &both(Green), &r, at(60_000), unread);
-    let figures = crate::analysis::Figures { requests: 30.0, error_rate: 0.0, p99_seconds: 0.01 };
+    let figures = crate::analysis::Figures {
+        requests: 30.0,
+        shed: 0.0,
+        error_rate: 0.0,
+        p99_seconds: 0.01,
+        own: 0,
+    };
     r.rollout.as_mut().unwrap().summary.analysis = Some(figures);
     check(&d, &both(Green), &r, at(60_000), Step::Remove { color: Blue, why: Removal::ScaleDown });
+    // Mostly shed: too few judged by the end never passes either.
+    let shed = crate::analysis::Figures { shed: 25.0, ..figures };
+    r.rollout.as_mut().unwrap().summary.analysis = Some(shed);
+    let Step::Fail { level: Level::AfterAnalysis, reason } =
+        decide(Some(&d), &both(Green), &r, at(60_000))
+    else {
+        panic!("too few judged predictions passed")
+    };
+    assert!(reason.contains("only 5 predictions"), "{reason}");
     // A new tag after the switch ends the window early: nothing to judge.
     r.rollout.as_mut().unwrap().summary.analysis = None;
     let remove = Step::Remove { color: Blue, why: Removal::ScaleDown };
     check(&desired("v3"), &both(Green), &r, at(10), remove);
+}
+
+#[test]
+fn a_quiet_window_is_filled_with_known_answer_requests() {
+    let mut r = rolling("v2", Stage::ScaleDown { not_before: at(60_000) });
+    let watch = Watch {
+        until: at(60_000),
+        next_at: at(1000),
+        baseline: Some(crate::analysis::Sample::default()),
+        own: 0,
+        own_failed: 0,
+    };
+    r.rollout.as_mut().unwrap().watch = Some(watch);
+    let known = Known { trip: crate::gates::KNOWN_TRIP, fare: Some(52.5), model_version: None };
+    r.rollout.as_mut().unwrap().known = Some(known.clone());
+    let d = desired("v2");
+    // 59 readings left, 20 predictions needed by the middle of the window.
+    let own = Some((known, 1));
+    check(&d, &both(Green), &r, at(1000), Step::Analyze { color: Green, own });
+    // Live traffic brought enough: none.
+    let figures = crate::analysis::Figures {
+        requests: 30.0,
+        shed: 0.0,
+        error_rate: 0.0,
+        p99_seconds: 0.01,
+        own: 0,
+    };
+    r.rollout.as_mut().unwrap().summary.analysis = Some(figures);
+    check(&d, &both(Green), &r, at(1000), Step::Analyze { color: Green, own: None });
+    // What the requests met is kept in the window, and unanswered ones
+    // count as faults.
+    let step = Step::Analyze { color: Green, own: None };
+    let sample = crate::analysis::Sample { requests: 40.0, ..Default::default() };
+    let own = Own { sent: 3, failed: 3, wrong: None };
+    apply(&mut r, &step, Outcome::Sampled(Ok(Reading { sample, own })), at(1000));
+    let rollout = r.rollout.as_ref().unwrap();
+    let w = rollout.watch.as_ref().unwrap();
+    assert_eq!((w.own, w.own_failed), (3, 3));
+    let f = rollout.summary.analysis.unwrap();
+    assert_eq!((f.requests, f.own), (43.0, 3));
 }
 
 #[test]
@@ -440,7 +498,13 @@ fn ms(n: &[u64]) -> Outcome {
 }
 
 fn sample(requests: f64, errors: f64) -> Outcome {
-    Outcome::Sampled(Ok(Sample { requests, errors, buckets: vec![(0.01, requests)] }))
+    let sample = Sample { requests, errors, shed: 0.0, buckets: vec![(0.01, requests)] };
+    Outcome::Sampled(Ok(Reading { sample, own: Own::default() }))
+}
+
+fn sample_with(shed: f64, own: Own) -> Outcome {
+    let sample = Sample { requests: 100.0, errors: shed, shed, buckets: vec![(0.01, 100.0)] };
+    Outcome::Sampled(Ok(Reading { sample, own }))
 }
 
 /// The stage each row starts from, with the knobs it needs.
@@ -460,9 +524,9 @@ fn start_at(stage: StepName, d: &Desired) -> Record {
     };
     let mut r = rolling_with(d, s);
     if stage == StepName::ScaleDown {
-        let baseline = Some(Sample { requests: 0.0, errors: 0.0, buckets: vec![(0.01, 0.0)] });
+        let baseline = Some(Sample::default());
         r.rollout.as_mut().unwrap().watch =
-            Some(Watch { until: at(60_000), next_at: T0, baseline });
+            Some(Watch { until: at(60_000), next_at: T0, baseline, own: 0, own_failed: 0 });
     }
     r
 }
@@ -489,7 +553,9 @@ fn apply_over_every_stage_and_outcome() {
     let gates = Step::Gates { color: Green, live: Some(Blue), golden: true };
     let warm = Step::WarmUp { color: Green, trip, requests: WARM_UP_REQUESTS };
     let probe_step = Step::Probe { color: Green, tag: "v2".into(), probe };
-    let analyze = Step::Analyze { color: Green };
+    let analyze = Step::Analyze { color: Green, own: None };
+    let wrong =
+        Own { sent: 1, failed: 0, wrong: Some("a known-answer request was priced at 3".into()) };
     let fail = Step::Fail { level: BeforeSwitch, reason: "superseded by tag v3".into() };
     let remove = |why| Step::Remove { color: Green, why };
     #[rustfmt::skip]
@@ -524,6 +590,8 @@ fn apply_over_every_stage_and_outcome() {
         (S::ScaleDown, &analysed, analyze.clone(), sample(100.0, 0.0),               T0, At(S::ScaleDown)),
         (S::ScaleDown, &analysed, analyze.clone(), sample(100.0, 50.0),              T0, Back(AfterAnalysis, "5xx")),
         (S::ScaleDown, &analysed, analyze.clone(), sample(5.0, 5.0),                 T0, At(S::ScaleDown)),
+        (S::ScaleDown, &analysed, analyze.clone(), sample_with(90.0, Own::default()), T0, At(S::ScaleDown)),
+        (S::ScaleDown, &analysed, analyze.clone(), sample_with(0.0, wrong),          T0, Back(AfterAnalysis, "known-answer")),
         (S::ScaleDown, &analysed, analyze.clone(), Outcome::Sampled(Err("no answer".into())), T0, Retried),
         (S::ScaleDown, &plain,    Step::Remove { color: Blue, why: Removal::ScaleDown }, Outcome::Done, T0, At(S::ScaleDown)),
         (S::ScaleDown, &plain,    Step::Route { to: Some(Green), replicas: 1, fallback: None }, Outcome::Done, T0, At(S::ScaleDown)),

@@ -44,8 +44,8 @@ pub struct World {
     pub preview: Option<Color>,
     /// How many servers of the live color the router names.
     pub servers: u32,
-    /// Reads of /metrics so far.
-    pub metric_reads: u32,
+    /// Predictions each color answered: priced, failed (500), shed (503).
+    pub answered: HashMap<Color, [u64; 3]>,
     /// /metrics answers 503.
     pub metrics_fail: bool,
     /// How many times each starting replica has been observed.
@@ -216,6 +216,28 @@ async fn price(m: &Memory, color: Option<Color>, batch: Batch) -> Response {
     };
     tokio::time::sleep(takes).await;
     let Some((a, skew)) = priced else { return StatusCode::SERVICE_UNAVAILABLE.into_response() };
+    // `flaky` fails every other prediction; `busy` sheds every third.
+    let tag = {
+        let w = m.world();
+        color.and_then(|c| w.tag_of(c)).unwrap_or_default()
+    };
+    let outcome = {
+        let mut w = m.world();
+        let counts = w.answered.entry(color.unwrap_or(Color::Blue)).or_default();
+        let n: u64 = counts.iter().sum();
+        let outcome = match tag.as_str() {
+            "flaky" if n % 2 == 1 => 1,
+            "busy" if n % 3 == 2 => 2,
+            _ => 0,
+        };
+        counts[outcome] += 1;
+        outcome
+    };
+    match outcome {
+        1 => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        2 => return (StatusCode::SERVICE_UNAVAILABLE, [("retry-after", "1")]).into_response(),
+        _ => {}
+    }
     let predictions: Vec<f64> = batch.data.iter().map(|t| a.predict(t) + skew).collect();
     Json(serde_json::json!({ "predictions": predictions, "model_version": a.model_version }))
         .into_response()
@@ -239,15 +261,16 @@ async fn metrics(State(m): State<Memory>, Path(c): Path<String>) -> Response {
     if w.metrics_fail {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
-    let tag = color(&c).and_then(|c| w.tag_of(c)).unwrap_or_default();
-    w.metric_reads += 1;
-    let n = w.metric_reads;
-    // Every read sees 30 more predictions; `flaky` answers half with 503.
-    let errors = if tag == "flaky" { 15 * n } else { 0 };
+    // The service's own series, from what this color really answered.
+    let [ok, failed, shed] =
+        color(&c).and_then(|c| w.answered.get(&c).copied()).unwrap_or_default();
     format!(
-        "http_requests_total{{route=\"/api/predict/\",method=\"POST\",status=\"200\"}} {}\n\
-         http_requests_total{{route=\"/api/predict/\",method=\"POST\",status=\"503\"}} {errors}\n",
-        30 * n - errors
+        "http_requests_total{{route=\"/api/predict/\",method=\"POST\",status=\"200\"}} {ok}\n\
+         http_requests_total{{route=\"/api/predict/\",method=\"POST\",status=\"500\"}} {failed}\n\
+         http_requests_total{{route=\"/api/predict/\",method=\"POST\",status=\"503\"}} {shed}\n\
+         http_request_errors_total{{route=\"/api/predict/\",status=\"503\",kind=\"overloaded\"}} {shed}\n\
+         prediction_duration_seconds_bucket{{batch=\"small\",le=\"0.001\"}} {ok}\n\
+         prediction_duration_seconds_bucket{{batch=\"small\",le=\"+Inf\"}} {ok}\n"
     )
     .into_response()
 }
