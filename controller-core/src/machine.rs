@@ -42,6 +42,11 @@ const WARM_UP_EVERY: Duration = Duration::from_millis(500);
 const PROBE_EVERY: Duration = Duration::from_millis(100);
 /// How often the analysis after a switch reads the new color's counters.
 const ANALYSIS_EVERY: Duration = Duration::from_secs(1);
+/// Transient failures of one stage before the switch that fail the
+/// rollout; between them the wait doubles from [`RETRY_FIRST`].
+pub const MAX_FAILURES: u32 = 5;
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MOST: Duration = Duration::from_secs(16);
 
 /// What to do next.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,6 +105,10 @@ pub enum Outcome {
     /// The platform refused it for good: an image that cannot be had, a
     /// router configuration refused.
     Refused(String),
+    /// The platform could not be reached, or failed in a way that may
+    /// pass (a registry down, an engine timing out): retried with backoff,
+    /// a bounded number of times before the switch.
+    Unavailable(String),
     /// What the gates gathered, or why it could not be gathered.
     Evidence(Result<Box<Evidence>, String>),
     /// The request times of a warm-up burst.
@@ -214,6 +223,13 @@ fn decide_rollout(r: &Rollout, desired: Option<&Desired>, o: &Observed, now: Tim
         {
             fail(superseded.unwrap_or_default())
         }
+        // A rollback whose way back fails is overtaken by a new tag: the
+        // new rollout starts from what serves now.
+        Stage::Rollback { .. } if superseded.is_some() => Step::Finish,
+        // Backing off after a transient failure.
+        _ if r.attempt.is_some_and(|a| now < a.next_at) => {
+            Step::Wait { until: r.attempt.map(|a| a.next_at) }
+        }
         Stage::Prepare if !new.is_empty() => Step::Remove { color, why: Removal::Stale },
         Stage::Prepare | Stage::Start => {
             Step::Start { color, image: r.desired.image(), tag: r.desired.tag.clone(), replicas }
@@ -304,9 +320,24 @@ fn decide_rollout(r: &Rollout, desired: Option<&Desired>, o: &Observed, now: Tim
         }
         Stage::ScaleDown { .. } => scale_down(r, o, superseded.is_some(), now),
         Stage::Rollback { .. } => {
+            let back = old.filter(|c| o.of(*c).iter().any(|x| x.is_running()));
             if o.live_color() == Some(color) {
-                // Back to the previous color while it still exists.
-                Step::Route { to: old, replicas: r.from_replicas.max(1), fallback: None }
+                match back {
+                    // Back to the previous color while it can serve.
+                    Some(old) => Step::Route {
+                        to: Some(old),
+                        replicas: r.from_replicas.max(1),
+                        fallback: None,
+                    },
+                    // A first deploy: there was no color to go back to.
+                    None if r.summary.from_color.is_none() => {
+                        Step::Route { to: None, replicas: 1, fallback: None }
+                    }
+                    // The previous color is gone: the new one, which
+                    // serves best, keeps serving, and the rollout ends
+                    // rolled back (/status says so).
+                    None => Step::Finish,
+                }
             } else if !new.is_empty() {
                 Step::Remove { color, why: Removal::Failed }
             } else {
@@ -364,7 +395,7 @@ pub fn apply(record: &mut Record, step: &Step, outcome: Outcome, now: Timestamp)
         // Steady state: removing leftovers, clearing a preview, refreshing
         // the router. Only a failure to note.
         return match outcome {
-            Outcome::Refused(reason) => Applied::Retry(reason),
+            Outcome::Refused(reason) | Outcome::Unavailable(reason) => Applied::Retry(reason),
             _ => Applied::Moved,
         };
     };
@@ -519,6 +550,17 @@ pub fn apply(record: &mut Record, step: &Step, outcome: Outcome, now: Timestamp)
             }
         }
         (Step::Fail { level, reason }, _) => back(record, *level, reason.clone()),
+        (_, Outcome::Unavailable(error)) => {
+            let failures =
+                record.rollout.as_ref().and_then(|r| r.attempt).map_or(0, |a| a.failures);
+            let wait = RETRY_FIRST.saturating_mul(1 << failures.min(8)).min(RETRY_MOST);
+            let failures = record.note_failure(&error, now.plus(wait));
+            if stage.before_switch() && failures >= MAX_FAILURES {
+                let reason = format!("{} failed {failures} times: {error}", stage.name());
+                return back(record, Level::BeforeSwitch, reason);
+            }
+            Applied::Moved
+        }
         (_, Outcome::Refused(reason)) => Applied::Retry(reason),
         _ => Applied::Moved,
     }

@@ -186,6 +186,11 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// Whether traffic has not moved yet: a failure here is level 1.
+    pub fn before_switch(&self) -> bool {
+        !matches!(self, Stage::Verify { .. } | Stage::ScaleDown { .. } | Stage::Rollback { .. })
+    }
+
     pub fn name(&self) -> StepName {
         match self {
             Stage::Prepare => StepName::Prepare,
@@ -229,6 +234,25 @@ pub struct Summary {
     /// What the analysis after the switch saw last.
     #[serde(default)]
     pub analysis: Option<Figures>,
+    /// Transient failures met on the way (a registry or an engine that
+    /// could not be reached), by step, and the last one's words.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retries: Vec<Retries>,
+}
+
+/// How often a step failed transiently, and how it last failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retries {
+    pub step: StepName,
+    pub count: u32,
+    pub error: String,
+}
+
+/// The transient failures of the stage under way, and when to try again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub failures: u32,
+    pub next_at: Timestamp,
 }
 
 /// The live color when a rollout begins.
@@ -262,6 +286,9 @@ pub struct Rollout {
     /// analysis sends it when live traffic is low.
     #[serde(default)]
     pub known: Option<Known>,
+    /// The current stage's transient failures; cleared when it moves on.
+    #[serde(default)]
+    pub attempt: Option<Attempt>,
     /// What an operator asked of it while paused.
     pub operator: Option<Operator>,
 }
@@ -334,6 +361,7 @@ impl Record {
                 restarts: 0,
                 diff: None,
                 analysis: None,
+                retries: Vec::new(),
             },
             from_replicas: from.map_or(0, |o| o.replicas),
             desired: desired.clone(),
@@ -345,6 +373,7 @@ impl Record {
             restored_at: None,
             watch: None,
             known: None,
+            attempt: None,
             operator: None,
         });
     }
@@ -367,6 +396,24 @@ impl Record {
         }
         r.stage = stage;
         r.stage_started_at = now;
+        r.attempt = None;
+    }
+
+    /// Notes a transient failure of the stage under way; returns how many
+    /// in a row it has now met.
+    pub fn note_failure(&mut self, error: &str, next_at: Timestamp) -> u32 {
+        let Some(r) = self.rollout.as_mut() else { return 0 };
+        let step = r.stage.name();
+        match r.summary.retries.iter_mut().find(|x| x.step == step) {
+            Some(x) => {
+                x.count += 1;
+                x.error = error.to_owned();
+            }
+            None => r.summary.retries.push(Retries { step, count: 1, error: error.to_owned() }),
+        }
+        let failures = r.attempt.map_or(0, |a| a.failures) + 1;
+        r.attempt = Some(Attempt { failures, next_at });
+        failures
     }
 
     /// Ends the rollout in flight: into the history, and into `failed`

@@ -45,6 +45,9 @@ pub struct Status {
     pub reason: Option<String>,
     pub rollout: Option<RolloutView>,
     pub colors: Colors,
+    /// Ready and desired replicas of each color that has or should have
+    /// any.
+    pub replicas: Counts,
     pub last: Option<Finished>,
     pub history: Vec<Finished>,
     /// The last reconcile step that failed, if the latest one did.
@@ -73,6 +76,41 @@ pub struct ActiveView {
 pub struct Colors {
     pub blue: Option<Vec<ReplicaView>>,
     pub green: Option<Vec<ReplicaView>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Counts {
+    pub blue: Option<Count>,
+    pub green: Option<Count>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Count {
+    pub ready: u32,
+    pub desired: u32,
+}
+
+/// What each color should run: the live one the desired replicas; during
+/// a rollout the new one the rollout's and the old one what it ran.
+fn counts(observed: Option<&Observed>, desired: Option<&Desired>, record: &Record) -> Counts {
+    let want = |c: Color| -> u32 {
+        match &record.rollout {
+            Some(r) if r.summary.color == c => r.desired.replicas,
+            Some(r) if r.summary.from_color == Some(c) => r.from_replicas,
+            Some(_) => 0,
+            None if observed.and_then(Observed::live_color) == Some(c) => {
+                desired.map_or(0, |d| d.replicas)
+            }
+            None => 0,
+        }
+    };
+    let count = |c: Color| {
+        let ready = observed.map_or(0, |o| o.of(c).iter().filter(|x| x.is_ready()).count());
+        let ready = u32::try_from(ready).unwrap_or(u32::MAX);
+        let desired = want(c);
+        (ready > 0 || desired > 0).then_some(Count { ready, desired })
+    };
+    Counts { blue: count(Color::Blue), green: count(Color::Green) }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -156,9 +194,14 @@ pub fn build(
         } else if let Some(r) = &record.rollout {
             (Phase::Progressing, Some(format!("rolling out {} to {}", r.tag(), r.summary.color)))
         } else if let Some(f) = failed {
+            let outcome = if live_tag.as_deref() == Some(f.tag.as_str()) {
+                "failed, and still serves: the previous color was gone"
+            } else {
+                "was rolled back"
+            };
             (
                 Phase::Degraded,
-                Some(format!("tag {} was rolled back (level {}): {}", f.tag, f.level, f.reason)),
+                Some(format!("tag {} {outcome} (level {}): {}", f.tag, f.level, f.reason)),
             )
         } else if desired.is_none() {
             (Phase::Degraded, Some("no valid desired state".to_owned()))
@@ -196,6 +239,7 @@ pub fn build(
             step: r.stage.name(),
         }),
         colors: Colors { blue: colors_of(Color::Blue), green: colors_of(Color::Green) },
+        replicas: counts(observed, desired, record),
         last: history.first().cloned(),
         history,
         error: error.map(str::to_owned),
@@ -278,5 +322,7 @@ mod tests {
         assert_eq!(s["history"], serde_json::json!([]));
         assert_eq!(s["phase"], "Healthy");
         assert_eq!(s["colors"]["blue"][0]["state"], "running");
+        assert_eq!(s["replicas"]["blue"], serde_json::json!({ "ready": 1, "desired": 1 }));
+        assert!(s["replicas"]["green"].is_null());
     }
 }

@@ -416,6 +416,59 @@ fn a_failed_first_deploy_restores_no_color() {
 }
 
 #[test]
+fn transient_failures_are_retried_with_backoff_then_fail_before_the_switch() {
+    let d = desired("v2");
+    let mut r = rolling("v2", Stage::Start);
+    let o = observed(Some(Blue), vec![replica(Blue, 1, "v1", Healthy)]);
+    let start = decide(Some(&d), &o, &r, T0);
+    assert!(matches!(start, Step::Start { .. }), "{start:?}");
+    let mut now = T0;
+    for (i, wait) in [1000, 2000, 4000, 8000].into_iter().enumerate() {
+        let applied = apply(&mut r, &start, Outcome::Unavailable("registry down".into()), now);
+        assert_eq!(applied, Applied::Moved);
+        // Backing off, the next try after `wait`; a new tag still acts.
+        check(&d, &o, &r, now, Step::Wait { until: Some(Timestamp(now.0 + wait)) });
+        assert!(matches!(decide(Some(&desired("v3")), &o, &r, now), Step::Fail { .. }));
+        now = Timestamp(now.0 + wait);
+        assert_eq!(decide(Some(&d), &o, &r, now), start, "try {}", i + 2);
+    }
+    apply(&mut r, &start, Outcome::Unavailable("registry down".into()), now);
+    let rollout = r.rollout.as_ref().unwrap();
+    let Stage::Rollback { level: Level::BeforeSwitch, reason } = &rollout.stage else {
+        panic!("{:?}", rollout.stage)
+    };
+    assert!(reason.contains("start failed 5 times: registry down"), "{reason}");
+    let retries = &rollout.summary.retries;
+    assert_eq!((retries[0].step, retries[0].count), (StepName::Start, 5));
+    // After the switch the bound does not apply: the old color is live
+    // traffic's way back, and removing it may wait.
+    let mut after = rolling("v2", Stage::ScaleDown { not_before: T0 });
+    let remove = Step::Remove { color: Blue, why: Removal::ScaleDown };
+    for _ in 0..8 {
+        apply(&mut after, &remove, Outcome::Unavailable("engine".into()), T0);
+    }
+    assert_eq!(after.rollout.as_ref().unwrap().stage.name(), StepName::ScaleDown);
+}
+
+#[test]
+fn a_rollback_with_nothing_to_go_back_to_keeps_what_serves() {
+    let r = rolling("v2", Stage::Rollback { level: Level::AfterAnalysis, reason: "5xx".into() });
+    let green = replica(Green, 1, "v2", Healthy);
+    let mut blue_down = replica(Blue, 1, "v1", Unhealthy);
+    blue_down.state = crate::observed::State::Exited;
+    // The old color exited: going back would send traffic nowhere.
+    let o = observed(Some(Green), vec![blue_down, green.clone()]);
+    check(&desired("v2"), &o, &r, T0, Step::Finish);
+    // The old color gone altogether: the same.
+    let o = observed(Some(Green), vec![green.clone()]);
+    check(&desired("v2"), &o, &r, T0, Step::Finish);
+    // A way back that keeps failing is overtaken by a new tag.
+    let o = observed(Some(Green), vec![replica(Blue, 1, "v1", Healthy), green]);
+    check(&desired("v2"), &o, &r, T0, Step::Route { to: Some(Blue), replicas: 1, fallback: None });
+    check(&desired("v3"), &o, &r, T0, Step::Finish);
+}
+
+#[test]
 fn a_new_tag_before_the_switch_supersedes_the_rollout() {
     let o = observed(
         Some(Blue),
@@ -565,6 +618,7 @@ fn apply_over_every_stage_and_outcome() {
         (S::Prepare,   &plain,    fail.clone(),  Outcome::Done,                      T0, Back(BeforeSwitch, "superseded")),
         (S::Start,     &plain,    start.clone(), Outcome::Done,                      T0, At(S::Health)),
         (S::Start,     &plain,    start.clone(), Outcome::Refused("cannot pull i".into()), T0, Back(BeforeSwitch, "cannot pull")),
+        (S::Start,     &plain,    start.clone(), Outcome::Unavailable("registry down".into()), T0, At(S::Start)),
         (S::Health,    &plain,    Step::Healthy, Outcome::Done,                      T0, At(S::Gates)),
         (S::Health,    &plain,    Step::Fail { level: BeforeSwitch, reason: "unhealthy".into() }, Outcome::Done, T0, Back(BeforeSwitch, "unhealthy")),
         (S::Gates,     &plain,    gates.clone(), evidence(4.0, 0.0),                 T0, At(S::Switch)),
