@@ -37,17 +37,31 @@ impl Upstream {
     /// The upstream.conf that sends traffic to `replicas` replicas of
     /// `color`, with `backup`'s replicas, if any, as backup servers.
     pub fn render(color: Color, replicas: u32, backup: Option<(Color, u32)>) -> String {
+        let all = |n: u32| (1..=n.max(1)).collect::<Vec<u32>>();
+        let backup = backup.map(|(c, n)| (c, all(n)));
+        Upstream::render_servers(color, &all(replicas), backup.as_ref().map(|(c, n)| (*c, &n[..])))
+    }
+
+    /// The same, naming only the given replicas of each color: a replica
+    /// that does not run has no address, and one server nginx cannot
+    /// resolve makes it refuse the whole file. No replica at all: the
+    /// first is named, so the file still says which color is live.
+    pub fn render_servers(color: Color, live: &[u32], backup: Option<(Color, &[u32])>) -> String {
         let template = match color {
             Color::Blue => BLUE_TEMPLATE,
             Color::Green => GREEN_TEMPLATE,
         };
-        let mut servers: Vec<String> = (1..=replicas.max(1))
-            .map(|n| format!("    server {}:{APP_PORT};", container_name(color, n)))
+        let first = [1];
+        let live = if live.is_empty() { &first[..] } else { live };
+        let mut servers: Vec<String> = live
+            .iter()
+            .map(|n| format!("    server {}:{APP_PORT};", container_name(color, *n)))
             .collect();
-        if let Some((old, n)) = backup.filter(|(old, _)| *old != color) {
+        if let Some((old, numbers)) = backup.filter(|(old, n)| *old != color && !n.is_empty()) {
             servers.extend(
-                (1..=n.max(1))
-                    .map(|i| format!("    server {}:{APP_PORT} backup;", container_name(old, i))),
+                numbers
+                    .iter()
+                    .map(|i| format!("    server {}:{APP_PORT} backup;", container_name(old, *i))),
             );
         }
         template.replace(PLACEHOLDER, &servers.join("\n"))
@@ -148,6 +162,19 @@ mod tests {
         );
         assert_eq!(live(&Upstream::render_preview(None)), Ok(None));
         assert_eq!(live(include_str!("../../nginx/preview.conf")), Ok(None));
+    }
+
+    #[test]
+    fn only_the_given_replicas_are_named() {
+        let text = Upstream::render_servers(Color::Blue, &[1, 3], Some((Color::Green, &[2])));
+        assert!(text.contains("app_blue_1:") && text.contains("app_blue_3:"), "{text}");
+        assert!(!text.contains("app_blue_2:"), "{text}");
+        assert_eq!(text.matches(" backup;").count(), 1);
+        assert!(text.contains("app_green_2:32000 backup;"), "{text}");
+        // No backup replica runs: no backup line; no live one: the first.
+        let text = Upstream::render_servers(Color::Green, &[], Some((Color::Blue, &[])));
+        let one = Upstream { live: Some(Color::Green), replicas: 1, backup: None };
+        assert_eq!(Upstream::parse(&text), Ok(one));
     }
 
     #[test]
