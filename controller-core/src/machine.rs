@@ -79,6 +79,9 @@ pub enum Step {
     Analyze { color: Color, own: Option<(Known, u32)> },
     /// Give the rollout up.
     Fail { level: Level, reason: String },
+    /// Give the rollout up for another desired state, before the switch:
+    /// no verdict on the release, which may be asked for again.
+    Supersede { reason: String },
     /// Put the rollout in the history.
     Finish,
     /// Bring back the parts of the traffic tier that are down.
@@ -221,7 +224,7 @@ fn decide_rollout(r: &Rollout, desired: Option<&Desired>, o: &Observed, now: Tim
         | Stage::Paused
             if superseded.is_some() =>
         {
-            fail(superseded.unwrap_or_default())
+            Step::Supersede { reason: superseded.unwrap_or_default() }
         }
         // A rollback whose way back fails is overtaken by a new tag: the
         // new rollout starts from what serves now.
@@ -550,6 +553,12 @@ pub fn apply(record: &mut Record, step: &Step, outcome: Outcome, now: Timestamp)
             }
         }
         (Step::Fail { level, reason }, _) => back(record, *level, reason.clone()),
+        (Step::Supersede { reason }, _) => {
+            if let Some(r) = record.rollout.as_mut() {
+                r.superseded = true;
+            }
+            back(record, Level::BeforeSwitch, reason.clone())
+        }
         (_, Outcome::Unavailable(error)) => {
             let failures =
                 record.rollout.as_ref().and_then(|r| r.attempt).map_or(0, |a| a.failures);

@@ -516,7 +516,11 @@ fn resources(text: &str, raw: RawResources) -> Result<Resources, ManifestError> 
                 return Err(ManifestError::at(
                     text,
                     field,
-                    format!("is {value}, must be from {}Mi to {}Gi", MEMORY.0 / MIB, MEMORY.1 >> 30),
+                    format!(
+                        "is {value}, must be from {}Mi to {}Gi",
+                        MEMORY.0 / MIB,
+                        MEMORY.1 >> 30
+                    ),
                 ));
             }
             bytes
@@ -785,15 +789,20 @@ spec:
 
     #[test]
     fn reads_the_resources() {
-        let text = format!("{GOOD}  resources:\n    memory: 1Gi\n    pids: 100\n    cpus: \"1.5\"\n");
+        let text =
+            format!("{GOOD}  resources:\n    memory: 1Gi\n    pids: 100\n    cpus: \"1.5\"\n");
         let r = parse(&text).unwrap().resources;
-        assert_eq!(r, Resources { memory_bytes: 1 << 30, pids: 100, nano_cpus: Some(1_500_000_000) });
+        assert_eq!(
+            r,
+            Resources { memory_bytes: 1 << 30, pids: 100, nano_cpus: Some(1_500_000_000) }
+        );
         assert_eq!(parse(GOOD).unwrap().resources, Resources::default());
         for (cpus, nano) in [("2", 2_000_000_000), ("0.5", 500_000_000), ("250m", 250_000_000)] {
             let r = parse(&text.replace("\"1.5\"", cpus)).unwrap().resources;
             assert_eq!(r.nano_cpus, Some(nano), "{cpus}");
         }
-        for (memory, bytes) in [("256Mi", 256 << 20), ("100M", 100_000_000), ("67108864", 64 << 20)] {
+        for (memory, bytes) in [("256Mi", 256 << 20), ("100M", 100_000_000), ("67108864", 64 << 20)]
+        {
             let r = parse(&text.replace("1Gi", memory)).unwrap().resources;
             assert_eq!(r.memory_bytes, bytes, "{memory}");
         }
@@ -823,6 +832,12 @@ spec:
         assert!(e.message.contains("not a number of CPUs"), "{e}");
         let e = refused(&text.replace("pids: 100", "pid: 100"));
         assert!(e.message.contains("pid"), "{e}");
+    }
+
+    #[test]
+    fn the_tracked_manifest_documents_the_default_resources() {
+        let tracked = include_str!("../../manifests/rollout.yaml");
+        assert_eq!(parse(tracked).unwrap().resources, Resources::default());
     }
 
     #[test]

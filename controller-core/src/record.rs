@@ -289,6 +289,9 @@ pub struct Rollout {
     /// The current stage's transient failures; cleared when it moves on.
     #[serde(default)]
     pub attempt: Option<Attempt>,
+    /// Given up for another desired state: no verdict on its own.
+    #[serde(default)]
+    pub superseded: bool,
     /// What an operator asked of it while paused.
     pub operator: Option<Operator>,
 }
@@ -374,6 +377,7 @@ impl Record {
             watch: None,
             known: None,
             attempt: None,
+            superseded: false,
             operator: None,
         });
     }
@@ -427,6 +431,8 @@ impl Record {
             _ => (Verdict::Succeeded, None, None),
         };
         self.failed = match (level, &reason) {
+            // Another desired state took over: nothing was learnt of this one.
+            _ if r.superseded => self.failed.take(),
             (Some(level), Some(reason)) => Some(Failure {
                 fingerprint: r.desired.fingerprint(),
                 tag: r.desired.tag.clone(),

@@ -1,6 +1,16 @@
 //! The controller's HTTP API: `/status`, `/metrics`, `/healthz`, and the
 //! authenticated mutations. A mutation edits the manifest, never the
 //! world: the file stays the truth and the loop carries it out.
+//!
+//! It is served by [`serve`], its own accept loop with a header, idle and
+//! request timer and a connection cap, which refuses the peers [`peers`]
+//! names (the app containers' network) before reading a byte.
+
+pub mod peers;
+pub mod serve;
+
+pub use peers::Peers;
+pub use serve::{Limits, serve};
 
 use std::sync::Arc;
 

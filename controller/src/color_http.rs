@@ -25,13 +25,32 @@ const MAX_ANSWER: usize = 256 << 10;
 /// The most read of a replica's /metrics.
 const MAX_METRICS: usize = 1 << 20;
 
+/// How long one request to a color may take, answer included.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a request failed, in words: reqwest's own text leaves out the
+/// cause (a timeout, a refused connection), which is the point.
+fn why(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return format!("no answer within {} s (timed out)", TIMEOUT.as_secs());
+    }
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
 /// An HTTP client that opens a connection per request (a probe must see
 /// nginx's current workers, not an old worker's kept-alive connection)
 /// and follows no redirect.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .pool_max_idle_per_host(0)
-        .timeout(Duration::from_secs(5))
+        .timeout(TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap_or_default()
@@ -45,7 +64,7 @@ pub async fn body_within(mut response: reqwest::Response, cap: usize) -> Result<
         return Err(too_big());
     }
     let mut bytes = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+    while let Some(chunk) = response.chunk().await.map_err(|e| why(&e))? {
         if bytes.len() + chunk.len() > cap {
             return Err(too_big());
         }
@@ -98,7 +117,8 @@ impl ColorHttp {
     /// The artifact a replica serves (`GET /model`).
     async fn artifact(&self, base: &str) -> Result<ModelArtifact, String> {
         let url = format!("{base}/model");
-        let response = self.http.get(&url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
+        let response =
+            self.http.get(&url).send().await.map_err(|e| format!("GET {url}: {}", why(&e)))?;
         let status = response.status();
         let text = body_within(response, MAX_MODEL).await.map_err(|e| format!("GET {url}: {e}"))?;
         if !status.is_success() {
@@ -118,7 +138,7 @@ impl ColorHttp {
             .json(&body)
             .send()
             .await
-            .map_err(|e| format!("POST {url}: {e}"))?;
+            .map_err(|e| format!("POST {url}: {}", why(&e)))?;
         let status = response.status();
         let text =
             body_within(response, MAX_ANSWER).await.map_err(|e| format!("POST {url}: {e}"))?;
@@ -230,7 +250,7 @@ impl ColorHttp {
             .json(&body)
             .send()
             .await
-            .map_err(|e| Unknown::Unanswered(format!("POST {url}: {e}")))?;
+            .map_err(|e| Unknown::Unanswered(format!("POST {url}: {}", why(&e))))?;
         let status = response.status();
         let text = body_within(response, MAX_ANSWER)
             .await
@@ -263,7 +283,7 @@ impl ColorHttp {
         for base in w.endpoints(color).await.map_err(|e| e.to_string())? {
             let url = format!("{base}/metrics");
             let read = async {
-                let response = self.http.get(&url).send().await.map_err(|e| e.to_string())?;
+                let response = self.http.get(&url).send().await.map_err(|e| why(&e))?;
                 let status = response.status();
                 let text = body_within(response, MAX_METRICS).await?;
                 if !status.is_success() {
@@ -281,7 +301,8 @@ impl ColorHttp {
     /// live color answers only with a model loaded.
     pub async fn answers(&self, front: &str) -> Result<(), String> {
         let url = format!("{}/ready", front.trim_end_matches('/'));
-        let response = self.http.get(&url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
+        let response =
+            self.http.get(&url).send().await.map_err(|e| format!("GET {url}: {}", why(&e)))?;
         let status = response.status();
         body_within(response, MAX_ANSWER).await.map_err(|e| format!("GET {url}: {e}"))?;
         if status.is_success() { Ok(()) } else { Err(format!("GET {url} answered {status}")) }
@@ -298,7 +319,8 @@ impl ColorHttp {
     ) -> Result<(), String> {
         let base = front.trim_end_matches('/');
         let url = format!("{base}{}", probe.path);
-        let response = self.http.get(&url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
+        let response =
+            self.http.get(&url).send().await.map_err(|e| format!("GET {url}: {}", why(&e)))?;
         let status = response.status();
         if !status.is_success() {
             return Err(format!("GET {url} answered {status}"));

@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use controller::api::peers::Range;
+use controller::api::{Limits, Peers};
+use controller::platform::Workloads;
 use controller::platform::compose::Compose;
 use controller::platform::compose::docker::Engine;
 use controller::reconciler::{Reconciler, Shared};
@@ -118,12 +121,37 @@ struct RunArgs {
     /// nginx's URL as the controller reaches it, for the probe.
     #[arg(long, env = "CONTROLLER_PROXY_URL", default_value = "http://127.0.0.1:80")]
     proxy_url: String,
-    /// The API's address; loopback unless told otherwise.
+    /// The API's address; loopback unless told otherwise. On any other
+    /// address, connections from the app containers' network are refused.
     #[arg(long, env = "CONTROLLER_LISTEN", default_value = "127.0.0.1:9300")]
     listen: SocketAddr,
+    /// How long an API client has to send a request's head, from the
+    /// connection or from the head's first byte.
+    #[arg(long, env = "CONTROLLER_HEADER_TIMEOUT", default_value = "10s", value_parser = positive)]
+    header_timeout: Duration,
+    /// How long a kept-alive API connection may wait for its next request.
+    #[arg(long, env = "CONTROLLER_IDLE_TIMEOUT", default_value = "60s", value_parser = positive)]
+    idle_timeout: Duration,
+    /// The most API connections open at once; one more is closed at once.
+    #[arg(
+        long,
+        env = "CONTROLLER_MAX_CONNECTIONS",
+        default_value_t = 64,
+        value_parser = clap::value_parser!(u32).range(1..=4096)
+    )]
+    max_connections: u32,
     /// The periodic resync, a safety net for missed events.
     #[arg(long, env = "CONTROLLER_RESYNC", default_value = "5s", value_parser = humantime::parse_duration)]
     resync: Duration,
+}
+
+/// A duration above zero: a zero timer would close every connection.
+fn positive(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d > Duration::ZERO => Ok(d),
+        Ok(_) => Err("must be longer than zero".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn main() -> ExitCode {
@@ -240,6 +268,7 @@ async fn run(args: RunArgs) -> Result<()> {
     controller::crash::arm(&args.state_dir);
     let engine = Engine::connect().await.context("cannot use the Docker Engine")?;
     let platform = Compose::new(engine, args.upstream_dir.clone(), args.proxy_url.clone());
+    let peers = allowed_peers(&platform, args.listen).await?;
 
     let (triggers, trigger_rx) = mpsc::channel(64);
     let shared = Shared::new(manifest.clone(), triggers.clone(), token);
@@ -253,10 +282,15 @@ async fn run(args: RunArgs) -> Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut server_stop = stopped.clone();
-    let server = axum::serve(listener, api::router(shared)).with_graceful_shutdown(async move {
+    let limits = Limits {
+        header_timeout: args.header_timeout,
+        idle_timeout: args.idle_timeout,
+        max_connections: args.max_connections as usize,
+        ..Limits::default()
+    };
+    let server = tokio::spawn(api::serve(listener, shared, limits, peers, async move {
         let _ = server_stop.wait_for(|s| *s).await;
-    });
-    let server = tokio::spawn(async move { server.await });
+    }));
     tokio::spawn(async move {
         shutdown_signal().await;
         info!("stopping after the step under way");
@@ -270,9 +304,31 @@ async fn run(args: RunArgs) -> Result<()> {
         "controller running"
     );
     reconciler.run(trigger_rx, stopped).await;
-    server.await.context("the API server panicked")?.context("the API server failed")?;
+    server.await.context("the API server panicked")?;
     info!("controller stopped");
     Ok(())
+}
+
+/// Who may use the API. A loopback listener is out of every container's
+/// reach; on any other address the app network's ranges are refused, and
+/// the controller does not start without knowing them (fail closed).
+async fn allowed_peers(platform: &Compose, listen: SocketAddr) -> Result<Peers> {
+    if listen.ip().is_loopback() {
+        return Ok(Peers::anyone());
+    }
+    let reported = platform.app_network().await.context(
+        "cannot read the app network's address ranges, which the API must refuse; \
+         listen on a loopback address to run without them",
+    )?;
+    let ranges = reported
+        .iter()
+        .map(|r| Range::parse(&r.subnet, r.gateway.as_deref()))
+        .collect::<Result<Vec<_>, _>>()
+        .context("the platform reported an address range that cannot be read")?;
+    let named: Vec<String> =
+        ranges.iter().map(|r| format!("{} (gateway {})", r.subnet, r.gateway)).collect();
+    info!(refused = %named.join(", "), "the API refuses the app network but its gateway");
+    Ok(Peers::refusing(ranges))
 }
 
 async fn shutdown_signal() {

@@ -1,6 +1,7 @@
 //! The controller's Prometheus metrics: rollouts by result and level,
 //! rollout and step durations, time from healthy to switched, the active
-//! color, reconcile errors by kind and manifest errors.
+//! color, reconcile errors by kind and manifest errors, and the API's
+//! connections refused or timed out.
 
 use bluegreen::Color;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -52,6 +53,18 @@ pub struct Metrics {
     reconcile_errors: Family<KindLabels, Counter>,
     manifest_errors: Counter,
     reconciles: Counter,
+    api_refused: Family<ReasonLabels, Counter>,
+    api_timeouts: Family<StageLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabels {
+    stage: String,
 }
 
 impl Default for Metrics {
@@ -69,6 +82,8 @@ impl Default for Metrics {
             reconcile_errors: Family::default(),
             manifest_errors: Counter::default(),
             reconciles: Counter::default(),
+            api_refused: Family::default(),
+            api_timeouts: Family::default(),
         };
         let mut registry = m.registry;
         registry.register(
@@ -122,6 +137,16 @@ impl Default for Metrics {
             m.manifest_errors.clone(),
         );
         registry.register("reconciles", "Reconcile steps taken", m.reconciles.clone());
+        registry.register(
+            "api_connections_refused",
+            "API connections closed at once: from the app network, or past the connection cap",
+            m.api_refused.clone(),
+        );
+        registry.register(
+            "api_connection_timeouts",
+            "API connections closed by a timer (header, idle or request)",
+            m.api_timeouts.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -171,6 +196,16 @@ impl Metrics {
 
     pub fn reconciled(&self) {
         self.reconciles.inc();
+    }
+
+    /// An API connection closed as soon as accepted, and why.
+    pub fn api_refused(&self, reason: &str) {
+        self.api_refused.get_or_create(&ReasonLabels { reason: reason.into() }).inc();
+    }
+
+    /// An API connection closed when the timer of `stage` ran out.
+    pub fn api_timeout(&self, stage: &str) {
+        self.api_timeouts.get_or_create(&StageLabels { stage: stage.into() }).inc();
     }
 
     /// The text exposition format.

@@ -280,6 +280,7 @@ impl<P: Platform> Reconciler<P> {
             | Step::Healthy
             | Step::Promote
             | Step::Fail { .. }
+            | Step::Supersede { .. }
             | Step::Finish => Outcome::Done,
             Step::Heal { down } => {
                 warn!(down = ?down, "bringing the traffic tier back");
@@ -293,7 +294,17 @@ impl<P: Platform> Reconciler<P> {
             }
             Step::Start { color, image, tag, replicas } => {
                 info!(%color, %image, replicas, "pulling and starting");
-                match p.start(*color, image, tag, *replicas).await {
+                // The limits of the desired state the step carries out: the
+                // rollout's, else the manifest's (the live color kept whole).
+                let of = self.record.rollout.as_ref().map(|r| &r.desired).or(self.desired.as_ref());
+                let resources = of.map(|d| d.resources).unwrap_or_default();
+                let spec = platform::Spec {
+                    image: image.clone(),
+                    tag: tag.clone(),
+                    replicas: *replicas,
+                    resources,
+                };
+                match p.start(*color, spec).await {
                     Ok(()) => {
                         crash::point("after_start");
                         Outcome::Done

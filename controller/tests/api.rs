@@ -1,8 +1,12 @@
 //! The controller's API over a real socket: what needs the token, what a
-//! mutation does to the manifest, and the refusals.
+//! mutation does to the manifest, and the refusals; and its connections'
+//! bounds: the header and idle timers, the cap, the refused network.
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
+use controller::api::peers::Range;
+use controller::api::{Limits, Peers};
 use controller::reconciler::{Shared, Trigger};
 use controller_core::clock::Timestamp;
 use controller_core::manifest;
@@ -24,6 +28,7 @@ spec:
 
 struct Api {
     base: String,
+    addr: std::net::SocketAddr,
     manifest: PathBuf,
     triggers: mpsc::Receiver<Trigger>,
     http: reqwest::Client,
@@ -33,6 +38,11 @@ struct Api {
 /// An API over a record whose history holds `tags` (oldest first), the
 /// last `failed` of them rolled back.
 async fn api(tags: &[&str], failed: usize) -> Api {
+    served(tags, failed, Limits::default(), Peers::anyone()).await
+}
+
+/// The same, served within `limits` to `peers`.
+async fn served(tags: &[&str], failed: usize, limits: Limits, peers: Peers) -> Api {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rollout.yaml");
     std::fs::write(&path, MANIFEST).unwrap();
@@ -56,9 +66,11 @@ async fn api(tags: &[&str], failed: usize) -> Api {
     let shared = Shared::new(path.clone(), tx, "secret".into());
     shared.status.send_replace(status::build(&m, None, &record, None, Timestamp(3)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, controller::api::router(shared)).await });
-    Api { base, manifest: path, triggers: rx, http: reqwest::Client::new(), _dir: dir }
+    let addr = listener.local_addr().unwrap();
+    let base = format!("http://{addr}");
+    let stop = std::future::pending();
+    tokio::spawn(controller::api::serve(listener, shared, limits, peers, stop));
+    Api { base, addr, manifest: path, triggers: rx, http: reqwest::Client::new(), _dir: dir }
 }
 
 impl Api {
@@ -76,6 +88,11 @@ impl Api {
 
     fn tag(&self) -> String {
         manifest::parse(&std::fs::read_to_string(&self.manifest).unwrap()).unwrap().tag
+    }
+
+    async fn metrics(&self) -> String {
+        let r = self.http.get(format!("{}/metrics", self.base)).send().await.unwrap();
+        r.text().await.unwrap()
     }
 }
 
@@ -158,4 +175,184 @@ async fn promote_and_abort_need_a_paused_rollout() {
     assert_eq!(code, 409, "{text}");
     assert!(text.contains("no rollout is paused"), "{text}");
     assert_eq!(api.post("/api/v1/abort", Some("secret"), None).await.0, 409);
+}
+
+/// Limits small enough for a test to see each timer run out.
+fn quick(header_ms: u64, idle_ms: u64, max_connections: usize) -> Limits {
+    Limits {
+        header_timeout: Duration::from_millis(header_ms),
+        idle_timeout: Duration::from_millis(idle_ms),
+        request_timeout: Duration::from_secs(5),
+        max_connections,
+    }
+}
+
+/// Reads until the server closes the connection (end of stream or a
+/// reset), for at most `within`; returns what was read and when, from
+/// `since`, it closed.
+async fn until_closed(
+    read: &mut (impl tokio::io::AsyncRead + Unpin),
+    since: Instant,
+    within: Duration,
+) -> (String, Duration) {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::from_std(since + within);
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, read.read(&mut buf)).await {
+            Err(_) => {
+                panic!("still open after {within:?}; read {:?}", String::from_utf8_lossy(&seen))
+            }
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    (String::from_utf8_lossy(&seen).into_owned(), since.elapsed())
+}
+
+/// Reads one whole answer of `Content-Length` bytes, for at most 5 s.
+async fn answer(read: &mut (impl tokio::io::AsyncRead + Unpin)) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read_one = async {
+        loop {
+            let n = read.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&seen).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().to_owned())
+                    })
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .unwrap_or(0);
+                if body.len() >= length {
+                    return text;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read_one).await.expect("no answer within 5 s")
+}
+
+/// The value of a series in the text exposition format (0 when absent).
+fn counter(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+async fn connect(api: &Api) -> tokio::net::TcpStream {
+    tokio::net::TcpStream::connect(api.addr).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_half_a_head_is_closed_after_the_header_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let api = served(&[], 0, quick(500, 10_000, 8), Peers::anyone()).await;
+    let opened = Instant::now();
+    let (mut read, mut write) = connect(&api).await.into_split();
+    // Half a head, then a byte every 100 ms: bytes do not restart the timer.
+    write.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let drip = tokio::spawn(async move {
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if write.write_all(b"X").await.is_err() {
+                return;
+            }
+        }
+    });
+    let (seen, closed) = until_closed(&mut read, opened, Duration::from_secs(5)).await;
+    drip.abort();
+    assert_eq!(seen, "", "answered half a head");
+    assert!(closed >= Duration::from_millis(450), "closed after {closed:?}, before the timer");
+    assert!(
+        api.metrics()
+            .await
+            .contains(r#"controller_api_connection_timeouts_total{stage="header"} 1"#),
+        "{}",
+        api.metrics().await
+    );
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let api = served(&[], 0, quick(5_000, 500, 8), Peers::anyone()).await;
+    let (mut read, mut write) = connect(&api).await.into_split();
+    // Two requests on one connection: it is kept alive between them.
+    for _ in 0..2 {
+        write.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let text = answer(&mut read).await;
+        assert!(text.starts_with("HTTP/1.1 200") && text.ends_with("ok\n"), "{text:?}");
+    }
+    let answered = Instant::now();
+    let (seen, closed) = until_closed(&mut read, answered, Duration::from_secs(4)).await;
+    assert_eq!(seen, "");
+    assert!(closed >= Duration::from_millis(450), "closed after {closed:?}, before the timer");
+    let metrics = api.metrics().await;
+    assert!(
+        metrics.contains(r#"controller_api_connection_timeouts_total{stage="idle"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_are_refused_at_once() {
+    let api = served(&[], 0, quick(10_000, 10_000, 2), Peers::anyone()).await;
+    // Two silent connections hold both places.
+    let held = [connect(&api).await, connect(&api).await];
+    let mut third = connect(&api).await;
+    let (seen, closed) = until_closed(&mut third, Instant::now(), Duration::from_secs(2)).await;
+    assert_eq!(seen, "");
+    assert!(closed < Duration::from_secs(2));
+    // A place given back is taken again.
+    drop(held);
+    let metrics = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Ok(r) = api.http.get(format!("{}/metrics", api.base)).send().await {
+                return r.text().await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("no place was given back");
+    // At least the third; a try above may have come before a place was back.
+    let refused = counter(&metrics, r#"controller_api_connections_refused_total{reason="limit"}"#);
+    assert!(refused >= 1.0, "{metrics}");
+}
+
+#[tokio::test]
+async fn peers_on_the_app_network_are_refused_but_its_gateway() {
+    // Loopback stands for the app network, 127.0.0.2 for its gateway.
+    let app = Range::parse("127.0.0.0/8", Some("127.0.0.2")).unwrap();
+    let api = served(&[], 0, Limits::default(), Peers::refusing(vec![app])).await;
+    let mut intruder = connect(&api).await;
+    let (seen, _) = until_closed(&mut intruder, Instant::now(), Duration::from_secs(2)).await;
+    assert_eq!(seen, "");
+    assert!(api.http.get(format!("{}/healthz", api.base)).send().await.is_err());
+
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let gateway = socket.connect(api.addr).await.unwrap();
+    let (mut read, mut write) = gateway.into_split();
+    use tokio::io::AsyncWriteExt;
+    write
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let text = answer(&mut read).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    // The connection above and the client's.
+    let refused =
+        counter(&text, r#"controller_api_connections_refused_total{reason="app_network"}"#);
+    assert!(refused >= 2.0, "{text}");
 }

@@ -7,9 +7,12 @@
 //! the real service: one whose artifact promises other fares than the
 //! image computes (its golden trips' fares moved by a dollar), and a worse
 //! one (trained on synthetic trips, a higher held-out RMSE than the
-//! reference model's).
+//! reference model's). Two hostile images run this crate's `hostile`
+//! binary (src/bin/hostile.rs) in place of the service, on the same files:
+//! one answers a prediction with 1 GiB, one never answers at all.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 
 use anyhow::{Context, Result};
 use bluegreen::service_image;
@@ -17,6 +20,7 @@ use bluegreen::service_image;
 use xtask::effects::docker::{self, docker};
 use xtask::effects::paths;
 use xtask::effects::process::{cmd, run};
+use xtask::images::static_binary;
 use xtask::stages::artifacts::{self, Built};
 use xtask::stages::train;
 
@@ -28,6 +32,8 @@ pub const NEVER_BUILT: &str = "e2e-never-built";
 pub const GOLDEN_MISMATCH: &str = "e2e-golden-mismatch";
 pub const WORSE_MODEL: &str = "e2e-worse-model";
 pub const SHORT_TIMEOUT: &str = "e2e-short-timeout";
+pub const HOSTILE_HUGE: &str = "e2e-hostile-huge";
+pub const HOSTILE_SILENT: &str = "e2e-hostile-silent";
 
 /// Tags and pushes the scenario images.
 pub fn prepare(built: &Built) -> Result<()> {
@@ -72,7 +78,46 @@ pub fn prepare(built: &Built) -> Result<()> {
     let mut c = cmd(trainer.to_str().unwrap_or("trainer"), ["train", "--csv"]);
     c.arg(&trips).arg("--output").arg(&worse).arg("--metrics").arg(dir.join("metrics.json"));
     run(c)?;
-    with_model(built, WORSE_MODEL, &fs::read_to_string(&worse)?)
+    with_model(built, WORSE_MODEL, &fs::read_to_string(&worse)?)?;
+    hostile(built)
+}
+
+/// The hostile images: the real service image (its model file and
+/// `PORT` kept, so `GET /model` serves the real artifact) with the
+/// `hostile` binary as its entry point and health check, in the mode each
+/// tag names.
+fn hostile(built: &Built) -> Result<()> {
+    // `cargo build -p e2e` with the images' flags builds every binary of
+    // this crate; `build` checks the crate's own, and `hostile` is linked
+    // by the same command with the same flags.
+    static_binary::build(&["e2e"])?;
+    let binary = static_binary::path("hostile");
+    for (tag, mode) in [(HOSTILE_HUGE, "huge"), (HOSTILE_SILENT, "silent")] {
+        let context = paths::target().join("images/e2e").join(tag);
+        paths::remove_dir_if_present(&context)?;
+        fs::create_dir_all(&context)?;
+        let copy = context.join("hostile");
+        fs::copy(&binary, &copy).with_context(|| format!("cannot copy {}", binary.display()))?;
+        fs::set_permissions(&copy, fs::Permissions::from_mode(0o755))?;
+        // The service image's user, files and HEALTHCHECK timings; only
+        // the program differs. Setting ENTRYPOINT clears any inherited CMD.
+        let dockerfile = format!(
+            "# A hostile color ({mode}) on the real service image, for `cargo xtask e2e`.\n\
+             FROM {}\n\
+             COPY hostile /hostile\n\
+             ENV HOSTILE_MODE={mode}\n\
+             HEALTHCHECK --interval=2s --timeout=2s --start-period=10s --retries=3 \\\n    \
+             CMD [\"/hostile\", \"healthcheck\"]\n\
+             ENTRYPOINT [\"/hostile\"]\n\
+             CMD [\"serve\"]\n",
+            built.service
+        );
+        fs::write(context.join("Dockerfile"), dockerfile)
+            .with_context(|| format!("cannot write the {tag} Dockerfile"))?;
+        docker::build(&context, &[&service_image(tag)], &[])?;
+        docker::push(&service_image(tag))?;
+    }
+    Ok(())
 }
 
 /// The real service image with another model artifact in it.

@@ -4,13 +4,17 @@
 //! deploy`) and lends them its stack, images and effects.
 //!
 //! [`suite`] runs the [`scenarios`], each on a fresh stack ([`fixture`])
-//! with images made from the last build ([`images`]); [`bench_deploy`]
-//! measures what clients see through the [`load`] generator.
+//! with images made from the last build ([`images`]), the [`hostile`]
+//! colors' among them; [`bench_deploy`] measures what clients see through
+//! the [`load`] generator.
 
 pub mod bench_deploy;
 pub mod fixture;
+pub mod flood;
+pub mod hostile;
 pub mod images;
 pub mod load;
+pub mod privilege;
 pub mod scenarios;
 pub mod suite;
 

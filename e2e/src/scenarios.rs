@@ -14,6 +14,7 @@ use xtask::rollout::{self, Finished, Phase, StepName, Verdict};
 use xtask::stack;
 
 use crate::fixture::{Fixture, Traffic, manifest};
+use crate::hostile;
 use crate::images::{
     GOLDEN_MISMATCH, GOOD_A, GOOD_B, NEVER_BUILT, NO_MODEL, SHORT_TIMEOUT, WORSE_MODEL, WRONG_PORT,
 };
@@ -44,8 +45,26 @@ pub const ALL: &[Scenario] = &[
     ("gate: a worse model", worse_model),
     ("gate: a good model's diff is recorded", good_model_diff),
     ("analysis: 5xx under live traffic rolls back at level 3", level_3_under_traffic),
+    (
+        "analysis: a flood of large batches does not roll a good release back",
+        crate::flood::flood_during_analysis,
+    ),
     ("pause, preview on 8081, promote", pause_promote_scenario),
     ("pause, abort", pause_abort),
+    ("app network reaching the controller's API: refused", crate::privilege::app_network_refused),
+    (
+        "50 concurrent set-image calls: a valid manifest, one rollout at a time",
+        crate::privilege::concurrent_set_image,
+    ),
+    ("app containers run with the manifest's memory and pids limits", crate::privilege::limits),
+    (
+        "hostile image: a 1 GiB answer is refused at level 1, the controller stays small",
+        hostile::huge_answer,
+    ),
+    (
+        "hostile image: a color that never answers is refused within its deadline, the loop stays responsive",
+        hostile::silent_color,
+    ),
 ];
 
 fn rolled_back(f: &Finished, level: u8, reason_has: &str) -> Result<()> {

@@ -125,9 +125,11 @@ pub fn up(args: &UpArgs) -> Result<()> {
 /// controller's rollout of that tag.
 pub fn launch(tool: Tool, built: &Built, timeout: Duration) -> Result<()> {
     prepare_dir()?;
+    let user = controller_user()?;
+    check_owned(user)?;
     // Before the controller starts, so its first rollout is this tag.
     rollout::set_tag(&live_manifest(), &built.tag)?;
-    compose_up(tool, built)?;
+    compose_up(tool, built, user)?;
     for proxy in [bluegreen::NGINX_SERVICE, bluegreen::EDGE_SERVICE] {
         docker::wait_healthy(&container_of(tool, proxy)?, timeout)?;
     }
@@ -186,7 +188,68 @@ pub fn prepare_dir() -> Result<()> {
     Ok(())
 }
 
-fn compose_up(tool: Tool, built: &Built) -> Result<()> {
+/// The Docker socket compose mounts into the controller.
+pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
+
+/// Who the controller runs as: the invoking user and group, who own the
+/// runtime directories it writes (the API token in them stays readable
+/// by them), with the Docker socket's group added so it can use the
+/// socket without root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControllerUser {
+    pub uid: u32,
+    pub gid: u32,
+    pub docker_gid: u32,
+}
+
+impl ControllerUser {
+    /// `uid:gid`, as compose's `user:` and `docker inspect` write it.
+    pub fn user(&self) -> String {
+        format!("{}:{}", self.uid, self.gid)
+    }
+}
+
+pub fn controller_user() -> Result<ControllerUser> {
+    use std::os::unix::fs::MetadataExt;
+    // A process's /proc directory belongs to its effective user and group.
+    let me = fs::metadata("/proc/self").context("cannot read /proc/self to learn who runs this")?;
+    let socket = fs::metadata(DOCKER_SOCKET).with_context(|| {
+        format!("cannot stat {DOCKER_SOCKET}, which compose gives the controller")
+    })?;
+    Ok(ControllerUser { uid: me.uid(), gid: me.gid(), docker_gid: socket.gid() })
+}
+
+/// Fails, naming the file, unless everything the controller writes is the
+/// user's: it has no capability to write what another user owns (a
+/// directory left by a run as someone else, say).
+fn check_owned(user: ControllerUser) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    for sub in ["upstream", "manifests", "controller"] {
+        let dir = stack_dir().join(sub);
+        let mut paths = vec![dir.clone()];
+        for entry in fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))? {
+            paths.push(entry?.path());
+        }
+        for path in paths {
+            let meta = fs::symlink_metadata(&path)
+                .with_context(|| format!("cannot stat {}", path.display()))?;
+            if meta.uid() != user.uid {
+                bail!(
+                    "{} belongs to uid {}, but the controller runs as uid {} (this user) and may \
+                     write only its own files: remove {} (`cargo xtask down`) or run as uid {}",
+                    path.display(),
+                    meta.uid(),
+                    user.uid,
+                    stack_dir().display(),
+                    meta.uid()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn compose_up(tool: Tool, built: &Built, user: ControllerUser) -> Result<()> {
     let mut c = tool.command([
         "up",
         "-d",
@@ -198,7 +261,10 @@ fn compose_up(tool: Tool, built: &Built) -> Result<()> {
     c.env("NGINX_IMAGE", &built.nginx)
         .env("CONTROLLER_IMAGE", &built.controller)
         .env("STACK_DIR", stack_dir())
-        .env("FRONT_PORT", front_port().to_string());
+        .env("FRONT_PORT", front_port().to_string())
+        .env("CONTROLLER_UID", user.uid.to_string())
+        .env("CONTROLLER_GID", user.gid.to_string())
+        .env("DOCKER_GID", user.docker_gid.to_string());
     run(c)
 }
 
@@ -295,5 +361,17 @@ mod tests {
         let config = output(config).unwrap();
         assert!(config.contains("/stack/upstream"), "{config}");
         assert!(config.contains("/var/run/docker.sock"), "{config}");
+        // Without `up`'s variables (a plain `docker-compose up`): root,
+        // capabilities dropped all the same.
+        assert!(config.contains("0:0") && config.contains("read_only: true"), "{config}");
+        assert!(config.contains("no-new-privileges:true"), "{config}");
+        let mut config = tool.command(["config"]);
+        config.env("CONTROLLER_UID", "1000").env("CONTROLLER_GID", "1001").env("DOCKER_GID", "105");
+        let config = output(config).unwrap();
+        assert!(config.contains("1000:1001"), "{config}");
+        assert!(
+            config.contains("'105'") || config.contains("\"105\"") || config.contains("- 105"),
+            "{config}"
+        );
     }
 }

@@ -227,7 +227,7 @@ fn gates_run_against_the_live_color_before_the_switch() {
     check(&desired("v2"), &first, &rolling("v2", Stage::Gates), T0, gates(None));
     assert!(matches!(
         decide(Some(&desired("v3")), &both(Blue), &rolling("v2", Stage::Gates), T0),
-        Step::Fail { level: Level::BeforeSwitch, .. }
+        Step::Supersede { .. }
     ));
 }
 
@@ -241,9 +241,7 @@ fn the_warm_up_is_a_stage_that_a_new_tag_interrupts() {
     check(&desired("v2"), &both(Blue), &r, at(500), burst);
     // Between two bursts, a new tag is acted on at once.
     match decide(Some(&desired("v3")), &both(Blue), &r, at(100)) {
-        Step::Fail { level: Level::BeforeSwitch, reason } => {
-            assert!(reason.contains("superseded by tag v3"), "{reason}")
-        }
+        Step::Supersede { reason } => assert!(reason.contains("superseded by tag v3"), "{reason}"),
         other => panic!("expected superseded, got {other:?}"),
     }
 }
@@ -428,7 +426,7 @@ fn transient_failures_are_retried_with_backoff_then_fail_before_the_switch() {
         assert_eq!(applied, Applied::Moved);
         // Backing off, the next try after `wait`; a new tag still acts.
         check(&d, &o, &r, now, Step::Wait { until: Some(Timestamp(now.0 + wait)) });
-        assert!(matches!(decide(Some(&desired("v3")), &o, &r, now), Step::Fail { .. }));
+        assert!(matches!(decide(Some(&desired("v3")), &o, &r, now), Step::Supersede { .. }));
         now = Timestamp(now.0 + wait);
         assert_eq!(decide(Some(&d), &o, &r, now), start, "try {}", i + 2);
     }
@@ -475,12 +473,18 @@ fn a_new_tag_before_the_switch_supersedes_the_rollout() {
         vec![replica(Blue, 1, "v1", Healthy), replica(Green, 1, "v2", Starting)],
     );
     for stage in [Stage::Prepare, Stage::Start, Stage::Health { deadline: at(9000) }] {
-        match decide(Some(&desired("v3")), &o, &rolling("v2", stage), T0) {
-            Step::Fail { level: Level::BeforeSwitch, reason } => {
-                assert!(reason.contains("superseded by tag v3"))
-            }
+        let mut r = rolling("v2", stage);
+        match decide(Some(&desired("v3")), &o, &r, T0) {
+            Step::Supersede { reason } => assert!(reason.contains("superseded by tag v3")),
             other => panic!("expected superseded, got {other:?}"),
         }
+        // No verdict on the release: asked for again, it is rolled out.
+        let step = decide(Some(&desired("v3")), &o, &r, T0);
+        apply(&mut r, &step, Outcome::Done, T0);
+        r.finish(T0);
+        assert_eq!(r.failed, None, "a superseded rollout marked its tag failed");
+        let live = observed(Some(Blue), vec![replica(Blue, 1, "v1", Healthy)]);
+        assert!(matches!(decide(Some(&desired("v2")), &live, &r, T0), Step::Begin { .. }));
     }
 }
 
@@ -609,7 +613,7 @@ fn apply_over_every_stage_and_outcome() {
     let analyze = Step::Analyze { color: Green, own: None };
     let wrong =
         Own { sent: 1, failed: 0, wrong: Some("a known-answer request was priced at 3".into()) };
-    let fail = Step::Fail { level: BeforeSwitch, reason: "superseded by tag v3".into() };
+    let fail = Step::Supersede { reason: "superseded by tag v3".into() };
     let remove = |why| Step::Remove { color: Green, why };
     #[rustfmt::skip]
     let table: Vec<(StepName, &Desired, Step, Outcome, Timestamp, Then)> = vec![

@@ -15,6 +15,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use bluegreen::Color;
+pub use controller_core::manifest::Resources;
 use controller_core::observed::{Capabilities, Observed, Replica, Traffic};
 use tokio::sync::mpsc;
 
@@ -51,20 +52,37 @@ impl PlatformError {
 
 pub type Result<T, E = PlatformError> = std::result::Result<T, E>;
 
+/// What a color's replicas run: one owned value, so what a start needs
+/// can grow without every backend's signature changing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spec {
+    /// `repository:tag`.
+    pub image: String,
+    pub tag: String,
+    pub replicas: u32,
+    /// The limits each replica runs under.
+    pub resources: Resources,
+}
+
+/// An address range of the network the replicas share, as the backend
+/// reports it (unparsed: the API, which refuses it, reads it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppRange {
+    /// `172.18.0.0/16`.
+    pub subnet: String,
+    /// The host's own address in it, where the backend names one.
+    pub gateway: Option<String>,
+}
+
 /// Runs the replicas of each color.
 pub trait Workloads: Send + Sync {
     /// Every replica of both colors, read now. `started_at` is filled in
     /// where the backend knows it.
     fn replicas(&self) -> impl Future<Output = Result<Vec<Replica>>> + Send;
-    /// Pulls the image and runs `replicas` replicas of `color` on it
-    /// (idempotent: what already runs the tag is kept).
-    fn start(
-        &self,
-        color: Color,
-        image: &str,
-        tag: &str,
-        replicas: u32,
-    ) -> impl Future<Output = Result<()>> + Send;
+    /// Pulls the image and runs `spec.replicas` replicas of `color` on it
+    /// (idempotent: what already runs the tag is kept, under the limits
+    /// it was created with).
+    fn start(&self, color: Color, spec: Spec) -> impl Future<Output = Result<()>> + Send;
     /// Removes every replica of `color`; `graceful` lets them finish the
     /// requests they hold.
     fn remove(&self, color: Color, graceful: bool) -> impl Future<Output = Result<()>> + Send;
@@ -75,6 +93,12 @@ pub trait Workloads: Send + Sync {
     /// health change, a death); runs until the process ends, reconnecting
     /// by itself. Hints only: the periodic resync catches what is missed.
     fn events(&self, hints: mpsc::Sender<String>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+    /// The address ranges of the network the replicas are on, read once
+    /// at start, so the controller's API can refuse connections from
+    /// them: a replica runs whatever image it was given.
+    fn app_network(&self) -> impl Future<Output = Result<Vec<AppRange>>> + Send {
+        async { Err(PlatformError::Unsupported("name the app network's addresses")) }
+    }
 }
 
 /// Sends traffic to a color.

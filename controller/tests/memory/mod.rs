@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router as Routes};
 use bluegreen::Color;
-use controller::platform::{PlatformError, Result, Router, Workloads};
+use controller::platform::{PlatformError, Result, Router, Spec, Workloads};
 use controller_core::observed::{Capabilities, Health, Replica, State as RunState, Traffic};
 use model::{ModelArtifact, Trip};
 use tokio::sync::mpsc;
@@ -108,7 +108,8 @@ impl Workloads for Memory {
         Ok(w.replicas.clone())
     }
 
-    async fn start(&self, color: Color, _image: &str, tag: &str, replicas: u32) -> Result<()> {
+    async fn start(&self, color: Color, spec: Spec) -> Result<()> {
+        let (tag, replicas) = (spec.tag.as_str(), spec.replicas);
         let takes = self.world().start_takes;
         tokio::time::sleep(takes).await;
         let mut w = self.world();
@@ -257,7 +258,7 @@ async fn predict_live(State(m): State<Memory>, Json(batch): Json<Batch>) -> Resp
 }
 
 async fn metrics(State(m): State<Memory>, Path(c): Path<String>) -> Response {
-    let mut w = m.world();
+    let w = m.world();
     if w.metrics_fail {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }

@@ -20,14 +20,14 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, EventsOptions, InspectContainerOptions,
-    ListContainersOptions, RemoveContainerOptions, StopContainerOptions,
+    InspectNetworkOptions, ListContainersOptions, RemoveContainerOptions, StopContainerOptions,
 };
 use futures_util::{Stream, StreamExt, TryStreamExt};
 
 use controller_core::clock::Timestamp;
 use controller_core::observed::{Health, Replica, State};
 
-use crate::platform::{PlatformError, Result};
+use crate::platform::{AppRange, PlatformError, Resources, Result, Spec};
 
 impl From<BollardError> for PlatformError {
     fn from(e: BollardError) -> PlatformError {
@@ -190,30 +190,24 @@ impl Engine {
     }
 
     /// Creates (if missing) and starts replica `replica` of `color`
-    /// running `image`; a container of that name running another tag is
-    /// replaced.
-    pub async fn start_replica(
-        &self,
-        color: Color,
-        replica: u32,
-        image: &str,
-        tag: &str,
-    ) -> Result<()> {
+    /// running `spec.image`; a container of that name running another tag
+    /// is replaced.
+    pub async fn start_replica(&self, color: Color, replica: u32, spec: &Spec) -> Result<()> {
         let what = format!("starting {}", bluegreen::container_name(color, replica));
-        within(&what, CALL, self.start_one(color, replica, image, tag)).await
+        within(&what, CALL, self.start_one(color, replica, spec)).await
     }
 
-    async fn start_one(&self, color: Color, replica: u32, image: &str, tag: &str) -> Result<()> {
+    async fn start_one(&self, color: Color, replica: u32, spec: &Spec) -> Result<()> {
         let name = bluegreen::container_name(color, replica);
         match self.docker.inspect_container(&name, None::<InspectContainerOptions>).await {
             Ok(existing) => {
                 let labels = existing.config.and_then(|c| c.labels).unwrap_or_default();
-                if labels.get(label::TAG).map(String::as_str) != Some(tag) {
+                if labels.get(label::TAG) != Some(&spec.tag) {
                     self.remove(&name, false).await?;
-                    self.create(color, replica, image, tag).await?;
+                    self.create(color, replica, spec).await?;
                 }
             }
-            Err(e) if is_status(&e, &[404]) => self.create(color, replica, image, tag).await?,
+            Err(e) if is_status(&e, &[404]) => self.create(color, replica, spec).await?,
             Err(e) => return Err(e.into()),
         }
         match self.docker.start_container(&name, None).await {
@@ -222,8 +216,9 @@ impl Engine {
         }
     }
 
-    async fn create(&self, color: Color, replica: u32, image: &str, tag: &str) -> Result<()> {
+    async fn create(&self, color: Color, replica: u32, spec: &Spec) -> Result<()> {
         let name = bluegreen::container_name(color, replica);
+        let tag = spec.tag.as_str();
         let labels = HashMap::from([
             (label::PROJECT.to_owned(), bluegreen::PROJECT.to_owned()),
             (label::SERVICE.to_owned(), color.service().to_owned()),
@@ -245,7 +240,7 @@ impl Engine {
             )])
         });
         let body = ContainerCreateBody {
-            image: Some(image.to_owned()),
+            image: Some(spec.image.clone()),
             env: Some(vec![format!("COLOR={color}"), format!("VERSION={tag}")]),
             labels: Some(labels),
             host_config: Some(HostConfig {
@@ -258,7 +253,7 @@ impl Engine {
                 cap_drop: Some(vec!["ALL".into()]),
                 security_opt: Some(vec!["no-new-privileges:true".into()]),
                 port_bindings,
-                ..Default::default()
+                ..limits(&spec.resources)
             }),
             networking_config: Some(NetworkingConfig {
                 endpoints_config: Some(HashMap::from([(
@@ -274,6 +269,32 @@ impl Engine {
         let options = CreateContainerOptions { name: Some(name), ..Default::default() };
         self.docker.create_container(Some(options), body).await?;
         Ok(())
+    }
+
+    /// The address ranges of a network and their gateways (the host's
+    /// side of a bridge), as the engine reports them.
+    pub async fn network_ranges(&self, network: &str) -> Result<Vec<AppRange>> {
+        let inspect = within(&format!("inspecting the network {network}"), CALL, async {
+            Ok(self.docker.inspect_network(network, None::<InspectNetworkOptions>).await?)
+        })
+        .await?;
+        let ranges: Vec<AppRange> = inspect
+            .ipam
+            .and_then(|i| i.config)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|c| {
+                let subnet = c.subnet.filter(|s| !s.is_empty())?;
+                Some(AppRange { subnet, gateway: c.gateway.filter(|g| !g.is_empty()) })
+            })
+            .collect();
+        if ranges.is_empty() {
+            return Err(PlatformError::Unavailable {
+                backend: "docker",
+                message: format!("the network {network} names no subnet"),
+            });
+        }
+        Ok(ranges)
     }
 
     /// Removes a container; `graceful` first stops it with SIGTERM and a
@@ -432,11 +453,42 @@ impl Engine {
     }
 }
 
+/// The engine's limits for an app container: memory with no swap on top
+/// (`memory_swap` equal to `memory`), processes, and the CPU quota if
+/// any. Values past `i64` cannot come from a validated manifest; they
+/// saturate rather than wrap.
+fn limits(r: &Resources) -> HostConfig {
+    let signed = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let memory = signed(r.memory_bytes);
+    HostConfig {
+        memory: Some(memory),
+        memory_swap: Some(memory),
+        pids_limit: Some(i64::from(r.pids)),
+        nano_cpus: r.nano_cpus.map(signed),
+        ..Default::default()
+    }
+}
+
 /// The daemon's own message, without bollard's wrapping.
 fn docker_message(e: &BollardError) -> String {
     match e {
         BollardError::DockerResponseServerError { message, .. } => message.clone(),
         BollardError::DockerStreamError { error } => error.clone(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_carry_the_manifests_resources() {
+        let r = Resources { memory_bytes: 256 << 20, pids: 64, nano_cpus: Some(500_000_000) };
+        let h = limits(&r);
+        assert_eq!((h.memory, h.memory_swap), (Some(256 << 20), Some(256 << 20)));
+        assert_eq!((h.pids_limit, h.nano_cpus), (Some(64), Some(500_000_000)));
+        let h = limits(&Resources::default());
+        assert_eq!((h.pids_limit, h.nano_cpus), (Some(256), None));
     }
 }

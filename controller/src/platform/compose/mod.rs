@@ -18,7 +18,7 @@ use tracing::{debug, warn};
 
 use self::docker::Engine;
 use self::nginx::Nginx;
-use super::{Result, Router, Workloads};
+use super::{AppRange, Result, Router, Spec, Workloads};
 
 pub struct Compose {
     engine: Engine,
@@ -39,7 +39,8 @@ impl Workloads for Compose {
         self.engine.app_containers().await
     }
 
-    async fn start(&self, color: Color, image: &str, tag: &str, replicas: u32) -> Result<()> {
+    async fn start(&self, color: Color, spec: Spec) -> Result<()> {
+        let image = spec.image.as_str();
         if let Err(e) = self.engine.pull(image).await {
             // A replica put back needs no registry when the image is here.
             if !self.engine.has_image(image).await {
@@ -50,12 +51,12 @@ impl Workloads for Compose {
         for container in self.engine.app_containers().await? {
             // Replicas beyond the count go, letting them finish what they
             // hold: the router no longer names them.
-            if container.color == color && container.replica > replicas {
+            if container.color == color && container.replica > spec.replicas {
                 self.engine.remove(&container.id, true).await?;
             }
         }
-        for replica in 1..=replicas {
-            self.engine.start_replica(color, replica, image, tag).await?;
+        for replica in 1..=spec.replicas {
+            self.engine.start_replica(color, replica, &spec).await?;
         }
         Ok(())
     }
@@ -90,6 +91,10 @@ impl Workloads for Compose {
             }
         }
         Ok(urls)
+    }
+
+    async fn app_network(&self) -> Result<Vec<AppRange>> {
+        self.engine.network_ranges(bluegreen::NETWORK).await
     }
 
     fn events(&self, hints: mpsc::Sender<String>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
