@@ -40,6 +40,10 @@ pub mod label {
     pub const COLOR: &str = "io.taxi-fare.color";
     /// The image tag the container runs: what a rollout deployed.
     pub const TAG: &str = "io.taxi-fare.tag";
+    /// The repository it was started from, and the digest it runs
+    /// (`sha256:…`): what identifies a release, the tag alone does not.
+    pub const IMAGE: &str = "io.taxi-fare.image";
+    pub const DIGEST: &str = "io.taxi-fare.digest";
     pub const ROLE_APP: &str = "app";
 }
 

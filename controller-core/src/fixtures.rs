@@ -29,6 +29,8 @@ pub fn replica(color: Color, replica: u32, tag: &str, health: Health) -> Replica
         color,
         replica,
         tag: tag.to_owned(),
+        image: None,
+        digest: None,
         state: State::Running,
         health,
         exit_code: None,
@@ -37,5 +39,5 @@ pub fn replica(color: Color, replica: u32, tag: &str, health: Health) -> Replica
 }
 
 pub fn observed(live: Option<Color>, replicas: Vec<Replica>) -> Observed {
-    Observed { replicas, traffic: Traffic::to(live), front: None }
+    Observed { replicas, traffic: Traffic::to(live), front: None, resolved: None }
 }

@@ -32,7 +32,7 @@ use crate::clock::Timestamp;
 use crate::gates::{self, Evidence, Known};
 use crate::manifest::{Desired, Probe};
 use crate::observed::{Health, Observed};
-use crate::record::{Finished, Level, Operator, Origin, Record, Rollout, Stage, Watch};
+use crate::record::{Finished, Level, Operator, Origin, Record, Rollout, Stage, StepName, Watch};
 
 /// Requests in one warm-up burst of the latency budget.
 pub const WARM_UP_REQUESTS: usize = 40;
@@ -53,14 +53,16 @@ const RETRY_MOST: Duration = Duration::from_secs(16);
 pub enum Step {
     /// Nothing, until a trigger or `until`.
     Wait { until: Option<Timestamp> },
-    /// Record a new rollout of `desired` into `color`.
-    Begin { desired: Box<Desired>, color: Color, from: Option<Origin> },
+    /// Record a new rollout of `desired` into `color`, of the image the
+    /// tag names now (`digest`, where the registry said).
+    Begin { desired: Box<Desired>, color: Color, from: Option<Origin>, digest: Option<String> },
     /// Remove every replica of a color.
     Remove { color: Color, why: Removal },
-    /// Pull the image and start the color's replicas (idempotent).
-    Start { color: Color, image: String, tag: String, replicas: u32 },
-    /// Every replica is healthy: record it.
-    Healthy,
+    /// Pull the image and start the color's replicas (idempotent), at
+    /// `digest` where it is known.
+    Start { color: Color, image: String, tag: String, replicas: u32, digest: Option<String> },
+    /// Every replica is healthy: record it, and the digest they run.
+    Healthy { digest: Option<String> },
     /// Gather the gates' evidence from `color` and the live color, if any.
     Gates { color: Color, live: Option<Color>, golden: bool },
     /// Send one warm-up burst of `requests` predictions of `trip`.
@@ -154,16 +156,25 @@ pub fn decide(
     if traffic.preview.is_some() && traffic.capabilities.preview {
         return Step::Preview { to: None };
     }
+    let digest = observed.digest_of(&desired.image());
     if let Some(live) = live {
         let of = observed.of(live);
-        if !of.is_empty() && of.iter().all(|c| c.tag == desired.tag) {
+        if !of.is_empty() && of.iter().all(|c| c.runs(&desired.repository, &desired.tag, digest)) {
             if !observed.of(live.other()).is_empty() {
                 return Step::Remove { color: live.other(), why: Removal::Stale };
             }
             return reconcile_live(live, desired, observed);
         }
     }
-    if record.failed.as_ref().is_some_and(|f| f.fingerprint == desired.fingerprint()) {
+    let same_release = |f: &crate::record::Failure| match (f.digest.as_deref(), digest) {
+        (Some(then), Some(now)) => then == now,
+        _ => true,
+    };
+    if record
+        .failed
+        .as_ref()
+        .is_some_and(|f| f.fingerprint == desired.fingerprint() && same_release(f))
+    {
         return Step::Wait { until: None };
     }
     let from = live.and_then(|color| {
@@ -174,6 +185,7 @@ pub fn decide(
         desired: Box::new(desired.clone()),
         color: live.map_or(Color::Blue, Color::other),
         from,
+        digest: digest.map(str::to_owned),
     }
 }
 
@@ -190,11 +202,14 @@ fn reconcile_live(live: Color, desired: &Desired, observed: &Observed) -> Step {
         return route;
     }
     if of.len() != want as usize || of.iter().any(|c| c.is_down()) {
+        // The same release: the digest the live color runs.
+        let digest = observed.live_digest().or(observed.digest_of(&desired.image()));
         return Step::Start {
             color: live,
             image: desired.image(),
             tag: desired.tag.clone(),
             replicas: want,
+            digest: digest.map(str::to_owned),
         };
     }
     let serving = of.iter().all(|c| c.is_ready());
@@ -206,7 +221,11 @@ fn reconcile_live(live: Color, desired: &Desired, observed: &Observed) -> Step {
 
 fn decide_rollout(r: &Rollout, desired: Option<&Desired>, o: &Observed, now: Timestamp) -> Step {
     let superseded = desired
-        .filter(|d| d.tag != r.desired.tag || d.replicas != r.desired.replicas)
+        .filter(|d| {
+            d.tag != r.desired.tag
+                || d.replicas != r.desired.replicas
+                || d.repository != r.desired.repository
+        })
         .map(|d| format!("superseded by tag {} before the switch", d.tag));
     let fail = |reason: String| Step::Fail { level: Level::BeforeSwitch, reason };
     let color = r.summary.color;
@@ -234,9 +253,13 @@ fn decide_rollout(r: &Rollout, desired: Option<&Desired>, o: &Observed, now: Tim
             Step::Wait { until: r.attempt.map(|a| a.next_at) }
         }
         Stage::Prepare if !new.is_empty() => Step::Remove { color, why: Removal::Stale },
-        Stage::Prepare | Stage::Start => {
-            Step::Start { color, image: r.desired.image(), tag: r.desired.tag.clone(), replicas }
-        }
+        Stage::Prepare | Stage::Start => Step::Start {
+            color,
+            image: r.desired.image(),
+            tag: r.desired.tag.clone(),
+            replicas,
+            digest: r.summary.digest.clone(),
+        },
         Stage::Health { deadline } => {
             if new.len() < replicas as usize {
                 return fail(format!(
@@ -246,8 +269,16 @@ fn decide_rollout(r: &Rollout, desired: Option<&Desired>, o: &Observed, now: Tim
                 ));
             }
             for c in &new {
-                if c.tag != r.desired.tag {
-                    return fail(format!("{} runs tag {}, not {}", c.name, c.tag, r.desired.tag));
+                let (repository, tag) = (&r.desired.repository, &r.desired.tag);
+                if !c.runs(repository, tag, r.summary.digest.as_deref()) {
+                    return fail(format!(
+                        "{} runs {}:{} {}, not {}",
+                        c.name,
+                        c.image.as_deref().unwrap_or("?"),
+                        c.tag,
+                        c.digest.as_deref().unwrap_or(""),
+                        r.desired.image()
+                    ));
                 }
                 if !c.is_running() {
                     let code = c.exit_code.map(|x| format!(" with code {x}")).unwrap_or_default();
@@ -258,7 +289,8 @@ fn decide_rollout(r: &Rollout, desired: Option<&Desired>, o: &Observed, now: Tim
                 }
             }
             if new.iter().all(|c| c.health == Health::Healthy) {
-                return Step::Healthy;
+                let digest = new.iter().find_map(|c| c.digest.clone());
+                return Step::Healthy { digest };
             }
             if now >= *deadline {
                 return fail(format!(
@@ -384,8 +416,11 @@ fn own_requests(r: &Rollout, w: &Watch, now: Timestamp) -> Option<(Known, u32)> 
 
 /// Folds the outcome of `step`, carried out at `now`, into the record.
 pub fn apply(record: &mut Record, step: &Step, outcome: Outcome, now: Timestamp) -> Applied {
-    if let Step::Begin { desired, color, from } = step {
+    if let Step::Begin { desired, color, from, digest } = step {
         record.begin(desired, *color, from.clone(), now);
+        if let Some(r) = record.rollout.as_mut() {
+            r.summary.digest = digest.clone();
+        }
         return Applied::Moved;
     }
     if *step == Step::Finish {
@@ -416,7 +451,10 @@ pub fn apply(record: &mut Record, step: &Step, outcome: Outcome, now: Timestamp)
             Applied::Moved
         }
         (Step::Start { .. }, Outcome::Refused(reason)) => back(record, Level::BeforeSwitch, reason),
-        (Step::Healthy, _) => {
+        (Step::Healthy { digest }, _) => {
+            if let Some(r) = record.rollout.as_mut() {
+                r.summary.digest = r.summary.digest.clone().or(digest.clone());
+            }
             record.enter(Stage::Gates, now);
             Applied::Moved
         }
@@ -563,9 +601,12 @@ pub fn apply(record: &mut Record, step: &Step, outcome: Outcome, now: Timestamp)
             let failures =
                 record.rollout.as_ref().and_then(|r| r.attempt).map_or(0, |a| a.failures);
             let wait = RETRY_FIRST.saturating_mul(1 << failures.min(8)).min(RETRY_MOST);
-            let failures = record.note_failure(&error, now.plus(wait));
+            // A start is its own step in the prepare stage too.
+            let name =
+                if matches!(step, Step::Start { .. }) { StepName::Start } else { stage.name() };
+            let failures = record.note_failure(name, &error, now.plus(wait));
             if stage.before_switch() && failures >= MAX_FAILURES {
-                let reason = format!("{} failed {failures} times: {error}", stage.name());
+                let reason = format!("{name} failed {failures} times: {error}");
                 return back(record, Level::BeforeSwitch, reason);
             }
             Applied::Moved

@@ -74,6 +74,11 @@ pub struct Replica {
     /// 1-based replica number.
     pub replica: u32,
     pub tag: String,
+    /// The repository it was started from, and the digest it runs, where
+    /// the backend recorded them (a replica from before they were kept:
+    /// unknown, and so no reason to replace it).
+    pub image: Option<String>,
+    pub digest: Option<String>,
     pub state: State,
     pub health: Health,
     pub exit_code: Option<i64>,
@@ -97,6 +102,26 @@ impl Replica {
     pub fn is_down(&self) -> bool {
         matches!(self.state, State::Created | State::Exited | State::Dead)
     }
+
+    /// Whether it runs what is asked: the tag, from the repository, at the
+    /// digest the tag now names (each where known).
+    pub fn runs(&self, repository: &str, tag: &str, digest: Option<&str>) -> bool {
+        self.tag == tag
+            && self.image.as_deref().is_none_or(|i| i == repository)
+            && match (self.digest.as_deref(), digest) {
+                (Some(have), Some(want)) => have == want,
+                _ => true,
+            }
+    }
+}
+
+/// What the registry says a tag names now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// `repository:tag`.
+    pub image: String,
+    /// `sha256:…`.
+    pub digest: String,
 }
 
 /// What the router can do besides sending traffic to one color.
@@ -160,6 +185,9 @@ pub struct Observed {
     /// Whether the front, as users reach it, last answered: `None` before
     /// the first check.
     pub front: Option<Result<(), String>>,
+    /// The desired tag's digest, as the registry last said (`None`: not
+    /// known, e.g. the registry is down).
+    pub resolved: Option<Resolved>,
 }
 
 impl Observed {
@@ -180,6 +208,19 @@ impl Observed {
         let live = self.of(self.live_color()?);
         let first = live.first()?.tag.as_str();
         live.iter().all(|c| c.tag == first).then_some(first)
+    }
+
+    /// The digest the registry names for `image`, when that is what was
+    /// resolved.
+    pub fn digest_of(&self, image: &str) -> Option<&str> {
+        self.resolved.as_ref().filter(|r| r.image == image).map(|r| r.digest.as_str())
+    }
+
+    /// The digest the live color runs, when its replicas agree on one.
+    pub fn live_digest(&self) -> Option<&str> {
+        let live = self.of(self.live_color()?);
+        let first = live.first()?.digest.as_deref()?;
+        live.iter().all(|c| c.digest.as_deref() == Some(first)).then_some(first)
     }
 
     /// Whether some replica of the live color runs and is healthy.

@@ -234,6 +234,10 @@ pub struct Summary {
     /// What the analysis after the switch saw last.
     #[serde(default)]
     pub analysis: Option<Figures>,
+    /// The digest the tag named when the rollout began (`sha256:…`), where
+    /// the registry could say; the new color runs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
     /// Transient failures met on the way (a registry or an engine that
     /// could not be reached), by step, and the last one's words.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -331,6 +335,10 @@ pub struct Finished {
 pub struct Failure {
     pub fingerprint: String,
     pub tag: String,
+    /// What the tag named then: the same tag pushed again is another
+    /// release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
     pub level: Level,
     pub reason: String,
 }
@@ -365,6 +373,7 @@ impl Record {
                 diff: None,
                 analysis: None,
                 retries: Vec::new(),
+                digest: None,
             },
             from_replicas: from.map_or(0, |o| o.replicas),
             desired: desired.clone(),
@@ -405,9 +414,8 @@ impl Record {
 
     /// Notes a transient failure of the stage under way; returns how many
     /// in a row it has now met.
-    pub fn note_failure(&mut self, error: &str, next_at: Timestamp) -> u32 {
+    pub fn note_failure(&mut self, step: StepName, error: &str, next_at: Timestamp) -> u32 {
         let Some(r) = self.rollout.as_mut() else { return 0 };
-        let step = r.stage.name();
         match r.summary.retries.iter_mut().find(|x| x.step == step) {
             Some(x) => {
                 x.count += 1;
@@ -436,6 +444,7 @@ impl Record {
             (Some(level), Some(reason)) => Some(Failure {
                 fingerprint: r.desired.fingerprint(),
                 tag: r.desired.tag.clone(),
+                digest: r.summary.digest.clone(),
                 level,
                 reason: reason.clone(),
             }),

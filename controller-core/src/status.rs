@@ -60,6 +60,8 @@ pub struct DesiredView {
     pub tag: Option<String>,
     pub image: Option<String>,
     pub replicas: Option<u32>,
+    /// What the tag names in the registry now, as last resolved.
+    pub digest: Option<String>,
     /// Why the manifest was refused; the last valid desired state stays.
     pub error: Option<String>,
     /// The manifest file the controller watches.
@@ -70,6 +72,8 @@ pub struct DesiredView {
 pub struct ActiveView {
     pub color: Option<Color>,
     pub tag: Option<String>,
+    /// The digest the live color runs, when its replicas agree on one.
+    pub digest: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -118,6 +122,7 @@ pub struct ReplicaView {
     pub id: String,
     pub name: String,
     pub tag: String,
+    pub digest: Option<String>,
     pub state: State,
     pub health: Health,
 }
@@ -150,6 +155,7 @@ fn view(c: &Replica) -> ReplicaView {
         id: c.id.chars().take(12).collect(),
         name: c.name.clone(),
         tag: c.tag.clone(),
+        digest: c.digest.clone(),
         state: c.state,
         health: c.health,
     }
@@ -226,10 +232,16 @@ pub fn build(
             tag: desired.map(|d| d.tag.clone()),
             image: desired.map(Desired::image),
             replicas: desired.map(|d| d.replicas),
+            digest: desired
+                .and_then(|d| observed?.digest_of(&d.image()).map(str::to_owned)),
             error: manifest.error.map(str::to_owned),
             source: manifest.source.to_owned(),
         },
-        active: ActiveView { color: live, tag: live_tag },
+        active: ActiveView {
+            color: live,
+            tag: live_tag,
+            digest: observed.and_then(|o| o.live_digest().map(str::to_owned)),
+        },
         phase,
         step: record.rollout.as_ref().map(|r| r.stage.name()),
         reason,

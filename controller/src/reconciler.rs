@@ -12,11 +12,11 @@ use std::time::Duration;
 use controller_core::clock::Timestamp;
 use controller_core::machine::{self, Applied, Outcome, Removal, Step};
 use controller_core::manifest::{self, Desired};
-use controller_core::observed::Observed;
+use controller_core::observed::{Observed, Resolved};
 use controller_core::record::{Operator, Record, Stage};
 use controller_core::status::{self, ManifestState, Status};
 use tokio::sync::{mpsc, watch};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::clock;
 use crate::color_http::ColorHttp;
@@ -84,7 +84,20 @@ pub struct Reconciler<P> {
     last_error: Option<String>,
     resync: Duration,
     front: FrontWatch,
+    /// What the desired tag named in the registry when last asked.
+    resolution: Option<Resolution>,
 }
+
+/// A tag's digest as the registry said, and when it was asked.
+struct Resolution {
+    image: String,
+    digest: Option<String>,
+    at: Timestamp,
+}
+
+/// How often the registry is asked what the desired tag names: a tag
+/// pushed again is deployed within this (and a reconcile).
+const RESOLVE_EVERY: Duration = Duration::from_secs(10);
 
 enum Flow {
     /// Take the next step at once.
@@ -124,6 +137,7 @@ impl<P: Platform> Reconciler<P> {
             last_error: None,
             resync,
             front: FrontWatch::default(),
+            resolution: None,
         })
     }
 
@@ -199,6 +213,24 @@ impl<P: Platform> Reconciler<P> {
             Err(e) => return self.failed(e.metric_label(), e.to_string()),
         };
         observed.front = self.front.last();
+        if self.record.rollout.is_none() {
+            let resolving = self.resolve();
+            let interrupted = inbox.interruption(&self.shared.manifest, self.desired.as_ref());
+            tokio::select! {
+                resolved = resolving => {
+                    if let Some(r) = resolved {
+                        self.resolution = Some(r);
+                    }
+                }
+                why = interrupted => {
+                    return if why == Interruption::Shutdown { Flow::Stop } else { Flow::Next };
+                }
+            }
+        }
+        observed.resolved = self.resolution.as_ref().and_then(|r| {
+            let digest = r.digest.clone()?;
+            Some(Resolved { image: r.image.clone(), digest })
+        });
         self.shared.metrics.active(observed.live_color());
         self.shared.metrics.observed(&observed, self.desired.as_ref().map(|d| d.replicas));
         let now = clock::now();
@@ -269,6 +301,37 @@ impl<P: Platform> Reconciler<P> {
         }
     }
 
+    /// Asks the registry what the desired tag names, when the answer is
+    /// missing or old. A registry that cannot say leaves the digest
+    /// unknown: the tag alone then identifies the release.
+    async fn resolve(&self) -> Option<Resolution> {
+        let image = self.desired.as_ref().map(Desired::image)?;
+        let now = clock::now();
+        let fresh = self.resolution.as_ref().is_some_and(|r| {
+            r.image == image && now.millis_since(r.at) < RESOLVE_EVERY.as_millis() as u64
+        });
+        if fresh {
+            return None;
+        }
+        let digest = match self.platform.resolve(&image).await {
+            Ok(digest) => Some(digest),
+            Err(PlatformError::Unsupported(_)) => None,
+            Err(e) => {
+                debug!(%image, error = %e, "cannot resolve the desired tag to a digest");
+                None
+            }
+        };
+        if let Some(d) = &digest
+            && self
+                .resolution
+                .as_ref()
+                .is_some_and(|r| r.image == image && r.digest.as_ref() != Some(d))
+        {
+            info!(%image, digest = %d, "the desired tag names another image now");
+        }
+        Some(Resolution { image, digest, at: now })
+    }
+
     /// Carries a step out. An error is a failure the platform may recover
     /// from; everything the core must judge comes back as an outcome.
     async fn perform(&self, step: &Step) -> std::result::Result<Outcome, PlatformError> {
@@ -277,7 +340,7 @@ impl<P: Platform> Reconciler<P> {
         Ok(match step {
             Step::Wait { .. }
             | Step::Begin { .. }
-            | Step::Healthy
+            | Step::Healthy { .. }
             | Step::Promote
             | Step::Fail { .. }
             | Step::Supersede { .. }
@@ -292,7 +355,7 @@ impl<P: Platform> Reconciler<P> {
                 p.remove(*color, *why == Removal::ScaleDown).await?;
                 Outcome::Done
             }
-            Step::Start { color, image, tag, replicas } => {
+            Step::Start { color, image, tag, replicas, digest } => {
                 info!(%color, %image, replicas, "pulling and starting");
                 // The limits of the desired state the step carries out: the
                 // rollout's, else the manifest's (the live color kept whole).
@@ -303,13 +366,18 @@ impl<P: Platform> Reconciler<P> {
                     tag: tag.clone(),
                     replicas: *replicas,
                     resources,
+                    digest: digest.clone(),
                 };
                 match p.start(*color, spec).await {
                     Ok(()) => {
                         crash::point("after_start");
                         Outcome::Done
                     }
-                    // A start that fails is a refusal: traffic never moved.
+                    // The registry or the engine may come back: retried.
+                    Err(e @ PlatformError::Unavailable { .. }) => {
+                        Outcome::Unavailable(e.to_string())
+                    }
+                    // An image that cannot be had: a refusal for good.
                     Err(e) => Outcome::Refused(e.to_string()),
                 }
             }
@@ -329,6 +397,9 @@ impl<P: Platform> Reconciler<P> {
                         Outcome::Done
                     }
                     Err(PlatformError::Refused(why)) => Outcome::Refused(why),
+                    Err(e @ PlatformError::Unavailable { .. }) => {
+                        Outcome::Unavailable(e.to_string())
+                    }
                     Err(e) => return Err(e),
                 }
             }

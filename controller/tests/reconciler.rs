@@ -150,6 +150,8 @@ fn blue_live_on(tag: &str) -> World {
             color: Color::Blue,
             replica: 1,
             tag: tag.into(),
+            image: None,
+            digest: None,
             state: State::Running,
             health: Health::Healthy,
             exit_code: None,
@@ -379,6 +381,49 @@ async fn answers_shed_for_capacity_do_not_roll_a_good_release_back() {
     let figures = done.summary.analysis.expect("figures");
     assert!(figures.shed >= 1.0 && figures.error_rate == 0.0, "{figures:?}");
     assert_eq!(fake.world().live, Some(Color::Green));
+}
+
+#[tokio::test]
+async fn a_registry_down_for_a_while_is_retried_before_the_rollout_fails() {
+    let world = World { start_fails: 2, ..blue_live_on("v1") };
+    let (done, _) = roll_out(world, "v2").await;
+    assert_eq!(done.result, Verdict::Succeeded, "{done:?}");
+    let retries = &done.summary.retries;
+    assert_eq!((retries[0].step, retries[0].count), (StepName::Start, 2), "{retries:?}");
+    assert!(retries[0].error.contains("connection refused"), "{retries:?}");
+    // Down for good: five tries, then level 1.
+    let world = World { start_fails: 99, ..blue_live_on("v1") };
+    let text = MANIFEST.replace("TAG", "v2");
+    let mut run = start_text(world, &text).await;
+    let done = tokio::time::timeout(Duration::from_secs(40), run.finished("v2")).await.unwrap();
+    rolled_back(&done, Level::BeforeSwitch, "start failed 5 times");
+    assert_eq!(run.stop().await.world().live, Some(Color::Blue));
+}
+
+#[tokio::test]
+async fn a_tag_pushed_again_is_deployed_by_its_digest() {
+    let mut world = blue_live_on("v1");
+    world.replicas[0].digest = Some("sha256:aaa".into());
+    world.digests.insert("v1".into(), "sha256:aaa".into());
+    let mut run = start_text(world, &MANIFEST.replace("TAG", "v1")).await;
+    run.until("the live tag resolved", |s| {
+        (s.desired.digest.as_deref() == Some("sha256:aaa")).then_some(())
+    })
+    .await;
+    assert!(run.shared.status.borrow().history.is_empty(), "the same digest was deployed again");
+    run.memory.world().digests.insert("v1".into(), "sha256:bbb".into());
+    let done = run.finished("v1").await;
+    assert_eq!(done.result, Verdict::Succeeded, "{done:?}");
+    assert_eq!(done.summary.digest.as_deref(), Some("sha256:bbb"));
+    let status = run.shared.status.borrow().clone();
+    assert_eq!(status.active.digest.as_deref(), Some("sha256:bbb"));
+    let fake = run.stop().await;
+    let w = fake.world();
+    assert!(
+        w.replicas
+            .iter()
+            .all(|c| c.color == Color::Green && c.digest.as_deref() == Some("sha256:bbb"))
+    );
 }
 
 #[tokio::test]

@@ -43,7 +43,7 @@ fn both(live: Color) -> Observed {
 /// The step that starts `replicas` of `color` on the service image `tag`.
 fn start_of(color: Color, tag: &str, replicas: u32) -> Step {
     let image = format!("{}:{tag}", bluegreen::SERVICE_REPOSITORY);
-    Step::Start { color, image, tag: tag.into(), replicas }
+    Step::Start { color, image, tag: tag.into(), replicas, digest: None }
 }
 
 fn verify() -> Stage {
@@ -76,7 +76,7 @@ fn a_traffic_tier_down_is_healed_first_at_any_stage() {
 fn a_first_deploy_goes_to_blue() {
     let o = observed(None, vec![]);
     let d = desired("v1");
-    let begin = Step::Begin { desired: Box::new(d.clone()), color: Blue, from: None };
+    let begin = Step::Begin { desired: Box::new(d.clone()), color: Blue, from: None, digest: None };
     check(&d, &o, &Record::default(), T0, begin);
 }
 
@@ -84,7 +84,8 @@ fn a_first_deploy_goes_to_blue() {
 fn a_new_tag_goes_to_the_idle_color() {
     let o = observed(Some(Blue), vec![replica(Blue, 1, "v1", Healthy)]);
     let d = desired("v2");
-    let begin = Step::Begin { desired: Box::new(d.clone()), color: Green, from: blue_v1() };
+    let begin =
+        Step::Begin { desired: Box::new(d.clone()), color: Green, from: blue_v1(), digest: None };
     check(&d, &o, &Record::default(), T0, begin);
 }
 
@@ -186,7 +187,7 @@ fn health_waits_then_reports_healthy() {
     let o = observed(Some(Blue), vec![blue.clone(), replica(Green, 1, "v2", Starting)]);
     check(&desired("v2"), &o, &r, at(100), Step::Wait { until: Some(at(5000)) });
     let o = observed(Some(Blue), vec![blue, replica(Green, 1, "v2", Healthy)]);
-    check(&desired("v2"), &o, &r, at(100), Step::Healthy);
+    check(&desired("v2"), &o, &r, at(100), Step::Healthy { digest: None });
 }
 
 #[test]
@@ -466,6 +467,56 @@ fn a_rollback_with_nothing_to_go_back_to_keeps_what_serves() {
     check(&desired("v3"), &o, &r, T0, Step::Finish);
 }
 
+fn at_digest(mut r: crate::observed::Replica, digest: &str) -> crate::observed::Replica {
+    r.image = Some(bluegreen::SERVICE_REPOSITORY.to_owned());
+    r.digest = Some(digest.to_owned());
+    r
+}
+
+#[test]
+fn identity_is_the_digest_a_re_pushed_tag_or_another_repository_deploys() {
+    let d = desired("v1");
+    let live = at_digest(replica(Blue, 1, "v1", Healthy), "sha256:aaa");
+    let mut o = observed(Some(Blue), vec![live.clone()]);
+    // Nothing resolved (the registry down): the tag alone, nothing to do.
+    check(&d, &o, &Record::default(), T0, Step::Wait { until: None });
+    o.resolved = Some(crate::observed::Resolved { image: d.image(), digest: "sha256:aaa".into() });
+    check(&d, &o, &Record::default(), T0, Step::Wait { until: None });
+    // The tag pushed again: a rollout of what it names now.
+    o.resolved = Some(crate::observed::Resolved { image: d.image(), digest: "sha256:bbb".into() });
+    let Step::Begin { digest, color: Green, .. } = decide(Some(&d), &o, &Record::default(), T0)
+    else {
+        panic!("a re-pushed tag did not deploy")
+    };
+    assert_eq!(digest.as_deref(), Some("sha256:bbb"));
+    let mut r = Record::default();
+    let begin = decide(Some(&d), &o, &r, T0);
+    apply(&mut r, &begin, Outcome::Done, T0);
+    let Step::Start { digest, .. } = decide(Some(&d), &o, &r, T0) else { panic!("no start") };
+    assert_eq!(digest.as_deref(), Some("sha256:bbb"));
+    // It failed: not retried while the tag names it, retried once it
+    // names another image again.
+    r.enter(Stage::Rollback { level: Level::BeforeSwitch, reason: "gates".into() }, T0);
+    r.finish(T0);
+    assert_eq!(r.failed.as_ref().and_then(|f| f.digest.as_deref()), Some("sha256:bbb"));
+    check(&d, &o, &r, T0, Step::Wait { until: None });
+    o.resolved = Some(crate::observed::Resolved { image: d.image(), digest: "sha256:ccc".into() });
+    assert!(matches!(decide(Some(&d), &o, &r, T0), Step::Begin { .. }));
+    // Another repository, the same tag.
+    let mut moved = d.clone();
+    moved.repository = "registry.example/taxi/service".into();
+    let o = observed(Some(Blue), vec![live.clone()]);
+    assert!(matches!(decide(Some(&moved), &o, &Record::default(), T0), Step::Begin { .. }));
+    // A live replica put back keeps the digest the color runs.
+    let mut down = live;
+    down.state = crate::observed::State::Exited;
+    let o = observed(Some(Blue), vec![down]);
+    let Step::Start { digest, .. } = decide(Some(&d), &o, &Record::default(), T0) else {
+        panic!("not started again")
+    };
+    assert_eq!(digest.as_deref(), Some("sha256:aaa"));
+}
+
 #[test]
 fn a_new_tag_before_the_switch_supersedes_the_rollout() {
     let o = observed(
@@ -606,7 +657,13 @@ fn apply_over_every_stage_and_outcome() {
     let probe = plain.probe.clone();
     let route = Step::Route { to: Some(Green), replicas: 1, fallback: Some((Blue, 1)) };
     let back = Step::Route { to: Some(Blue), replicas: 1, fallback: None };
-    let start = Step::Start { color: Green, image: "i".into(), tag: "v2".into(), replicas: 1 };
+    let start = Step::Start {
+        color: Green,
+        image: "i".into(),
+        tag: "v2".into(),
+        replicas: 1,
+        digest: None,
+    };
     let gates = Step::Gates { color: Green, live: Some(Blue), golden: true };
     let warm = Step::WarmUp { color: Green, trip, requests: WARM_UP_REQUESTS };
     let probe_step = Step::Probe { color: Green, tag: "v2".into(), probe };
@@ -623,7 +680,7 @@ fn apply_over_every_stage_and_outcome() {
         (S::Start,     &plain,    start.clone(), Outcome::Done,                      T0, At(S::Health)),
         (S::Start,     &plain,    start.clone(), Outcome::Refused("cannot pull i".into()), T0, Back(BeforeSwitch, "cannot pull")),
         (S::Start,     &plain,    start.clone(), Outcome::Unavailable("registry down".into()), T0, At(S::Start)),
-        (S::Health,    &plain,    Step::Healthy, Outcome::Done,                      T0, At(S::Gates)),
+        (S::Health,    &plain,    Step::Healthy { digest: None }, Outcome::Done,                      T0, At(S::Gates)),
         (S::Health,    &plain,    Step::Fail { level: BeforeSwitch, reason: "unhealthy".into() }, Outcome::Done, T0, Back(BeforeSwitch, "unhealthy")),
         (S::Gates,     &plain,    gates.clone(), evidence(4.0, 0.0),                 T0, At(S::Switch)),
         (S::Gates,     &manual,   gates.clone(), evidence(4.0, 0.0),                 T0, At(S::Paused)),
@@ -693,7 +750,13 @@ fn apply_keeps_what_each_stage_promises() {
     // The deadline of the health stage comes from the manifest.
     let d = desired("v2");
     let mut r = start_at(StepName::Start, &d);
-    let start = Step::Start { color: Green, image: "i".into(), tag: "v2".into(), replicas: 1 };
+    let start = Step::Start {
+        color: Green,
+        image: "i".into(),
+        tag: "v2".into(),
+        replicas: 1,
+        digest: None,
+    };
     apply(&mut r, &start, Outcome::Done, at(10));
     let deadline = at(10).plus(d.health_timeout);
     assert_eq!(r.rollout.as_ref().unwrap().stage, Stage::Health { deadline });
@@ -720,7 +783,8 @@ fn apply_keeps_what_each_stage_promises() {
     assert_eq!(r.rollout.as_ref().unwrap().restored_at, Some(at(40)));
     // A begin starts at prepare, with the next revision.
     let mut r = Record::default();
-    let begin = Step::Begin { desired: Box::new(d.clone()), color: Green, from: blue_v1() };
+    let begin =
+        Step::Begin { desired: Box::new(d.clone()), color: Green, from: blue_v1(), digest: None };
     apply(&mut r, &begin, Outcome::Done, T0);
     let rollout = r.rollout.as_ref().unwrap();
     assert_eq!((rollout.stage.name(), rollout.summary.revision), (StepName::Prepare, 1));

@@ -62,6 +62,16 @@ pub struct Spec {
     pub replicas: u32,
     /// The limits each replica runs under.
     pub resources: Resources,
+    /// The digest to run (`sha256:…`), where the registry named one: the
+    /// replicas run exactly it, whatever the tag names by then.
+    pub digest: Option<String>,
+}
+
+impl Spec {
+    /// The repository, without the tag.
+    pub fn repository(&self) -> &str {
+        self.image.strip_suffix(&format!(":{}", self.tag)).unwrap_or(&self.image)
+    }
 }
 
 /// An address range of the network the replicas share, as the backend
@@ -93,6 +103,12 @@ pub trait Workloads: Send + Sync {
     /// health change, a death); runs until the process ends, reconnecting
     /// by itself. Hints only: the periodic resync catches what is missed.
     fn events(&self, hints: mpsc::Sender<String>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+    /// The digest (`sha256:…`) `image` (`repository:tag`) names in its
+    /// registry now, asked of the registry, not of what was pulled.
+    fn resolve(&self, image: &str) -> impl Future<Output = Result<String>> + Send {
+        let _ = image;
+        async { Err(PlatformError::Unsupported("resolve a tag to a digest")) }
+    }
     /// The address ranges of the network the replicas are on, read once
     /// at start, so the controller's API can refuse connections from
     /// them: a replica runs whatever image it was given.
@@ -139,5 +155,5 @@ impl<P: Workloads + Router> Platform for P {}
 pub async fn observe<P: Platform>(platform: &P) -> Result<Observed> {
     let replicas = platform.replicas().await?;
     let traffic = platform.read(&replicas).await;
-    Ok(Observed { replicas, traffic, front: None })
+    Ok(Observed { replicas, traffic, front: None, resolved: None })
 }

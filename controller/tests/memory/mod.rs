@@ -48,6 +48,10 @@ pub struct World {
     pub answered: HashMap<Color, [u64; 3]>,
     /// /metrics answers 503.
     pub metrics_fail: bool,
+    /// Starts that fail as an unreachable registry would, before one works.
+    pub start_fails: u32,
+    /// What each tag names in the fake registry.
+    pub digests: HashMap<String, String>,
     /// How many times each starting replica has been observed.
     pub seen: HashMap<String, u32>,
 }
@@ -114,8 +118,17 @@ impl Workloads for Memory {
         tokio::time::sleep(takes).await;
         let mut w = self.world();
         w.calls.push(format!("start {color} {tag}"));
+        if w.start_fails > 0 {
+            w.start_fails -= 1;
+            return Err(controller::platform::PlatformError::Unavailable {
+                backend: "registry",
+                message: "connection refused".into(),
+            });
+        }
         w.replicas.retain(|c| c.color != color);
         w.seen.clear();
+        // Pulled by tag, a replica runs what the tag names now.
+        let digest = spec.digest.clone().or_else(|| w.digests.get(tag).cloned());
         for replica in 1..=replicas {
             w.replicas.push(Replica {
                 id: format!("{color}-{replica}"),
@@ -123,6 +136,8 @@ impl Workloads for Memory {
                 color,
                 replica,
                 tag: tag.to_owned(),
+                image: Some(spec.repository().to_owned()),
+                digest: digest.clone(),
                 state: RunState::Running,
                 health: Health::Starting,
                 exit_code: None,
@@ -130,6 +145,16 @@ impl Workloads for Memory {
             });
         }
         Ok(())
+    }
+
+    async fn resolve(&self, image: &str) -> Result<String> {
+        let tag = image.rsplit_once(':').map_or("", |(_, t)| t);
+        self.world().digests.get(tag).cloned().ok_or_else(|| {
+            controller::platform::PlatformError::Image {
+                image: image.to_owned(),
+                message: "not in the registry".into(),
+            }
+        })
     }
 
     async fn remove(&self, color: Color, graceful: bool) -> Result<()> {

@@ -57,6 +57,9 @@ const STOP_GRACE: Duration = Duration::from_secs(30);
 /// loop. A pull may take longer than the rest.
 const CALL: Duration = Duration::from_secs(30);
 const PULL: Duration = Duration::from_secs(600);
+/// Asking the registry what a tag names: a registry that does not answer
+/// in this time is down for this reconcile.
+const RESOLVE: Duration = Duration::from_secs(5);
 /// The most kept of a command's output in a container (nginx's word).
 const MAX_EXEC_OUTPUT: usize = 64 << 10;
 
@@ -152,6 +155,8 @@ impl Engine {
                 color,
                 replica: labels.get(label::NUMBER).and_then(|n| n.parse().ok()).unwrap_or(1),
                 tag: labels.get(label::TAG).cloned().unwrap_or_default(),
+                image: labels.get(label::IMAGE).cloned(),
+                digest: labels.get(label::DIGEST).cloned(),
                 exit_code: if running { None } else { state.exit_code },
                 state: status,
                 health,
@@ -161,26 +166,50 @@ impl Engine {
         Ok(found)
     }
 
-    /// Pulls `repository:tag` from its registry.
-    pub async fn pull(&self, image: &str) -> Result<()> {
-        within(&format!("pulling {image}"), PULL, self.pull_all(image)).await
+    /// Pulls `repository` at `reference` (a tag, or `sha256:…`) from its
+    /// registry.
+    pub async fn pull(&self, repository: &str, reference: &str) -> Result<()> {
+        let image = reference_of(repository, reference);
+        within(&format!("pulling {image}"), PULL, self.pull_all(repository, reference)).await
     }
 
-    async fn pull_all(&self, image: &str) -> Result<()> {
-        let (repository, tag) = image.rsplit_once(':').unwrap_or((image, "latest"));
+    async fn pull_all(&self, repository: &str, reference: &str) -> Result<()> {
         let options = CreateImageOptions {
             from_image: Some(repository.to_owned()),
-            tag: Some(tag.to_owned()),
+            tag: Some(reference.to_owned()),
             ..Default::default()
         };
         let mut progress = self.docker.create_image(Some(options), None, None);
         while let Some(item) = progress.next().await {
-            item.map_err(|e| PlatformError::Image {
-                image: image.to_owned(),
-                message: docker_message(&e),
-            })?;
+            item.map_err(|e| pull_error(&reference_of(repository, reference), &e))?;
         }
         Ok(())
+    }
+
+    /// The digest `repository:tag` names in its registry now.
+    pub async fn resolve(&self, image: &str) -> Result<String> {
+        let asked = async {
+            self.docker.inspect_registry_image(image, None).await.map_err(|e| pull_error(image, &e))
+        };
+        let found = within(&format!("resolving {image}"), RESOLVE, asked).await?;
+        found.descriptor.digest.ok_or_else(|| PlatformError::Unavailable {
+            backend: "registry",
+            message: format!("the registry named no digest for {image}"),
+        })
+    }
+
+    /// The digest this engine has for `repository` at `reference` (a tag
+    /// or a digest), if it has the image and knows where it came from.
+    pub async fn local_digest(&self, repository: &str, reference: &str) -> Option<String> {
+        let image = reference_of(repository, reference);
+        let found = tokio::time::timeout(CALL, self.docker.inspect_image(&image)).await;
+        let Ok(Ok(inspect)) = found else { return None };
+        let prefix = format!("{repository}@");
+        inspect
+            .repo_digests
+            .unwrap_or_default()
+            .into_iter()
+            .find_map(|d| d.strip_prefix(&prefix).map(str::to_owned))
     }
 
     /// Whether this engine holds `image` already.
@@ -202,7 +231,11 @@ impl Engine {
         match self.docker.inspect_container(&name, None::<InspectContainerOptions>).await {
             Ok(existing) => {
                 let labels = existing.config.and_then(|c| c.labels).unwrap_or_default();
-                if labels.get(label::TAG) != Some(&spec.tag) {
+                let other_digest = match (labels.get(label::DIGEST), &spec.digest) {
+                    (Some(have), Some(want)) => have != want,
+                    _ => false,
+                };
+                if labels.get(label::TAG) != Some(&spec.tag) || other_digest {
                     self.remove(&name, false).await?;
                     self.create(color, replica, spec).await?;
                 }
@@ -227,7 +260,18 @@ impl Engine {
             (label::ROLE.to_owned(), label::ROLE_APP.to_owned()),
             (label::COLOR.to_owned(), color.as_str().to_owned()),
             (label::TAG.to_owned(), tag.to_owned()),
+            (label::IMAGE.to_owned(), spec.repository().to_owned()),
         ]);
+        let mut labels = labels;
+        // The image by digest where known: exactly the release, whatever
+        // the tag names by now.
+        let image = match &spec.digest {
+            Some(digest) => {
+                labels.insert(label::DIGEST.to_owned(), digest.clone());
+                reference_of(spec.repository(), digest)
+            }
+            None => spec.image.clone(),
+        };
         // The first replica is published on loopback, so an operator can
         // reach a color without nginx.
         let port_bindings = (replica == 1).then(|| {
@@ -240,7 +284,7 @@ impl Engine {
             )])
         });
         let body = ContainerCreateBody {
-            image: Some(spec.image.clone()),
+            image: Some(image),
             env: Some(vec![format!("COLOR={color}"), format!("VERSION={tag}")]),
             labels: Some(labels),
             host_config: Some(HostConfig {
@@ -470,6 +514,39 @@ fn limits(r: &Resources) -> HostConfig {
 }
 
 /// The daemon's own message, without bollard's wrapping.
+/// `repository:tag`, or `repository@sha256:…` for a digest.
+pub fn reference_of(repository: &str, reference: &str) -> String {
+    if reference.starts_with("sha256:") {
+        format!("{repository}@{reference}")
+    } else {
+        format!("{repository}:{reference}")
+    }
+}
+
+/// A registry's answer that will not change by asking again (the tag or
+/// repository does not exist, access is denied) is the image's fault; any
+/// other failure (the registry down, a timeout, a 5xx) may pass.
+fn pull_error(image: &str, e: &BollardError) -> PlatformError {
+    let message = docker_message(e);
+    let lower = message.to_lowercase();
+    let for_good = is_status(e, &[404])
+        || [
+            "not found",
+            "manifest unknown",
+            "does not exist",
+            "denied",
+            "unauthorized",
+            "invalid reference",
+        ]
+        .iter()
+        .any(|w| lower.contains(w));
+    if for_good {
+        PlatformError::Image { image: image.to_owned(), message }
+    } else {
+        PlatformError::Unavailable { backend: "registry", message: format!("{image}: {message}") }
+    }
+}
+
 fn docker_message(e: &BollardError) -> String {
     match e {
         BollardError::DockerResponseServerError { message, .. } => message.clone(),

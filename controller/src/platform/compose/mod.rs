@@ -39,14 +39,21 @@ impl Workloads for Compose {
         self.engine.app_containers().await
     }
 
-    async fn start(&self, color: Color, spec: Spec) -> Result<()> {
-        let image = spec.image.as_str();
-        if let Err(e) = self.engine.pull(image).await {
+    async fn start(&self, color: Color, mut spec: Spec) -> Result<()> {
+        let repository = spec.repository().to_owned();
+        let reference = spec.digest.clone().unwrap_or_else(|| spec.tag.clone());
+        let image = docker::reference_of(&repository, &reference);
+        if let Err(e) = self.engine.pull(&repository, &reference).await {
             // A replica put back needs no registry when the image is here.
-            if !self.engine.has_image(image).await {
+            if !self.engine.has_image(&image).await {
                 return Err(e);
             }
             warn!(%image, error = %e, "cannot pull; starting the image this engine has");
+        }
+        // Pulled by tag (the registry could not say what it names): the
+        // digest of what was pulled.
+        if spec.digest.is_none() {
+            spec.digest = self.engine.local_digest(&repository, &spec.tag).await;
         }
         for container in self.engine.app_containers().await? {
             // Replicas beyond the count go, letting them finish what they
@@ -91,6 +98,10 @@ impl Workloads for Compose {
             }
         }
         Ok(urls)
+    }
+
+    async fn resolve(&self, image: &str) -> Result<String> {
+        self.engine.resolve(image).await
     }
 
     async fn app_network(&self) -> Result<Vec<AppRange>> {
@@ -171,7 +182,22 @@ impl Router for Compose {
         replicas: u32,
         fallback: Option<(Color, u32)>,
     ) -> Result<()> {
-        self.nginx.switch(to, replicas, fallback).await
+        // nginx refuses a whole file for one name it cannot resolve, and
+        // Docker names only running containers: a replica that is down is
+        // left out rather than let it block the switch.
+        let containers = self.engine.app_containers().await?;
+        let running = |color: Color, count: u32| -> Vec<u32> {
+            let mut numbers: Vec<u32> = containers
+                .iter()
+                .filter(|c| c.color == color && c.is_running() && c.replica <= count.max(1))
+                .map(|c| c.replica)
+                .collect();
+            numbers.sort_unstable();
+            numbers
+        };
+        let live = to.map(|c| running(c, replicas)).unwrap_or_default();
+        let backup = fallback.map(|(c, n)| (c, running(c, n)));
+        self.nginx.switch(to, &live, backup.as_ref().map(|(c, n)| (*c, &n[..]))).await
     }
 
     async fn preview(&self, to: Option<(Color, u32)>) -> Result<()> {

@@ -55,18 +55,18 @@ impl Nginx {
         self.read(PREVIEW).await.ok().and_then(|u| u.live)
     }
 
-    /// Points nginx at `to` (no color when `None`), with `backup`'s
-    /// replicas as backup servers. Always reloads, even when the file
-    /// already says so: a controller that died between the write and the
-    /// reload left nginx on the old file.
+    /// Points nginx at replicas `live` of `to` (no color when `None`),
+    /// with replicas `backup` of another color as backup servers. Always
+    /// reloads, even when the file already says so: a controller that died
+    /// between the write and the reload left nginx on the old file.
     pub async fn switch(
         &self,
         to: Option<Color>,
-        replicas: u32,
-        backup: Option<(Color, u32)>,
+        live: &[u32],
+        backup: Option<(Color, &[u32])>,
     ) -> Result<()> {
         let next = match to {
-            Some(color) => Upstream::render(color, replicas, backup),
+            Some(color) => Upstream::render_servers(color, live, backup),
             None => Upstream::render_none().to_owned(),
         };
         self.replace(FILE, &next, Upstream::render_none()).await
