@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, ensure};
 use xtask::api;
 use xtask::effects::http::Request;
+use xtask::effects::paths::live_manifest;
 use xtask::rollout::{self, StepName, Verdict};
 use xtask::stack;
 
-use crate::fixture::Fixture;
+use crate::fixture::{Fixture, manifest};
 use crate::images::{GOOD_A, GOOD_B};
 
 /// The flood of the issue that found it: 48 clients posting 10,000-row
@@ -26,6 +27,8 @@ const LARGE_CLIENTS: usize = 48;
 const LARGE_ROWS: usize = 10_000;
 const SMALL_CLIENTS: usize = 2;
 const FLOOD: Duration = Duration::from_secs(40);
+/// The analysis window of the deploy flooded: the flood falls inside.
+const WINDOW: Duration = Duration::from_secs(50);
 /// The share of one-row requests that must be answered 200.
 const SMALL_SERVED: f64 = 0.95;
 
@@ -93,7 +96,11 @@ fn share_ok(tally: &Tally) -> f64 {
 
 pub fn flood_during_analysis(fx: &Fixture) -> Result<String> {
     fx.fresh(GOOD_A)?;
-    let before = fx.set_tag(GOOD_B)?;
+    // An analysis window that the whole flood falls in.
+    let before = rollout::newest_revision(&fx.status()?);
+    let text =
+        manifest(GOOD_B, 1)?.replace("window: 3s", &format!("window: {}s", WINDOW.as_secs()));
+    std::fs::write(live_manifest(), text)?;
     fx.wait_for_step(StepName::ScaleDown)?;
     let large = Arc::new(api::predict_body(&vec![model::DOCUMENTED_TRIP; LARGE_ROWS]));
     let small = Arc::new(api::predict_body(&[model::DOCUMENTED_TRIP]));

@@ -32,6 +32,7 @@ pub const NEVER_BUILT: &str = "e2e-never-built";
 pub const GOLDEN_MISMATCH: &str = "e2e-golden-mismatch";
 pub const WORSE_MODEL: &str = "e2e-worse-model";
 pub const SHORT_TIMEOUT: &str = "e2e-short-timeout";
+pub const RELABELLED: &str = "e2e-relabelled";
 pub const HOSTILE_HUGE: &str = "e2e-hostile-huge";
 pub const HOSTILE_SILENT: &str = "e2e-hostile-silent";
 
@@ -46,6 +47,8 @@ pub fn prepare(built: &Built) -> Result<()> {
         (WRONG_PORT, "ENV PORT=32001"),
         // Small batches pass every gate; large ones time out with 503.
         (SHORT_TIMEOUT, "ENV REQUEST_TIMEOUT_SECS=0.002"),
+        // The good image with one more label: another digest.
+        (RELABELLED, "LABEL io.taxi-fare.e2e=relabelled"),
     ];
     for (tag, change) in variants {
         let context = paths::target().join("images/e2e").join(tag);

@@ -12,6 +12,7 @@ pub mod bench_deploy;
 pub mod fixture;
 pub mod flood;
 pub mod hostile;
+pub mod identity;
 pub mod images;
 pub mod load;
 pub mod privilege;

@@ -41,6 +41,7 @@ pub const ALL: &[Scenario] = &[
     ("SIGKILL of the only live replica: served again", replica_killed),
     ("live replicas stopped, killed, removed, scaled: kept in place", live_kept_in_place),
     ("router killed, edge stopped: brought back, Degraded meanwhile", traffic_tier_brought_back),
+    ("a re-pushed tag and another repository deploy", crate::identity::repushed_tag),
     ("gate: golden trips mismatch", golden_mismatch),
     ("gate: a worse model", worse_model),
     ("gate: a good model's diff is recorded", good_model_diff),
