@@ -232,8 +232,7 @@ pub fn build(
             tag: desired.map(|d| d.tag.clone()),
             image: desired.map(Desired::image),
             replicas: desired.map(|d| d.replicas),
-            digest: desired
-                .and_then(|d| observed?.digest_of(&d.image()).map(str::to_owned)),
+            digest: desired.and_then(|d| observed?.digest_of(&d.image()).map(str::to_owned)),
             error: manifest.error.map(str::to_owned),
             source: manifest.source.to_owned(),
         },

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -11,10 +12,11 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use tokio::sync::OwnedSemaphorePermit;
 use utoipa::ToSchema;
 
+use crate::admission::{self, Cost, Reservation};
 use crate::error::{ApiError, MessageBody, ValidationErrorBody};
+use crate::limits::SMALL_BODY_BYTES;
 use crate::metrics;
 use crate::state::{AppState, LoadedModel};
 use crate::validate;
@@ -231,8 +233,8 @@ pub enum PredictResponses {
     /// 100, then one `too_many_errors` detail counting the rest)
     #[response(status = 422)]
     Invalid(ValidationErrorBody),
-    /// No model is loaded, too many predictions are in flight (with
-    /// `Retry-After`), or pricing timed out
+    /// No model is loaded, no room for the request in the prediction budget
+    /// (`overloaded`, with `Retry-After: 1`), or pricing timed out
     #[response(status = 503)]
     Unavailable(MessageBody),
 }
@@ -241,9 +243,11 @@ pub enum PredictResponses {
 ///
 /// Cheap refusals come first, before a byte of the body is read: content
 /// type (415), declared length (413, also under `Expect: 100-continue`,
-/// which is then never answered with 100), no model (503), no capacity
-/// (503, shed). The body is then read within the body timeout (408) and
-/// priced within the request timeout (503).
+/// which is then never answered with 100), no model (503), no room in the
+/// budget for what the request will cost (503, shed, a large request after
+/// waiting in line for room; see `admission`). The body is then read
+/// within the body timeout (408) and priced within the request timeout
+/// (503).
 #[utoipa::path(post, path = "/api/predict/", tag = "predict", operation_id = "predict",
     request_body(content = PredictRequest, content_type = "application/json"),
     responses(PredictResponses))]
@@ -253,93 +257,119 @@ pub async fn predict(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let received = Instant::now();
     let limits = state.limits;
     let declared = declared_length(&headers);
     if declared.is_some_and(|n| n > limits.max_body_bytes as u64) {
         return Err(ApiError::PayloadTooLarge { limit: limits.max_body_bytes });
     }
     model_or_503(&state)?;
-    let permit = state.predictions.clone().try_acquire_owned().map_err(|_| ApiError::Overloaded)?;
-    let slot = Slot { _permit: permit, _in_flight: state.metrics.prediction_started() };
+    let cost = Cost::of(declared, &limits);
+    let reservation = state.admission.admit(cost).await.map_err(|shed| {
+        tracing::debug!(reason = %shed, cost = cost.bytes, "prediction shed");
+        ApiError::Overloaded
+    })?;
+    let mut slot = Slot { reservation, _in_flight: state.metrics.prediction_started() };
     let read = read_body(body, limits.max_body_bytes, declared);
     let body = tokio::time::timeout(limits.body_timeout, read)
         .await
         .map_err(|_| ApiError::BodyTimeout(limits.body_timeout.as_secs_f64()))??;
-    let cancel = CancelOnDrop::default();
-    let pricing = async {
-        if body.len() <= INLINE_BODY_BYTES {
-            return price(&state, &body, &cancel.0).map(|json| (json, slot));
-        }
-        // A big batch is milliseconds of CPU: run it off the async workers
-        // so it cannot stall liveness probes and small requests. The task
-        // holds the slot: work still running after its request is gone
-        // counts against the limit, so abandoned work cannot pile up; and
-        // it stops early, since the request's drop sets `cancelled`.
-        let (state, cancelled) = (state.clone(), cancel.0.clone());
-        let task = tokio::task::spawn_blocking(move || {
-            price(&state, &body, &cancelled).map(|json| (json, slot))
-        });
-        match task.await {
-            Ok(result) => result,
-            Err(e) => {
-                tracing::error!(error = %e, "prediction task failed");
-                Err(ApiError::Internal)
-            }
-        }
-    };
+    if declared.is_none() {
+        // Charged at the size limit while its length was unknown.
+        slot.reservation.shrink_to(admission::body_cost(body.capacity(), limits.max_batch_rows));
+    }
     let timeout = limits.request_timeout;
-    match tokio::time::timeout(timeout, pricing).await {
-        Ok(result) => result.map(|(json, slot)| held_json(json, slot)),
+    let (priced, slot) = match tokio::time::timeout(timeout, priced(&state, body, slot)).await {
+        Ok(done) => done?,
         Err(_) => {
             tracing::warn!(timeout_s = timeout.as_secs_f64(), "prediction timed out");
-            Err(ApiError::Timeout(timeout.as_secs_f64()))
+            return Err(ApiError::Timeout(timeout.as_secs_f64()));
         }
-    }
+    };
+    // A 422's details count against the budget as much as fares do.
+    let response = match priced {
+        Ok(Priced { json, rows }) => {
+            state.metrics.record_prediction(rows, received.elapsed().as_secs_f64());
+            ([(header::CONTENT_TYPE, "application/json")], json).into_response()
+        }
+        Err(e) => e.into_response(),
+    };
+    Ok(held(response, slot))
 }
 
-/// A slot of `--max-concurrent-predictions`, held from before the body is
-/// read until hyper has taken the last byte of the answer: the body, the
-/// trips and the answer of a prediction all count against the limit.
+/// Prices a body: a small one on this async worker, a big one on a
+/// blocking thread once one of the cores' permits is free. The task holds
+/// the slot and the permit, so work still running after its request is gone
+/// (timed out) keeps counting against the budget and the cores, and
+/// abandoned work cannot pile up; it also stops early, since the request's
+/// drop sets its cancel flag.
+async fn priced(
+    state: &Arc<AppState>,
+    body: Vec<u8>,
+    slot: Slot,
+) -> Result<(Result<Priced, ApiError>, Slot), ApiError> {
+    let cancel = CancelOnDrop::default();
+    if body.len() <= SMALL_BODY_BYTES {
+        return Ok((price(state, &body, &cancel.0), slot));
+    }
+    let Ok(core) = state.pricing.clone().acquire_owned().await else {
+        tracing::error!("the pricing semaphore is closed");
+        return Err(ApiError::Internal);
+    };
+    let (state, cancelled) = (state.clone(), cancel.0.clone());
+    let task = tokio::task::spawn_blocking(move || {
+        let _core = core;
+        (price(&state, &body, &cancelled), slot)
+    });
+    task.await.map_err(|e| {
+        tracing::error!(error = %e, "prediction task failed");
+        ApiError::Internal
+    })
+}
+
+/// A predict request's share of the budget, held from before its body is
+/// read until hyper has taken the last byte of its answer: the body, the
+/// trips and the answer all count against the budget.
 struct Slot {
-    _permit: OwnedSemaphorePermit,
+    reservation: Reservation,
     _in_flight: metrics::Counted,
 }
 
-/// A JSON answer that holds its request's slot until it is dropped.
-fn held_json(json: Bytes, slot: Slot) -> Response {
-    let body = Held { json: Some(json), _slot: slot };
-    ([(header::CONTENT_TYPE, "application/json")], Body::new(body)).into_response()
+/// A priced batch: the answer's JSON and how many rows it holds.
+struct Priced {
+    json: Bytes,
+    rows: usize,
+}
+
+/// The response, holding its request's slot until its body is dropped.
+fn held(response: Response, slot: Slot) -> Response {
+    response.map(|body| Body::new(Held { body, _slot: slot }))
 }
 
 struct Held {
-    json: Option<Bytes>,
+    body: Body,
     _slot: Slot,
 }
 
 impl http_body::Body for Held {
     type Data = Bytes;
-    type Error = std::convert::Infallible;
+    type Error = axum::Error;
 
     fn poll_frame(
         self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
+        cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        std::task::Poll::Ready(
-            self.get_mut().json.take().map(|json| Ok(http_body::Frame::data(json))),
-        )
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.json.is_none()
+        self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        http_body::SizeHint::with_exact(self.json.as_ref().map_or(0, |j| j.len() as u64))
+        self.body.size_hint()
     }
 }
-
-/// Bodies up to this size (about 100 rows) are priced on the async worker.
-const INLINE_BODY_BYTES: usize = 16 * 1024;
 
 /// A flag set when the request it belongs to is dropped (answered, timed
 /// out, or its connection closed), telling its pricing to stop.
@@ -386,7 +416,7 @@ async fn read_body(body: Body, limit: usize, declared: Option<u64>) -> Result<Ve
 /// Validates a batch, predicts it with the loaded model and serialises the
 /// answer. The error of a cancelled parse is never seen: its request is
 /// already gone.
-fn price(state: &AppState, body: &[u8], cancelled: &AtomicBool) -> Result<Bytes, ApiError> {
+fn price(state: &AppState, body: &[u8], cancelled: &AtomicBool) -> Result<Priced, ApiError> {
     let artifact = model_or_503(state)?;
     if cancelled.load(Ordering::Relaxed) {
         state.metrics.record_cancelled();
@@ -407,10 +437,11 @@ fn price(state: &AppState, body: &[u8], cancelled: &AtomicBool) -> Result<Bytes,
         .map(|(i, _)| i)
         .collect();
     state.metrics.record_predictions(trips.len(), out_of_area.len());
+    let rows = trips.len();
     let answer =
         PredictResponse { predictions, model_version: artifact.model_version.clone(), out_of_area };
     match serde_json::to_vec(&answer) {
-        Ok(json) => Ok(Bytes::from(json)),
+        Ok(json) => Ok(Priced { json: Bytes::from(json), rows }),
         Err(e) => {
             tracing::error!(error = %e, "cannot serialise an answer");
             Err(ApiError::Internal)

@@ -8,6 +8,7 @@ use std::time::Duration;
 use bluegreen::Color;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::admission::Cost;
 use crate::limits::{ConnLimits, Limits};
 
 /// The port the original service listened on; scripts and images rely on it.
@@ -66,18 +67,47 @@ pub struct ServeArgs {
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = Limits::DEFAULT.max_body_bytes)]
     pub max_body_bytes: usize,
 
-    /// Predict requests in flight at once (reading their body or being
-    /// priced); one more is answered 503 with Retry-After, unread. Bounds
-    /// memory: see ARCHITECTURE.md for the formula.
+    /// Memory in bytes the predict requests in flight may cost together:
+    /// each is charged its body plus what its rows may take, from its
+    /// declared length before its body is read (a chunked body as one at
+    /// --max-body-bytes). A request that does not fit is answered 503
+    /// `overloaded` with Retry-After, unread. Bounds memory: see
+    /// ARCHITECTURE.md for the formula.
     #[arg(
         long,
-        env = "MAX_CONCURRENT_PREDICTIONS",
-        default_value_t = Limits::DEFAULT.max_concurrent_predictions
+        env = "PREDICTION_BUDGET_BYTES",
+        default_value_t = Limits::DEFAULT.prediction_budget_bytes
     )]
-    pub max_concurrent_predictions: usize,
+    pub prediction_budget_bytes: usize,
 
-    /// A predict body still arriving this many seconds after its head is
-    /// answered 408.
+    /// The part of --prediction-budget-bytes that only small requests (a
+    /// declared body of at most 20 KiB, ~100 rows) may use, so large
+    /// batches cannot crowd them out. Small requests never wait: they are
+    /// admitted at once or shed.
+    #[arg(long, env = "SMALL_RESERVE_BYTES", default_value_t = Limits::DEFAULT.small_reserve_bytes)]
+    pub small_reserve_bytes: usize,
+
+    /// Large predict requests that may wait in line (first come, first
+    /// served) for room in the budget; one more is shed at once (0: never
+    /// wait).
+    #[arg(
+        long,
+        env = "MAX_WAITING_PREDICTIONS",
+        default_value_t = Limits::DEFAULT.max_waiting_predictions
+    )]
+    pub max_waiting_predictions: usize,
+
+    /// A large predict request still waiting for room this many seconds
+    /// after it arrived is shed (503 `overloaded`, Retry-After).
+    #[arg(
+        long,
+        env = "ADMISSION_WAIT_SECS",
+        default_value_t = Limits::DEFAULT.admission_wait.as_secs_f64()
+    )]
+    pub admission_wait_secs: f64,
+
+    /// A predict body still arriving this many seconds after the request
+    /// was admitted is answered 408.
     #[arg(
         long,
         env = "BODY_TIMEOUT_SECS",
@@ -177,15 +207,27 @@ impl ServeArgs {
         let limits = Limits {
             max_batch_rows: self.max_batch_rows,
             max_body_bytes: self.max_body_bytes,
-            max_concurrent_predictions: self.max_concurrent_predictions,
+            prediction_budget_bytes: self.prediction_budget_bytes,
+            small_reserve_bytes: self.small_reserve_bytes,
+            max_waiting_predictions: self.max_waiting_predictions,
+            admission_wait: seconds("admission-wait-secs", self.admission_wait_secs)?,
             body_timeout: seconds("body-timeout-secs", self.body_timeout_secs)?,
             request_timeout: seconds("request-timeout-secs", self.request_timeout_secs)?,
         };
         anyhow::ensure!(limits.max_batch_rows > 0, "--max-batch-rows must be at least 1");
         anyhow::ensure!(
-            (1..=tokio::sync::Semaphore::MAX_PERMITS).contains(&limits.max_concurrent_predictions),
-            "--max-concurrent-predictions must be at least 1 and at most {}",
-            tokio::sync::Semaphore::MAX_PERMITS
+            limits.small_reserve_bytes < limits.prediction_budget_bytes,
+            "--small-reserve-bytes ({}) must be less than --prediction-budget-bytes ({})",
+            limits.small_reserve_bytes,
+            limits.prediction_budget_bytes
+        );
+        // Else a legal request at the size limit could never be admitted.
+        let largest = Cost::largest(&limits).bytes;
+        anyhow::ensure!(
+            limits.large_budget_bytes() >= largest,
+            "--prediction-budget-bytes less --small-reserve-bytes is {} bytes, less than one \
+             request at --max-body-bytes and --max-batch-rows costs ({largest} bytes)",
+            limits.large_budget_bytes()
         );
         Ok(limits)
     }
@@ -235,6 +277,10 @@ mod tests {
         assert_eq!(default_of("port"), "32000");
         assert_eq!(default_of("host"), "0.0.0.0");
         assert_eq!(default_of("max_batch_rows"), "10000");
+        assert_eq!(default_of("prediction_budget_bytes"), (64 << 20).to_string());
+        assert_eq!(default_of("small_reserve_bytes"), (16 << 20).to_string());
+        assert_eq!(default_of("max_waiting_predictions"), "64");
+        assert_eq!(default_of("admission_wait_secs"), "2");
         let cli = Cli::try_parse_from(["service", "--model", "m.json", "--port", "1"]).unwrap();
         assert!(cli.command.is_none());
         assert_eq!(cli.serve.model.as_deref(), Some(std::path::Path::new("m.json")));
@@ -258,10 +304,14 @@ mod tests {
         assert!(parse(&[]).limits().is_ok() && parse(&[]).conn_limits().is_ok());
         assert!(parse(&["--max-header-bytes", "4096"]).conn_limits().is_err());
         assert!(parse(&["--max-connections", "0"]).conn_limits().is_err());
-        assert!(parse(&["--max-concurrent-predictions", "0"]).limits().is_err());
-        let huge = u64::MAX.to_string();
-        assert!(parse(&["--max-concurrent-predictions", &huge]).limits().is_err());
         assert!(parse(&["--body-timeout-secs", "0"]).limits().is_err());
+        assert!(parse(&["--admission-wait-secs", "0"]).limits().is_err());
+        // The reserve must leave room for one request at the size limit.
+        assert!(parse(&["--small-reserve-bytes", "67108864"]).limits().is_err());
+        assert!(parse(&["--prediction-budget-bytes", "20000000"]).limits().is_err());
+        let tight = ["--prediction-budget-bytes", "6000000", "--small-reserve-bytes", "0"];
+        assert!(parse(&tight).limits().is_ok());
+        assert!(parse(&["--max-waiting-predictions", "0"]).limits().is_ok());
     }
 
     #[test]

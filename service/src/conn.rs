@@ -11,9 +11,10 @@
 //!   head must arrive within the header timeout;
 //! - between requests, the next one must start within the idle timeout;
 //! - once a request is in the application, it must be answered (and the
-//!   answer taken by hyper) within body timeout + request timeout + idle
-//!   timeout: its body and pricing have their own timers (`api::predict`),
-//!   so this only cuts a client that does not read its answer.
+//!   answer taken by hyper) within admission wait + body timeout + request
+//!   timeout + idle timeout: its wait for budget, its body and its pricing
+//!   have their own timers (`api::predict`), so this only cuts a client
+//!   that does not read its answer.
 //!
 //! [`Watched`] wraps the socket. It counts bytes read; it replaces hyper's
 //! answers to unparsable heads (400, 414, 431), which have empty bodies

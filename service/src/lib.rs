@@ -4,6 +4,7 @@
 //! Architecture invariant: the service depends on `model` for every rule
 //! about trips, features and artifacts, and links no BLAS/LAPACK.
 
+pub mod admission;
 pub mod api;
 pub mod app;
 pub mod config;

@@ -16,7 +16,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::admission;
 use crate::error::ErrorKind;
+use crate::limits::SMALL_BATCH_ROWS;
 
 /// The `Content-Type` of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -63,6 +65,21 @@ struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BatchLabels {
+    /// `small` (at most [`SMALL_BATCH_ROWS`] rows) or `large`.
+    batch: &'static str,
+}
+
+impl BatchLabels {
+    const SMALL: BatchLabels = BatchLabels { batch: "small" };
+    const LARGE: BatchLabels = BatchLabels { batch: "large" };
+
+    fn of(rows: usize) -> BatchLabels {
+        if rows <= SMALL_BATCH_ROWS { BatchLabels::SMALL } else { BatchLabels::LARGE }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StageLabels {
     stage: &'static str,
 }
@@ -77,6 +94,11 @@ struct ModelLabels {
 
 type HistogramConstructor = fn() -> Histogram;
 
+/// Latency buckets of every histogram: 50 µs … ~3.3 s, doubling.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 17))
+}
+
 /// Every metric this service exports, registered once.
 #[derive(Debug)]
 pub struct Metrics {
@@ -84,6 +106,8 @@ pub struct Metrics {
     requests: Family<HttpLabels, Counter>,
     duration: Family<HttpLabels, Histogram, HistogramConstructor>,
     errors: Family<ErrorLabels, Counter>,
+    prediction_duration: Family<BatchLabels, Histogram, HistogramConstructor>,
+    admission: admission::Gauges,
     predicted_rows: Counter,
     out_of_area_rows: Counter,
     predictions_in_flight: Gauge,
@@ -111,8 +135,7 @@ impl Metrics {
         let requests = Family::<HttpLabels, Counter>::default();
         registry.register("http_requests", "HTTP requests answered", requests.clone());
         let duration = Family::<HttpLabels, Histogram, HistogramConstructor>::new_with_constructor(
-            // 50 µs … ~3.3 s, doubling.
-            || Histogram::new(exponential_buckets(0.000_05, 2.0, 17)),
+            latency_histogram,
         );
         registry.register(
             "http_request_duration_seconds",
@@ -127,11 +150,45 @@ impl Metrics {
              headers_too_large are answered below the router)",
             errors.clone(),
         );
+        let prediction_duration =
+            Family::<BatchLabels, Histogram, HistogramConstructor>::new_with_constructor(
+                latency_histogram,
+            );
+        registry.register(
+            "prediction_duration_seconds",
+            format!(
+                "Time from a predict request received to its 200 answer ready, by batch size \
+                 (batch=small: at most {SMALL_BATCH_ROWS} rows; large: more)"
+            ),
+            prediction_duration.clone(),
+        );
+        // Both series from the start, so a reader sees zeros, not nothing.
+        for labels in [BatchLabels::SMALL, BatchLabels::LARGE] {
+            drop(prediction_duration.get_or_create(&labels));
+        }
         let predictions_in_flight = Gauge::default();
         registry.register(
             "predictions_in_flight",
-            "Predict requests holding a slot of --max-concurrent-predictions",
+            "Predict requests admitted and not yet answered (each holding its cost of \
+             --prediction-budget-bytes)",
             predictions_in_flight.clone(),
+        );
+        let admission = admission::Gauges::default();
+        registry.register(
+            "prediction_budget_bytes",
+            "Memory the predict requests in flight may cost together (--prediction-budget-bytes)",
+            admission.budget_bytes.clone(),
+        );
+        registry.register(
+            "prediction_budget_used_bytes",
+            "Bytes of the prediction budget held by the requests in flight, each charged \
+             from its declared length before its body is read",
+            admission.used_bytes.clone(),
+        );
+        registry.register(
+            "predictions_waiting",
+            "Large predict requests waiting in line for budget (--max-waiting-predictions)",
+            admission.waiting.clone(),
         );
         let predictions_cancelled = Counter::default();
         registry.register(
@@ -192,6 +249,8 @@ impl Metrics {
             requests,
             duration,
             errors,
+            prediction_duration,
+            admission,
             predicted_rows,
             out_of_area_rows,
             predictions_in_flight,
@@ -210,6 +269,17 @@ impl Metrics {
     pub fn prediction_started(&self) -> Counted {
         self.predictions_in_flight.inc();
         Counted(self.predictions_in_flight.clone())
+    }
+
+    /// The gauges the admission of predict requests keeps current.
+    pub fn admission_gauges(&self) -> admission::Gauges {
+        self.admission.clone()
+    }
+
+    /// One predict request answered 200: its rows and the seconds from
+    /// its arrival to its answer ready.
+    pub fn record_prediction(&self, rows: usize, seconds: f64) {
+        self.prediction_duration.get_or_create(&BatchLabels::of(rows)).observe(seconds);
     }
 
     pub fn record_cancelled(&self) {

@@ -62,7 +62,9 @@ pub async fn run(args: &ServeArgs) -> Result<()> {
         release = args.release.as_deref().unwrap_or("-"),
         max_batch_rows = limits.max_batch_rows,
         max_body_bytes = limits.max_body_bytes,
-        max_concurrent_predictions = limits.max_concurrent_predictions,
+        prediction_budget_bytes = limits.prediction_budget_bytes,
+        small_reserve_bytes = limits.small_reserve_bytes,
+        max_waiting_predictions = limits.max_waiting_predictions,
         max_connections = conn_limits.max_connections,
         "starting"
     );
@@ -315,7 +317,10 @@ impl Connection {
         let timers = Timers {
             header: self.limits.header_timeout,
             idle: self.limits.idle_timeout,
-            response: request.body_timeout + request.request_timeout + self.limits.idle_timeout,
+            response: request.admission_wait
+                + request.body_timeout
+                + request.request_timeout
+                + self.limits.idle_timeout,
         };
         let io = Watched::new(tcp, requests.clone(), self.state.clone());
         let service = Service {
@@ -441,7 +446,7 @@ impl Drop for Done {
 /// all of it, and hands it over in pieces of at most [`PIECE`] bytes: hyper
 /// copies each data frame whole into the connection's write buffer, so
 /// the buffer of a client that reads slowly stays small (the rest stays in
-/// the body, where a prediction's answer counts against its slot).
+/// the body, where a prediction's answer counts against its charge).
 struct Tracked {
     body: Body,
     pending: Bytes,

@@ -1,5 +1,6 @@
 //! What every handler shares: the loaded model (or why there is none), the
-//! identity of this deployment, the request limits and the metrics.
+//! identity of this deployment, the request limits, the admission of
+//! predictions and the metrics.
 
 use std::io::Read;
 use std::path::Path;
@@ -11,6 +12,7 @@ use bluegreen::Color;
 use model::{ArtifactError, ModelArtifact};
 use tokio::sync::Semaphore;
 
+use crate::admission::Admission;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 
@@ -150,9 +152,12 @@ pub struct AppState {
     pub deployment: Deployment,
     pub limits: Limits,
     pub metrics: Metrics,
-    /// One permit per predict request in flight
-    /// ([`Limits::max_concurrent_predictions`]).
-    pub predictions: Arc<Semaphore>,
+    /// The budget predict requests are admitted from, by cost.
+    pub admission: Arc<Admission>,
+    /// One permit per core: large batches priced at once. More would only
+    /// share the cores, making every accepted batch late and starving the
+    /// async workers that answer small requests and liveness.
+    pub pricing: Arc<Semaphore>,
     /// Set once shutdown begins: every answer then carries
     /// `Connection: close`, so clients stop reusing the connection.
     pub draining: AtomicBool,
@@ -161,13 +166,15 @@ pub struct AppState {
 impl AppState {
     pub fn new(model: ModelSlot, deployment: Deployment, limits: Limits) -> Arc<AppState> {
         let metrics = Metrics::new(model.artifact());
-        let predictions = Arc::new(Semaphore::new(limits.max_concurrent_predictions));
+        let admission = Admission::new(&limits, metrics.admission_gauges());
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Arc::new(AppState {
             model,
             deployment,
             limits,
             metrics,
-            predictions,
+            admission,
+            pricing: Arc::new(Semaphore::new(cores)),
             draining: AtomicBool::new(false),
         })
     }

@@ -10,6 +10,8 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use service::admission::body_cost;
+
 use common::{
     RawResponse, Service, TempDir, artifact, batch, documented_request, is_closed_by_peer,
     read_one, write_file,
@@ -65,7 +67,9 @@ fn hostile_body() -> String {
 
 #[test]
 fn sixteen_max_size_invalid_bodies_cost_bounded_memory() {
-    let (service, _dir) = with_model("memory", &[]);
+    // The default budget admits eight such bodies at once; the others wait
+    // for them (for as long as a debug build needs).
+    let (service, _dir) = with_model("memory", &["--admission-wait-secs", "120"]);
     let body = Arc::new(hostile_body());
     let (_, before) = service.memory_kib();
     let clients = 16;
@@ -98,33 +102,26 @@ fn sixteen_max_size_invalid_bodies_cost_bounded_memory() {
 }
 
 #[test]
-fn over_the_limit_predictions_are_shed_with_retry_after_and_counted() {
-    let (service, _dir) = with_model("shed", &["--max-concurrent-predictions", "1"]);
-    // One request holds the only slot, waiting for the rest of its body.
-    let body = batch(10).to_string();
-    let mut holder = service.connect();
-    holder.write_all(post_head(body.len(), "").as_bytes()).unwrap();
-    holder.write_all(&body.as_bytes()[..10]).unwrap();
-    service.wait_for_metric("predictions_in_flight", 1.0);
-
-    let response = exchange(&service, format!("{}{body}", post_head(body.len(), "")).as_bytes());
-    assert_eq!(response.status, 503, "{response:?}");
-    assert_fastapi_message(&response);
-    assert_eq!(response.header("retry-after"), Some("1"));
-    assert_eq!(response.header("connection"), Some("close"));
-    // Liveness is not a prediction: it answers whatever the load.
-    assert_eq!(service.get("/").0, 200);
-
-    holder.write_all(&body.as_bytes()[10..]).unwrap();
-    assert_eq!(read_one(&mut holder).unwrap().status, 200);
-    let shed = r#"http_request_errors_total{route="/api/predict/",status="503",kind="overloaded"}"#;
-    assert_eq!(service.metric(shed), 1.0);
-}
-
-#[test]
 fn liveness_answers_while_predictions_are_shed() {
-    let (service, _dir) = with_model("overload", &["--max-concurrent-predictions", "2"]);
     let body = Arc::new(batch(10_000).to_string());
+    // Room for two such batches, one more in line for a moment, the rest shed.
+    let (max_body, budget) =
+        (body.len().to_string(), (2 * body_cost(body.len(), 10_000)).to_string());
+    let (service, _dir) = with_model(
+        "overload",
+        &[
+            "--max-body-bytes",
+            &max_body,
+            "--prediction-budget-bytes",
+            &budget,
+            "--small-reserve-bytes",
+            "0",
+            "--max-waiting-predictions",
+            "1",
+            "--admission-wait-secs",
+            "0.2",
+        ],
+    );
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let handles: Vec<_> = (0..6)
         .map(|_| {
@@ -154,8 +151,9 @@ fn liveness_answers_while_predictions_are_shed() {
         r#"http_request_errors_total{route="/api/predict/",status="503",kind="overloaded"}"#,
     );
     assert_eq!(counted, shed as f64);
-    // Nothing is left running once the clients are gone.
+    // Nothing is left running once the clients are gone, nor any budget held.
     service.wait_for_metric("predictions_in_flight", 0.0);
+    service.wait_for_metric("prediction_budget_used_bytes", 0.0);
 }
 
 #[test]

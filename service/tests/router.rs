@@ -9,6 +9,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use model::{ModelArtifact, Trip};
 use serde_json::{Value, json};
+use service::admission::{Class, Cost};
 use service::{AppState, Deployment, Limits, LoadedModel, ModelSlot};
 
 use common::{
@@ -349,6 +350,15 @@ async fn metrics_count_requests_by_route_and_status_and_rows() {
     );
     assert!(!m.contains("/no/such/page"));
     assert_eq!(series_value(m, &format!("http_request_duration_seconds_count{ok}")), 2.0);
+    // Both batch sizes are rendered from the start; only 200s are observed.
+    let by_batch = |batch: &str| format!(r#"prediction_duration_seconds_count{{batch="{batch}"}}"#);
+    assert_eq!(series_value(m, &by_batch("small")), 2.0);
+    assert_eq!(series_value(m, &by_batch("large")), 0.0);
+    assert!(m.contains(r#"prediction_duration_seconds_bucket{batch="small",le="0.0016"}"#), "{m}");
+    assert!(m.contains("# HELP prediction_duration_seconds "), "{m}");
+    assert_eq!(series_value(m, "prediction_budget_bytes"), (64u64 << 20) as f64);
+    assert_eq!(series_value(m, "prediction_budget_used_bytes"), 0.0);
+    assert_eq!(series_value(m, "predictions_waiting"), 0.0);
     assert_eq!(series_value(m, "predicted_rows_total"), 4.0);
     assert_eq!(series_value(m, "out_of_area_rows_total"), 1.0);
     assert_eq!(series_value(m, "model_loaded"), 1.0);
@@ -441,9 +451,15 @@ async fn a_body_past_the_body_timeout_gets_408_and_a_broken_body_400() {
 #[tokio::test]
 async fn a_batch_at_exactly_the_limit_is_predicted() {
     let rows = Limits::default().max_batch_rows;
-    let answer = send(&loaded(), post_json("/api/predict/", batch(rows).to_string())).await;
+    let state = loaded();
+    let answer = send(&state, post_json("/api/predict/", batch(rows).to_string())).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", &answer.text[..200.min(answer.text.len())]);
     assert_eq!(answer.body["predictions"].as_array().unwrap().len(), rows);
+    let m = send(&state, get("/metrics")).await.text;
+    assert_eq!(series_value(&m, r#"prediction_duration_seconds_count{batch="large"}"#), 1.0);
+    assert_eq!(series_value(&m, r#"prediction_duration_seconds_count{batch="small"}"#), 0.0);
+    // A chunked body, charged at the size limit, gave everything back.
+    assert_eq!(state.admission.used_bytes(), 0);
 }
 
 /// Mutated versions of valid bodies (bytes flipped, dropped, duplicated;
@@ -489,11 +505,18 @@ async fn mutated_bodies_get_200_or_422_never_5xx() {
 
 #[tokio::test]
 async fn no_model_and_overload_are_different_503s_in_metrics() {
-    let limits = Limits { max_concurrent_predictions: 1, ..Limits::default() };
-    let state = AppState::new(loaded_slot(), Deployment::default(), limits);
-    // Every slot taken: the next predict request is shed, its body unread.
-    let held = state.predictions.clone().try_acquire_owned().unwrap();
-    let shed = send(&state, post_json("/api/predict/", documented_request().to_string())).await;
+    let state = loaded();
+    // The whole budget taken: the next predict request is shed, its body
+    // unread (a small one never waits).
+    let everything = Cost { bytes: state.admission.budget_bytes(), class: Class::Small };
+    let held = state.admission.admit(everything).await.unwrap();
+    let documented = documented_request().to_string();
+    let request = Request::post("/api/predict/")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, documented.len())
+        .body(Body::from(documented))
+        .unwrap();
+    let shed = send(&state, request).await;
     assert_eq!(shed.status, StatusCode::SERVICE_UNAVAILABLE, "{}", shed.text);
     assert!(shed.body["detail"].as_str().unwrap().contains("too many"), "{}", shed.text);
     drop(held);

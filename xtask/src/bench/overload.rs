@@ -1,17 +1,16 @@
-//! The overload figures of `bench serve`: the service alone, flooded with
-//! more maximum-size predict requests at once than it takes
-//! (`--max-concurrent-predictions`), while a prober times `GET /`. The
-//! clients are well-behaved: after a 503 each waits as `Retry-After` says
-//! (a client that retries at once only makes the service read and discard
-//! more bodies it refused).
+//! The flood of `bench serve`: the service alone, flooded with more large
+//! predict requests at once than its budget takes while a few clients post
+//! small ones and a prober times `GET /`. The clients are well-behaved:
+//! after a 503 each waits as `Retry-After` says (a client that retries at
+//! once only makes the service read and discard more bodies it refused).
 //!
-//! Reported: how many predict requests were shed (503 with `Retry-After`)
-//! and how many priced, the latency of liveness under that load (p50, p99,
-//! max), the peak RSS of the process (`VmHWM`, its lifetime's peak, the
-//! flood included), its RSS once the flood is over, and the CPU it burned
-//! after every client had gone (work that outlives its request).
+//! Measured: every client's answers by status and its latencies, the
+//! latency of liveness under that load, the peak RSS of the process
+//! (`VmHWM`, its lifetime's peak, the flood included: run it on a fresh
+//! process), its RSS once the flood is over, and the CPU it burned after
+//! every client had gone (work that outlives its request).
 
-use std::fmt::Write as _;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -22,16 +21,65 @@ use anyhow::{Context, Result, anyhow};
 use crate::effects::http::Request;
 use crate::effects::local_server::LocalServer;
 
+/// One kind of client of a flood: how many post which body.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    pub count: usize,
+    pub body: Arc<[u8]>,
+    /// The bound on one exchange; past it the request counts as no answer.
+    pub timeout: Duration,
+    /// At most one request per client this often (none: back to back), so
+    /// the load these clients offer is the same however they are served.
+    pub pace: Option<Duration>,
+}
+
+/// What one kind of client saw.
+#[derive(Debug, Clone, Default)]
+pub struct Answers {
+    /// Answers by status; 0 counts requests with no answer (connection
+    /// errors, timeouts).
+    pub by_status: BTreeMap<u16, u64>,
+    /// Latencies of the 200 answers, sorted, in milliseconds.
+    pub ok_ms: Vec<f64>,
+}
+
+impl Answers {
+    pub fn total(&self) -> u64 {
+        self.by_status.values().sum()
+    }
+
+    pub fn of(&self, status: u16) -> u64 {
+        self.by_status.get(&status).copied().unwrap_or(0)
+    }
+
+    /// The share of requests answered 200 (NaN when none were sent).
+    pub fn ok_share(&self) -> f64 {
+        self.of(200) as f64 / self.total() as f64
+    }
+
+    fn add(&mut self, other: Answers) {
+        for (status, n) in other.by_status {
+            *self.by_status.entry(status).or_default() += n;
+        }
+        self.ok_ms.extend(other.ok_ms);
+    }
+}
+
+/// The `q` quantile (0..=1) of sorted values (NaN for none).
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
 /// What one flood measured.
 #[derive(Debug, Clone)]
 pub struct Overload {
-    pub clients: usize,
     pub seconds: f64,
-    pub body_bytes: usize,
-    pub priced: u64,
-    pub shed: u64,
-    /// Other statuses and connection errors.
-    pub other: u64,
+    pub large: Answers,
+    pub small: Answers,
     /// `GET /` latencies during the flood, sorted, in milliseconds.
     pub live_ms: Vec<f64>,
     pub peak_rss_kib: u64,
@@ -40,96 +88,26 @@ pub struct Overload {
     pub cpu_after_s: f64,
 }
 
-impl Overload {
-    pub fn shed_rate(&self) -> f64 {
-        let sent = self.priced + self.shed + self.other;
-        if sent == 0 { 0.0 } else { self.shed as f64 / sent as f64 }
-    }
-
-    /// The `q` quantile (0..=1) of liveness latency, in milliseconds.
-    pub fn live_quantile(&self, q: f64) -> f64 {
-        if self.live_ms.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((self.live_ms.len() - 1) as f64 * q).round() as usize;
-        self.live_ms[i.min(self.live_ms.len() - 1)]
-    }
-
-    pub fn table(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "\noverload: {} clients posting {:.1} MB batches for {:.0} s (waiting as Retry-After \
-             says when shed), `GET /` probed meanwhile",
-            self.clients,
-            self.body_bytes as f64 / 1e6,
-            self.seconds
-        );
-        let _ = writeln!(out, "\n| figure | measured |\n|---|---:|");
-        let sent = self.priced + self.shed + self.other;
-        let rows = [
-            ("predict requests sent", sent.to_string()),
-            ("priced (200)", self.priced.to_string()),
-            ("priced per second", format!("{:.0}", self.priced as f64 / self.seconds)),
-            ("shed (503, Retry-After)", self.shed.to_string()),
-            ("other answers or errors", self.other.to_string()),
-            ("shed rate", format!("{:.1} %", self.shed_rate() * 100.0)),
-            ("`GET /` probes", self.live_ms.len().to_string()),
-            ("`GET /` p50", format!("{:.2} ms", self.live_quantile(0.5))),
-            ("`GET /` p99", format!("{:.2} ms", self.live_quantile(0.99))),
-            ("`GET /` max", format!("{:.2} ms", self.live_quantile(1.0))),
-            ("peak RSS (VmHWM)", format!("{:.1} MiB", self.peak_rss_kib as f64 / 1024.0)),
-            ("RSS 2 s after the flood", format!("{:.1} MiB", self.rss_after_kib as f64 / 1024.0)),
-            ("CPU in the 2 s after the flood", format!("{:.2} s", self.cpu_after_s)),
-        ];
-        for (what, value) in rows {
-            let _ = writeln!(out, "| {what} | {value} |");
-        }
-        out
-    }
-}
-
-/// Floods `service` with `clients` threads posting `body` to the predict
-/// route for `duration`, while one more thread probes `GET /`.
+/// Floods `service` with `large` and `small` clients posting to the
+/// predict route for `duration`, while one more thread probes `GET /`.
 pub fn measure(
     service: &LocalServer,
-    body: &str,
-    clients: usize,
+    large: &Clients,
+    small: &Clients,
     duration: Duration,
 ) -> Result<Overload> {
     let authority = service.authority();
-    let body: Arc<[u8]> = Arc::from(body.as_bytes());
     let stop = Arc::new(AtomicBool::new(false));
-    let flood: Vec<_> = (0..clients)
-        .map(|_| {
-            let (authority, body, stop) = (authority.clone(), body.clone(), stop.clone());
-            thread::spawn(move || {
-                let mut counts = [0u64; 3];
-                let request =
-                    Request::post_json("/api/predict/", &body).timeout(Duration::from_secs(30));
-                while !stop.load(Ordering::Relaxed) {
-                    let answer = request.send(&authority);
-                    let retry_after = match &answer {
-                        Ok(r) if r.status == 503 => {
-                            r.header("retry-after").and_then(|v| v.parse::<u64>().ok())
-                        }
-                        _ => None,
-                    };
-                    let slot = match (&answer, retry_after) {
-                        (Ok(r), _) if r.status == 200 => 0,
-                        (_, Some(_)) => 1,
-                        _ => 2,
-                    };
-                    counts[slot] += 1;
-                    let wait_until = Instant::now() + Duration::from_secs(retry_after.unwrap_or(0));
-                    while Instant::now() < wait_until && !stop.load(Ordering::Relaxed) {
-                        thread::sleep(Duration::from_millis(10));
-                    }
-                }
-                counts
+    let spawn = |clients: &Clients| -> Vec<thread::JoinHandle<Answers>> {
+        (0..clients.count)
+            .map(|_| {
+                let (authority, clients, stop) = (authority.clone(), clients.clone(), stop.clone());
+                thread::spawn(move || post_until(&authority, &clients, &stop))
             })
-        })
-        .collect();
+            .collect()
+    };
+    let large_threads = spawn(large);
+    let small_threads = spawn(small);
     let prober = {
         let (authority, stop) = (authority.clone(), stop.clone());
         thread::spawn(move || {
@@ -147,13 +125,16 @@ pub fn measure(
     };
     thread::sleep(duration);
     stop.store(true, Ordering::Relaxed);
-    let mut totals = [0u64; 3];
-    for client in flood {
-        let counts = client.join().map_err(|_| anyhow!("a flood client panicked"))?;
-        for (total, n) in totals.iter_mut().zip(counts) {
-            *total += n;
+    let join = |threads: Vec<thread::JoinHandle<Answers>>| -> Result<Answers> {
+        let mut all = Answers::default();
+        for thread in threads {
+            all.add(thread.join().map_err(|_| anyhow!("a flood client panicked"))?);
         }
-    }
+        all.ok_ms.sort_by(f64::total_cmp);
+        Ok(all)
+    };
+    let large = join(large_threads)?;
+    let small = join(small_threads)?;
     let mut live_ms = prober.join().map_err(|_| anyhow!("the prober panicked"))?;
     live_ms.sort_by(f64::total_cmp);
     let pid = service.pid();
@@ -162,17 +143,40 @@ pub fn measure(
     let cpu_after_s = cpu_seconds(pid)? - cpu_before;
     let (rss_after_kib, peak_rss_kib) = memory_kib(pid)?;
     Ok(Overload {
-        clients,
         seconds: duration.as_secs_f64(),
-        body_bytes: body.len(),
-        priced: totals[0],
-        shed: totals[1],
-        other: totals[2],
+        large,
+        small,
         live_ms,
         peak_rss_kib,
         rss_after_kib,
         cpu_after_s,
     })
+}
+
+/// One client: posts its body until `stop`, waiting as `Retry-After` says
+/// after a 503.
+fn post_until(authority: &str, clients: &Clients, stop: &AtomicBool) -> Answers {
+    let mut answers = Answers::default();
+    let request = Request::post_json("/api/predict/", &clients.body).timeout(clients.timeout);
+    while !stop.load(Ordering::Relaxed) {
+        let sent = Instant::now();
+        let answer = request.send(authority);
+        let status = answer.as_ref().map_or(0, |r| r.status);
+        *answers.by_status.entry(status).or_default() += 1;
+        if status == 200 {
+            answers.ok_ms.push(sent.elapsed().as_secs_f64() * 1e3);
+        }
+        let retry_after = match &answer {
+            Ok(r) if r.status == 503 => r.header("retry-after").and_then(|v| v.parse::<u64>().ok()),
+            _ => None,
+        };
+        let paced = sent + clients.pace.unwrap_or_default();
+        let wait_until = paced.max(Instant::now() + Duration::from_secs(retry_after.unwrap_or(0)));
+        while Instant::now() < wait_until && !stop.load(Ordering::Relaxed) {
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+    answers
 }
 
 /// `VmRSS` and `VmHWM` of a process, in KiB.
@@ -222,24 +226,16 @@ mod tests {
     }
 
     #[test]
-    fn quantiles_and_shed_rate() {
-        let o = Overload {
-            clients: 1,
-            seconds: 1.0,
-            body_bytes: 1,
-            priced: 3,
-            shed: 1,
-            other: 0,
-            live_ms: (1..=100).map(f64::from).collect(),
-            peak_rss_kib: 0,
-            rss_after_kib: 0,
-            cpu_after_s: 0.0,
-        };
-        assert_eq!(o.shed_rate(), 0.25);
-        assert_eq!(o.live_quantile(0.5), 51.0);
-        assert_eq!(o.live_quantile(0.99), 99.0);
-        assert_eq!(o.live_quantile(1.0), 100.0);
-        assert!(o.table().contains("| shed rate | 25.0 % |"), "{}", o.table());
+    fn quantiles_and_shares() {
+        let values: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(quantile(&values, 0.5), 51.0);
+        assert_eq!(quantile(&values, 0.99), 99.0);
+        assert_eq!(quantile(&values, 1.0), 100.0);
+        assert!(quantile(&[], 0.5).is_nan());
+        let mut answers = Answers::default();
+        answers.add(Answers { by_status: BTreeMap::from([(200, 3), (503, 1)]), ok_ms: vec![] });
+        assert_eq!((answers.total(), answers.of(200), answers.of(404)), (4, 3, 0));
+        assert_eq!(answers.ok_share(), 0.75);
     }
 }
 
@@ -258,7 +254,7 @@ mod live {
     // A measurement, not a check: it floods a release service for seconds,
     // which a shared CI machine should not pay for on every run. Run it with
     // `cargo test -p xtask overload_figures -- --ignored --nocapture`;
-    // `cargo xtask bench serve` prints the same table.
+    // `cargo xtask bench serve` prints the same figures.
     #[ignore = "floods a release build of the service for seconds"]
     fn overload_figures() {
         let dir = tempfile::tempdir().unwrap();
@@ -269,9 +265,20 @@ mod live {
         command.args(["--host", "127.0.0.1", "--port", &port.to_string(), "--model"]).arg(&model);
         let mut service = LocalServer::spawn("overload-test", command, port).unwrap();
         service.wait_for("/ready", 200, Duration::from_secs(30)).unwrap();
-        let body = crate::api::predict_body(&vec![model::DOCUMENTED_TRIP; 10_000]);
-        let o = measure(&service, &body, 64, Duration::from_secs(5)).unwrap();
-        print!("{}", o.table());
-        assert!(o.priced > 0 && o.other == 0, "{o:?}");
+        let clients = |count, body: String, pace| Clients {
+            count,
+            body: Arc::from(body.into_bytes()),
+            timeout: Duration::from_secs(30),
+            pace,
+        };
+        let batch = crate::api::predict_body(&vec![model::DOCUMENTED_TRIP; 10_000]);
+        let large = clients(48, batch, None);
+        let small = clients(2, crate::api::documented_request(), Some(Duration::from_millis(10)));
+        let o = measure(&service, &large, &small, Duration::from_secs(5)).unwrap();
+        println!(
+            "large {:?}, 1-row {:?}, peak RSS {} KiB",
+            o.large.by_status, o.small.by_status, o.peak_rss_kib
+        );
+        assert!(o.large.of(200) > 0 && o.small.ok_share() >= 0.95, "{o:?}");
     }
 }

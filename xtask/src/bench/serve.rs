@@ -6,10 +6,12 @@
 //! case) and against a hello-world axum server (the ceiling), one after the
 //! other in the same run, with wrk on loopback. Prints requests/s, p50 and
 //! p99 per scenario with the ratios, then idle RSS and the time from spawn
-//! to ready, then the service's overload figures (`overload`: shed rate,
-//! `GET /` latency under a flood of 10,000-row batches, peak RSS). The
-//! Python apps are `xtask/python/original_app.py`; both must predict the
-//! model crate's fares before they are measured.
+//! to ready, then the service's admission figures (`admission`: shedding
+//! at 128 connections of 100-row batches, and 1-row requests during a
+//! flood of 10,000-row batches, with `GET /` latency and peak RSS; by cost
+//! against by count as it was). The Python apps are
+//! `xtask/python/original_app.py`; both must predict the model crate's
+//! fares before they are measured.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -19,7 +21,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use model::ModelArtifact;
 
-use super::{overload, python};
+use super::{admission, python};
 use crate::api;
 use crate::effects::http::Request;
 use crate::effects::local_server::{LocalServer, free_port};
@@ -43,18 +45,17 @@ pub struct BenchServeArgs {
     pub model: Option<PathBuf>,
 }
 
-/// Clients flooding the service with 10,000-row batches for the overload
-/// figures: four times its default `--max-concurrent-predictions`.
-const OVERLOAD_CLIENTS: usize = 64;
+/// The longest flood of the admission figures.
+const MAX_FLOOD: Duration = Duration::from_secs(20);
 
 /// What wrk measured for one server in one scenario.
 #[derive(Debug, Clone, Copy)]
-struct Measured {
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
+pub(super) struct Measured {
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
     /// Non-2xx answers plus socket errors.
-    errors: u64,
+    pub errors: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,11 +88,11 @@ impl Server {
     }
 }
 
-struct Scenario {
+pub(super) struct Scenario {
     name: &'static str,
     path: &'static str,
     /// POST body; GET when None.
-    body: Option<String>,
+    pub body: Option<String>,
 }
 
 struct ServerRun {
@@ -173,15 +174,21 @@ pub fn run(args: &BenchServeArgs) -> Result<()> {
             }
         }
     }
-    // Last: it leaves the service's peak RSS behind.
-    let service = started.iter().find(|(_, run)| run.server == Server::Service);
-    let (service, _) = service.context("the service was not started")?;
-    let batch = api::predict_body(&synthetic_trips(&work, 10_000)?);
-    let flood = Duration::from_secs(args.duration_secs.into());
-    let overload = overload::measure(service, &batch, OVERLOAD_CLIENTS, flood)?;
     let runs: Vec<ServerRun> = started.into_iter().map(|(_, run)| run).collect();
+    // The admission figures run fresh processes of the service alone.
+    let large_body = api::predict_body(&synthetic_trips(&work, 10_000)?);
+    let setup = admission::Setup {
+        model: &model_path,
+        work: &work,
+        threads: args.threads,
+        wrk_seconds: args.duration_secs,
+        flood: Duration::from_secs(2 * u64::from(args.duration_secs)).min(MAX_FLOOD),
+        hundred: &scenarios[2],
+        large_body: &large_body,
+    };
+    let figures = admission::measure(&setup)?;
     print!("{}", table(args, &scenarios, &runs));
-    print!("{}", overload.table());
+    print!("{}", figures.table());
     Ok(())
 }
 
@@ -248,19 +255,23 @@ fn valid_trips(csv: &str) -> Result<Vec<[f64; 5]>> {
     Ok(trips.collect())
 }
 
+/// The release service on a free loopback port, with `extra` flags.
+pub(super) fn start_service(name: &str, model: &Path, extra: &[String]) -> Result<LocalServer> {
+    let port = free_port()?;
+    let mut c = Command::new(paths::cargo_target().join("release").join("service"));
+    c.args(["--host", "127.0.0.1", "--port", &port.to_string(), "--model"]).arg(model).args(extra);
+    LocalServer::spawn(name, c, port)
+}
+
 fn start(server: Server, python: &Path, work: &Path, model: &Path) -> Result<LocalServer> {
     let port = free_port()?;
     let release = paths::cargo_target().join("release");
-    let command = match server {
-        Server::Service => {
-            let mut c = Command::new(release.join("service"));
-            c.args(["--host", "127.0.0.1", "--port", &port.to_string(), "--model"]).arg(model);
-            c
-        }
+    let (name, command) = match server {
+        Server::Service => return start_service("bench-service", model, &[]),
         Server::Hello => {
             let mut c = Command::new(release.join("examples").join("hello"));
             c.arg(port.to_string());
-            c
+            ("bench-hello", c)
         }
         Server::Original | Server::NumpyPort => {
             let mut c = Command::new(python);
@@ -272,14 +283,10 @@ fn start(server: Server, python: &Path, work: &Path, model: &Path) -> Result<Loc
                 .env("MODEL_PATH", model)
                 .env("FRAME", server.frame().unwrap_or("pandas"))
                 .env(python::CONSTANTS_ENV, python::constants());
-            c
+            let name =
+                if server == Server::Original { "bench-original" } else { "bench-numpy-port" };
+            (name, c)
         }
-    };
-    let name = match server {
-        Server::Service => "bench-service",
-        Server::Original => "bench-original",
-        Server::NumpyPort => "bench-numpy-port",
-        Server::Hello => "bench-hello",
     };
     LocalServer::spawn(name, command, port)
 }
@@ -315,7 +322,7 @@ fn check_same_predictions(
     Ok(())
 }
 
-fn wrk(
+pub(super) fn wrk(
     server: &LocalServer,
     scenario: &Scenario,
     threads: u32,
