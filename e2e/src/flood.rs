@@ -130,7 +130,7 @@ pub fn flood_during_analysis(fx: &Fixture) -> Result<String> {
     );
     let figures = figures.map_or("no figures".to_owned(), |f| {
         format!(
-            "{:.0} predictions, {:.0} shed, {:.2}% faults, p99 of small batches {:.0} ms",
+            "{:.0} predictions, {:.0} shed, {:.2}% faults, p99 of small batches {:.1} ms",
             f.requests,
             f.shed,
             f.error_rate * 100.0,

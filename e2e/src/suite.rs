@@ -62,13 +62,14 @@ pub fn run(args: &E2eArgs) -> Result<()> {
     drop(registry);
 
     println!();
-    println!("{:<58} {:>6}  result", "scenario", "s");
+    let width = rows.iter().map(|(name, _, _)| name.chars().count()).max().unwrap_or(8);
+    println!("{:<width$} {:>6}  result", "scenario", "s");
     for (name, seconds, outcome) in &rows {
         let result = match outcome {
             Ok(what) => format!("ok: {what}"),
             Err(e) => format!("FAILED: {}", format!("{e:#}").lines().next().unwrap_or("")),
         };
-        println!("{name:<58} {seconds:>6.0}  {result}");
+        println!("{name:<width$} {seconds:>6.0}  {result}");
     }
     let failed = rows.iter().filter(|(_, _, o)| o.is_err()).count();
     println!("e2e: {} passed, {failed} failed", rows.len() - failed);
