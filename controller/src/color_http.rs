@@ -85,12 +85,25 @@ struct Priced {
     model_version: String,
 }
 
-/// Why a known-answer request is not answered as it should be.
+/// Why a request to the predict route is not answered as it should be.
 enum Unknown {
     /// No answer at all: refused, reset, timed out.
     Unanswered(String),
-    /// An answer that is not the known one.
+    /// An answer that is not the known one, or cannot be read.
     Wrong(String),
+}
+
+impl Unknown {
+    fn into_words(self) -> String {
+        match self {
+            Unknown::Unanswered(e) | Unknown::Wrong(e) => e,
+        }
+    }
+}
+
+/// An answer of the predict route, read.
+fn priced(text: &str) -> Result<Priced, String> {
+    serde_json::from_str(text).map_err(|e| format!("not a prediction: {e}"))
 }
 
 /// Text of an answer's first bytes, for a reason.
@@ -127,9 +140,13 @@ impl ColorHttp {
         ModelArtifact::from_json(&text).map_err(|e| format!("GET {url}: {e}"))
     }
 
-    /// Prices `trips` at `base` (a replica's own address): the fares and
-    /// the model version that answered.
-    pub async fn predict(&self, base: &str, trips: &[Trip]) -> Result<(Vec<f64>, String), String> {
+    /// Posts `trips` to the predict route at `base`: the answer's status
+    /// and text, or why there is none.
+    async fn post_trips(
+        &self,
+        base: &str,
+        trips: &[Trip],
+    ) -> Result<(reqwest::StatusCode, String), Unknown> {
         let url = format!("{base}/api/predict/");
         let body = serde_json::json!({ "data": trips });
         let response = self
@@ -138,15 +155,22 @@ impl ColorHttp {
             .json(&body)
             .send()
             .await
-            .map_err(|e| format!("POST {url}: {}", why(&e)))?;
+            .map_err(|e| Unknown::Unanswered(format!("POST {url}: {}", why(&e))))?;
         let status = response.status();
-        let text =
-            body_within(response, MAX_ANSWER).await.map_err(|e| format!("POST {url}: {e}"))?;
+        let text = body_within(response, MAX_ANSWER)
+            .await
+            .map_err(|e| Unknown::Wrong(format!("POST {url}: {e}")))?;
+        Ok((status, text))
+    }
+
+    /// Prices `trips` at `base` (a replica's own address): the fares and
+    /// the model version that answered.
+    pub async fn predict(&self, base: &str, trips: &[Trip]) -> Result<(Vec<f64>, String), String> {
+        let (status, text) = self.post_trips(base, trips).await.map_err(Unknown::into_words)?;
         if !status.is_success() {
-            return Err(format!("POST {url} answered {status}: {}", excerpt(&text)));
+            return Err(format!("POST {base}/api/predict/ answered {status}: {}", excerpt(&text)));
         }
-        let priced: Priced = serde_json::from_str(&text)
-            .map_err(|e| format!("POST {url}: not a prediction: {e}"))?;
+        let priced = priced(&text).map_err(|e| format!("POST {base}/api/predict/: {e}"))?;
         Ok((priced.predictions, priced.model_version))
     }
 
@@ -242,19 +266,11 @@ impl ColorHttp {
     /// One known-answer request. A 5xx is no verdict here: the color's
     /// counters have it, as a fault or as shed for capacity.
     async fn known_answer(&self, base: &str, known: &Known) -> Result<(), Unknown> {
-        let url = format!("{base}/api/predict/");
-        let body = serde_json::json!({ "data": [known.trip] });
-        let response = self
-            .http
-            .post(&url)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| Unknown::Unanswered(format!("POST {url}: {}", why(&e))))?;
-        let status = response.status();
-        let text = body_within(response, MAX_ANSWER)
-            .await
-            .map_err(|e| Unknown::Wrong(format!("a known-answer request: POST {url}: {e}")))?;
+        let wrong = |e: String| Unknown::Wrong(format!("a known-answer request: {e}"));
+        let (status, text) = self.post_trips(base, &[known.trip]).await.map_err(|e| match e {
+            Unknown::Wrong(e) => wrong(e),
+            unanswered => unanswered,
+        })?;
         if status.is_server_error() {
             return Ok(());
         }
@@ -264,9 +280,7 @@ impl ColorHttp {
                 excerpt(&text)
             )));
         }
-        let priced: Priced = serde_json::from_str(&text).map_err(|e| {
-            Unknown::Wrong(format!("a known-answer request: not a prediction: {e}"))
-        })?;
+        let priced = priced(&text).map_err(wrong)?;
         match priced.predictions.as_slice() {
             [fare] => known.check(*fare, &priced.model_version).map_err(Unknown::Wrong),
             other => Err(Unknown::Wrong(format!(

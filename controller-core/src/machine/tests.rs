@@ -311,6 +311,17 @@ fn the_fallback_is_dropped_before_the_old_color_goes() {
     check(&d, &green, &r, at(3000), unlisted);
 }
 
+/// What a window of 30 good predictions shows.
+fn thirty_good() -> crate::analysis::Figures {
+    crate::analysis::Figures {
+        requests: 30.0,
+        shed: 0.0,
+        error_rate: 0.0,
+        p99_seconds: 0.01,
+        own: 0,
+    }
+}
+
 #[test]
 fn the_analysis_window_reads_the_new_color_every_second() {
     let mut r = rolling("v2", Stage::ScaleDown { not_before: at(60_000) });
@@ -327,13 +338,7 @@ fn the_analysis_window_reads_the_new_color_every_second() {
         reason: "analysis: the new color's figures could not be read during the window".into(),
     };
     check(&d, &both(Green), &r, at(60_000), unread);
-    let figures = crate::analysis::Figures {
-        requests: 30.0,
-        shed: 0.0,
-        error_rate: 0.0,
-        p99_seconds: 0.01,
-        own: 0,
-    };
+    let figures = thirty_good();
     r.rollout.as_mut().unwrap().summary.analysis = Some(figures);
     check(&d, &both(Green), &r, at(60_000), Step::Remove { color: Blue, why: Removal::ScaleDown });
     // Mostly shed: too few judged by the end never passes either.
@@ -369,13 +374,7 @@ fn a_quiet_window_is_filled_with_known_answer_requests() {
     let own = Some((known, 1));
     check(&d, &both(Green), &r, at(1000), Step::Analyze { color: Green, own });
     // Live traffic brought enough: none.
-    let figures = crate::analysis::Figures {
-        requests: 30.0,
-        shed: 0.0,
-        error_rate: 0.0,
-        p99_seconds: 0.01,
-        own: 0,
-    };
+    let figures = thirty_good();
     r.rollout.as_mut().unwrap().summary.analysis = Some(figures);
     check(&d, &both(Green), &r, at(1000), Step::Analyze { color: Green, own: None });
     // What the requests met is kept in the window, and unanswered ones
