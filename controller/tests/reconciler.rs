@@ -221,6 +221,56 @@ async fn a_shutdown_during_the_warm_up_stops_the_loop_within_a_second() {
     assert!(asked.elapsed() < Duration::from_secs(1));
 }
 
+/// How long the loop took to stop once told to, while the rollout of
+/// `text` waited at `step`.
+async fn shutdown_at(world: World, text: &str, step: StepName) -> Duration {
+    let mut run = start_text(world, text).await;
+    run.until("the wait", |s| (s.step == Some(step)).then_some(())).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let asked = Instant::now();
+    run.stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(2), run.task)
+        .await
+        .unwrap_or_else(|_| panic!("the loop did not stop during {step}"))
+        .unwrap();
+    asked.elapsed()
+}
+
+#[tokio::test]
+async fn a_shutdown_is_acted_on_within_a_second_whatever_the_rollout_waits_for() {
+    let text = MANIFEST.replace("TAG", "v2");
+    let slow = |w: World| World { predict_takes: Duration::from_secs(4), ..w };
+    let waits = [
+        // A pull that takes 30 s.
+        (
+            StepName::Prepare,
+            World { start_takes: Duration::from_secs(30), ..blue_live_on("v1") },
+            text.clone(),
+        ),
+        // Docker health that never comes.
+        (
+            StepName::Health,
+            World { healthy_after: Some(10_000), ..blue_live_on("v1") },
+            text.clone(),
+        ),
+        // A color that takes 4 s to price the golden trips.
+        (StepName::Gates, slow(blue_live_on("v1")), text.clone()),
+        // Warm-up bursts that never meet their budget.
+        (
+            StepName::WarmUp,
+            World { predict_takes: Duration::from_millis(2), ..blue_live_on("v1") },
+            with_gates(SLOW_WARM_UP).replace("TAG", "v2"),
+        ),
+        // A 30 s analysis window.
+        (StepName::ScaleDown, blue_live_on("v1"), text.replace("window: 2s", "window: 30s")),
+    ];
+    for (step, world, text) in waits {
+        let took = shutdown_at(world, &text, step).await;
+        println!("shutdown during {step}: {:.2} ms", took.as_secs_f64() * 1e3);
+        assert!(took < Duration::from_secs(1), "{step}: the loop stopped after {took:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_new_tag_during_a_slow_pull_is_acted_on_within_a_second() {
     let world = World { start_takes: Duration::from_secs(30), ..blue_live_on("v1") };
