@@ -1,39 +1,42 @@
 //! One client connection's socket, watched.
 //!
-//! hyper's own `header_read_timeout` also runs while a kept-alive
-//! connection waits for its next request, so it cannot tell a slow request
-//! head (seconds) from an idle connection (longer than nginx's upstream
-//! keep-alive). [`Deadline`] keeps both timers instead, from what
-//! [`ConnRequests`] records (requests in and out of the application, bytes
-//! read), and the connection task closes the connection when it passes:
+//! Its timers are `conn_deadline`'s: the connection task polls a
+//! [`conn_deadline::Deadline`] that follows the connection's
+//! [`Activity`] (requests in and out of the application, bytes read), and
+//! closes the connection when it passes, counted under [`STAGES`]:
 //!
-//! - from the accept, and from the first byte of each later request, the
-//!   head must arrive within the header timeout;
-//! - between requests, the next one must start within the idle timeout;
-//! - once a request is in the application, it must be answered (and the
-//!   answer taken by hyper) within admission wait + body timeout + request
-//!   timeout + idle timeout: its wait for budget, its body and its pricing
-//!   have their own timers (`api::predict`), so this only cuts a client
-//!   that does not read its answer.
+//! - `header`: from the accept, and from the first byte of each later
+//!   request, the head must arrive within the header timeout (hyper's own
+//!   timer also runs while a kept-alive connection waits, so it cannot
+//!   tell a slow head from an idle connection);
+//! - `idle`: between requests, the next one must start within the idle
+//!   timeout (longer than nginx's upstream keep-alive);
+//! - `response`: once a request is in the application, it must be
+//!   answered (and the answer taken by hyper) within admission wait +
+//!   body timeout + request timeout + idle timeout: its wait for budget,
+//!   its body and its pricing have their own timers (`api::predict`), so
+//!   this only cuts a client that does not read its answer.
 //!
-//! [`Watched`] wraps the socket. It counts bytes read; it replaces hyper's
-//! answers to unparsable heads (400, 414, 431), which have empty bodies
-//! and no hook, with FastAPI-shaped ones; and it closes lingering: every
-//! close (after an answer sent before its body was read, such as 413, a
-//! shed 503 or 408) shuts our side first, then reads and discards what the
-//! client still sends for at most 2 s and 8 MiB, so the kernel does not
-//! reset the connection, losing the answer, over unread bytes.
+//! [`Watched`] wraps the socket, beneath the [`conn_deadline::Counted`]
+//! that counts the bytes read. It replaces hyper's answers to unparsable
+//! heads (400, 414, 431), which have empty bodies and no hook, with
+//! FastAPI-shaped ones; and it closes lingering: every close (after an
+//! answer sent before its body was read, such as 413, a shed 503 or 408)
+//! shuts our side first, then reads and discards what the client still
+//! sends for at most 2 s and 8 MiB, so the kernel does not reset the
+//! connection, losing the answer, over unread bytes. What it discards is
+//! read beneath the counter, so it restarts no timer.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use conn_deadline::{Activity, Stages};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 
 use crate::error::protocol_error_response;
 use crate::state::AppState;
@@ -42,137 +45,16 @@ use crate::state::AppState;
 const LINGER: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 8 * 1024 * 1024;
 
-/// Requests of one connection that entered and left the application, and
-/// the bytes read from it.
-#[derive(Debug, Default)]
-pub struct ConnRequests {
-    started: AtomicU64,
-    finished: AtomicU64,
-    bytes_read: AtomicU64,
-}
+/// The stages of `connection_timeouts_total`: the busy one lasts until
+/// hyper has taken the answer's last byte, so it is the `response`'s.
+pub const STAGES: Stages = Stages::with_busy("response");
 
-impl ConnRequests {
-    /// Counts a request in; it is counted out when the guard drops (when
-    /// hyper has taken the last byte of its answer, or dropped it).
-    pub fn start(self: &Arc<Self>) -> RequestDone {
-        self.started.fetch_add(1, Ordering::AcqRel);
-        RequestDone(self.clone())
-    }
-
-    /// Whether the connection ever delivered a request to the application.
-    pub fn any_started(&self) -> bool {
-        self.started.load(Ordering::Acquire) > 0
-    }
-
-    fn busy(&self) -> (bool, u64) {
-        let finished = self.finished.load(Ordering::Acquire);
-        (self.started.load(Ordering::Acquire) > finished, finished)
-    }
-
-    fn started(&self) -> u64 {
-        self.started.load(Ordering::Acquire)
-    }
-}
-
-/// Counts its request out of [`ConnRequests`] when dropped.
-#[derive(Debug)]
-pub struct RequestDone(Arc<ConnRequests>);
-
-impl Drop for RequestDone {
-    fn drop(&mut self) {
-        self.0.finished.fetch_add(1, Ordering::AcqRel);
-    }
-}
-
-/// The two timers of a connection.
-#[derive(Debug, Clone, Copy)]
-pub struct Timers {
-    pub header: Duration,
-    pub idle: Duration,
-    /// From a request's head to the last byte of its answer taken.
-    pub response: Duration,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// A request head is arriving (or the connection was just opened).
-    Head,
-    /// Between requests, nothing of the next one read yet.
-    Idle,
-    /// A request is in the application, or its answer being written.
-    Busy,
-}
-
-impl Phase {
-    /// The stage named in the timeout metric.
-    fn stage(self) -> &'static str {
-        match self {
-            Phase::Head => "header",
-            Phase::Idle => "idle",
-            Phase::Busy => "response",
-        }
-    }
-}
-
-/// When a connection is to be closed for want of a request, recomputed by
-/// the connection task after each turn of hyper's connection future.
-pub struct Deadline {
-    timers: Timers,
-    phase: Phase,
-    started_seen: u64,
-    finished_seen: u64,
-    bytes_seen: u64,
-    timer: Pin<Box<Sleep>>,
-}
-
-impl Deadline {
-    /// A new connection: its first head is due within the header timeout.
-    pub fn new(timers: Timers) -> Deadline {
-        Deadline {
-            timers,
-            phase: Phase::Head,
-            started_seen: 0,
-            finished_seen: 0,
-            bytes_seen: 0,
-            timer: Box::pin(tokio::time::sleep(timers.header)),
-        }
-    }
-
-    /// Follows the connection's progress, then polls the timer: ready with
-    /// the stage (`header`, `idle` or `response`) whose time ran out.
-    pub fn poll_expired(
-        &mut self,
-        requests: &ConnRequests,
-        cx: &mut Context<'_>,
-    ) -> Poll<&'static str> {
-        let (busy, finished) = requests.busy();
-        let bytes = requests.bytes_read.load(Ordering::Acquire);
-        if busy {
-            let started = requests.started();
-            if self.phase != Phase::Busy || started != self.started_seen {
-                self.started_seen = started;
-                self.phase = Phase::Busy;
-                self.timer.as_mut().reset(Instant::now() + self.timers.response);
-            }
-        } else if self.phase == Phase::Busy || finished != self.finished_seen {
-            self.finished_seen = finished;
-            self.bytes_seen = bytes;
-            self.phase = Phase::Idle;
-            self.timer.as_mut().reset(Instant::now() + self.timers.idle);
-        } else if self.phase == Phase::Idle && bytes != self.bytes_seen {
-            self.phase = Phase::Head;
-            self.timer.as_mut().reset(Instant::now() + self.timers.header);
-        }
-        ready!(self.timer.as_mut().poll(cx));
-        Poll::Ready(self.phase.stage())
-    }
-}
-
-/// A socket that counts what it reads, with the error-body rewrite and the
-/// lingering close.
+/// A socket with the error-body rewrite and the lingering close.
 pub struct Watched<IO> {
     io: IO,
-    requests: Arc<ConnRequests>,
+    /// Whether a request is in the application: then hyper writes no
+    /// error answer of its own.
+    requests: Arc<Activity>,
     state: Arc<AppState>,
     rewrite: Option<Rewrite>,
     /// Bytes discarded since our side was shut, and until when, once it is.
@@ -188,7 +70,7 @@ struct Rewrite {
 }
 
 impl<IO> Watched<IO> {
-    pub fn new(io: IO, requests: Arc<ConnRequests>, state: Arc<AppState>) -> Self {
+    pub fn new(io: IO, requests: Arc<Activity>, state: Arc<AppState>) -> Self {
         Watched { io, requests, state, rewrite: None, linger: None }
     }
 }
@@ -199,12 +81,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
-        let n = (buf.filled().len() - before) as u64;
-        this.requests.bytes_read.fetch_add(n, Ordering::AcqRel);
-        Poll::Ready(Ok(()))
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
     }
 }
 
@@ -218,7 +95,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
         if this.rewrite.is_none() {
             // hyper answers a bad head only while no request is in the
             // application, so a busy connection's bytes are not searched.
-            let found = if this.requests.busy().0 { None } else { find_hyper_error(buf) };
+            let found = if this.requests.is_busy() { None } else { find_hyper_error(buf) };
             match found {
                 None => return Pin::new(&mut this.io).poll_write(cx, buf),
                 // Earlier answers first, so ours starts a write.

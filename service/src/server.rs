@@ -23,6 +23,7 @@ use anyhow::{Context as _, Result, bail};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, Request, Response, header};
+use conn_deadline::{Activity, Counted, Deadline, InFlight, Timers};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
@@ -31,7 +32,7 @@ use tokio::task::JoinSet;
 
 use crate::app;
 use crate::config::ServeArgs;
-use crate::conn::{ConnRequests, Deadline, RequestDone, Timers, Watched};
+use crate::conn::{self, Watched};
 use crate::limits::ConnLimits;
 use crate::shutdown;
 use crate::state::{AppState, Deployment, ModelSlot};
@@ -182,7 +183,7 @@ pub async fn serve(
             victim.evict.notify_one();
             state.metrics.record_connection_evicted();
         }
-        let requests = Arc::new(ConnRequests::default());
+        let requests = Arc::new(Activity::default());
         let entry = Arc::new(Entry {
             requests: requests.clone(),
             evict: Notify::new(),
@@ -239,7 +240,7 @@ struct Connection {
     in_flight: Arc<AtomicUsize>,
     limits: ConnLimits,
     stage: watch::Receiver<Stage>,
-    requests: Arc<ConnRequests>,
+    requests: Arc<Activity>,
     entry: Arc<Entry>,
     _place: Place,
 }
@@ -255,7 +256,7 @@ struct Open {
 
 /// What the accept loop knows of one connection.
 struct Entry {
-    requests: Arc<ConnRequests>,
+    requests: Arc<Activity>,
     /// Notified to make the connection close at once.
     evict: Notify,
     evicted: AtomicBool,
@@ -317,12 +318,15 @@ impl Connection {
         let timers = Timers {
             header: self.limits.header_timeout,
             idle: self.limits.idle_timeout,
-            response: request.admission_wait
+            busy: request.admission_wait
                 + request.body_timeout
                 + request.request_timeout
                 + self.limits.idle_timeout,
         };
-        let io = Watched::new(tcp, requests.clone(), self.state.clone());
+        // Bytes are counted above `Watched`: what it discards on a close
+        // is no request's.
+        let socket = Watched::new(tcp, requests.clone(), self.state.clone());
+        let io = Counted::new(socket, requests.clone());
         let service = Service {
             router: self.router.clone(),
             state: self.state.clone(),
@@ -344,7 +348,7 @@ impl Connection {
         // hyper's connection, closed (dropped) when a timer of `Deadline`
         // runs out; checked after each of its turns, which are the only
         // moments requests and bytes come in.
-        let mut deadline = Deadline::new(timers);
+        let mut deadline = Deadline::new(timers, conn::STAGES);
         let graceful = AtomicBool::new(false);
         let mut graceful_applied = false;
         let mut watched = std::future::poll_fn(|cx| {
@@ -397,7 +401,7 @@ impl Connection {
 struct Service {
     router: Router,
     state: Arc<AppState>,
-    requests: Arc<ConnRequests>,
+    requests: Arc<Activity>,
     in_flight: Arc<AtomicUsize>,
 }
 
@@ -425,12 +429,12 @@ impl hyper::service::Service<Request<Incoming>> for Service {
 
 /// A request counted in flight until it is answered or abandoned.
 struct Done {
-    _request: RequestDone,
+    _request: InFlight,
     in_flight: Arc<AtomicUsize>,
 }
 
 impl Done {
-    fn new(request: RequestDone, in_flight: Arc<AtomicUsize>) -> Done {
+    fn new(request: InFlight, in_flight: Arc<AtomicUsize>) -> Done {
         in_flight.fetch_add(1, Ordering::AcqRel);
         Done { _request: request, in_flight }
     }
