@@ -52,6 +52,9 @@ pub struct Status {
     pub history: Vec<Finished>,
     /// The last reconcile step that failed, if the latest one did.
     pub error: Option<String>,
+    /// How the webhook's deliveries go, when one is configured.
+    #[serde(default)]
+    pub notifications: Option<Notifications>,
     pub observed_at: Option<Timestamp>,
 }
 
@@ -80,6 +83,18 @@ pub struct ActiveView {
 pub struct Colors {
     pub blue: Option<Vec<ReplicaView>>,
     pub green: Option<Vec<ReplicaView>>,
+}
+
+/// The webhook's deliveries so far.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Notifications {
+    pub sent: u64,
+    /// Events given up after every try, and events dropped because too
+    /// many waited.
+    pub failed: u64,
+    pub dropped: u64,
+    /// Why the last try failed, if the last event has not been delivered.
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -254,6 +269,7 @@ pub fn build(
         last: history.first().cloned(),
         history,
         error: error.map(str::to_owned),
+        notifications: None,
         observed_at: observed.map(|_| now),
     }
 }

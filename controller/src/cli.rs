@@ -6,8 +6,9 @@ use anyhow::{Context, Result, bail};
 use serde::de::DeserializeOwned;
 
 use controller::api::{ABORT, Accepted, PROMOTE, ROLLBACK, SET_IMAGE, SetImage};
+use controller_core::clock::Timestamp;
 use controller_core::record::{Finished, Verdict};
-use controller_core::status::Status;
+use controller_core::status::{Phase, Status};
 
 pub struct Client {
     base: String,
@@ -118,6 +119,99 @@ pub fn summary(s: &Status) -> String {
     out
 }
 
+/// How `status --watch` ends: the exit code says how the deployment
+/// settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// Healthy: the desired tag is live.
+    Healthy = 0,
+    /// Degraded: rolled back, or nothing healthy serves.
+    Degraded = 2,
+    /// Paused: a proven rollout waits for `promote` or `abort`.
+    Paused = 3,
+}
+
+/// Whether the document shows a settled deployment, judged only from an
+/// observation made after `since` (one before could predate the change
+/// the caller waits on).
+pub fn settled(s: &Status, since: Timestamp) -> Option<Settled> {
+    if s.observed_at.is_none_or(|at| at < since) {
+        return None;
+    }
+    match s.phase {
+        Phase::Healthy => Some(Settled::Healthy),
+        Phase::Degraded => Some(Settled::Degraded),
+        Phase::Paused => Some(Settled::Paused),
+        Phase::Progressing => None,
+    }
+}
+
+/// `controller status --watch`: the summary redrawn as it changes (the
+/// screen cleared on a terminal, each new state below the last one
+/// otherwise), until the deployment settles or `timeout` passes.
+pub async fn watch(client: &Client, timeout: std::time::Duration) -> Result<Settled> {
+    use std::io::{IsTerminal, Write};
+    let terminal = std::io::stdout().is_terminal();
+    let since = Timestamp::from_system(std::time::SystemTime::now());
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut shown = String::new();
+    loop {
+        let s = client.status().await?;
+        let text = watch_view(&s);
+        if text != shown {
+            let mut out = std::io::stdout().lock();
+            if terminal {
+                // Home, then clear: the view redrawn in place.
+                let _ = write!(out, "\x1b[H\x1b[2J");
+            } else if !shown.is_empty() {
+                let _ = writeln!(out, "---");
+            }
+            let _ = write!(out, "{text}");
+            let _ = out.flush();
+            shown = text;
+        }
+        if let Some(end) = settled(&s, since) {
+            return Ok(end);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("not settled within {}", humantime::format_duration(timeout));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+/// The summary with the rollout in flight: its steps so far and the
+/// analysis' figures.
+fn watch_view(s: &Status) -> String {
+    let mut out = summary(s);
+    if let Some(r) = &s.rollout {
+        let steps: Vec<String> =
+            r.summary.steps.iter().map(|t| format!("{} {} ms", t.step, t.ms)).collect();
+        out += &format!(
+            "rollout   #{} {} → {}: {} (now {})\n",
+            r.summary.revision,
+            r.tag,
+            r.summary.color,
+            if steps.is_empty() { "-".to_owned() } else { steps.join(", ") },
+            r.step
+        );
+        if let Some(f) = &r.summary.analysis {
+            out += &format!(
+                "analysis  {:.0} predictions, {:.0} shed, {:.2}% faults, p99 {:.1} ms, {} own\n",
+                f.requests,
+                f.shed,
+                f.error_rate * 100.0,
+                f.p99_seconds * 1e3,
+                f.own
+            );
+        }
+        for x in &r.summary.retries {
+            out += &format!("retries   {} × {}: {}\n", x.count, x.step, x.error);
+        }
+    }
+    out
+}
+
 pub fn history_line(f: &Finished) -> String {
     let result = match (f.result, f.level) {
         (Verdict::Succeeded, _) => "succeeded".to_owned(),
@@ -129,4 +223,36 @@ pub fn history_line(f: &Finished) -> String {
         "#{} {} → {} {} in {} ms{}",
         f.summary.revision, f.tag, f.summary.color, result, f.duration_ms, reason
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use controller_core::manifest;
+    use controller_core::observed::{Observed, Traffic};
+    use controller_core::record::Record;
+    use controller_core::status::{ManifestState, build};
+
+    use super::*;
+
+    #[test]
+    fn a_watch_settles_only_on_a_fresh_observation() {
+        let text = "apiVersion: deploy.taxi-fare.io/v1\nkind: Rollout\nmetadata:\n  name: t\n\
+                    spec:\n  image:\n    repository: r/s\n    tag: v1\n";
+        let desired = manifest::parse(text).unwrap();
+        let m = ManifestState { desired: Some(&desired), error: None, source: "m" };
+        let nothing =
+            Observed { replicas: vec![], traffic: Traffic::to(None), front: None, resolved: None };
+        // Nothing serves: Degraded, once seen after the watch began.
+        let s = build(&m, Some(&nothing), &Record::default(), None, Timestamp(2000));
+        assert_eq!(s.phase, Phase::Degraded);
+        assert_eq!(settled(&s, Timestamp(1000)), Some(Settled::Degraded));
+        assert_eq!(settled(&s, Timestamp(3000)), None, "an older observation settled it");
+        assert_eq!(Settled::Degraded as i32, 2);
+        // A rollout in flight is not settled.
+        let mut r = Record::default();
+        r.begin(&desired, bluegreen::Color::Blue, None, Timestamp(0));
+        let s = build(&m, Some(&nothing), &r, None, Timestamp(2000));
+        assert_eq!(settled(&s, Timestamp(1000)), None);
+        assert!(watch_view(&s).contains("rollout   #1 v1 → blue"), "{}", watch_view(&s));
+    }
 }

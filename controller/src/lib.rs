@@ -15,6 +15,7 @@ mod fixtures;
 pub mod front;
 pub mod local_file;
 pub mod metrics;
+pub mod notify;
 pub mod platform;
 pub mod reconciler;
 pub mod store;

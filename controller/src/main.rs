@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use controller::api::peers::Range;
 use controller::api::{Limits, Peers};
+use controller::notify::{Format, Notifier};
 use controller::platform::Workloads;
 use controller::platform::compose::Compose;
 use controller::platform::compose::docker::Engine;
@@ -61,6 +62,14 @@ enum Command {
         /// Print the raw /status JSON document.
         #[arg(long)]
         json: bool,
+        /// Redraw as the deployment moves, until it settles; the exit code
+        /// says how: 0 healthy, 2 degraded (rolled back, or nothing
+        /// healthy serves), 3 paused, 1 an error or the timeout.
+        #[arg(long, conflicts_with = "json")]
+        watch: bool,
+        /// How long `--watch` waits for the deployment to settle.
+        #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+        timeout: Duration,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -140,6 +149,14 @@ struct RunArgs {
         value_parser = clap::value_parser!(u32).range(1..=4096)
     )]
     max_connections: u32,
+    /// A webhook that gets every rollout event (started, paused, promoted,
+    /// succeeded, rolled back) as a JSON POST; retried with backoff, it
+    /// never holds a rollout up.
+    #[arg(long, env = "CONTROLLER_WEBHOOK")]
+    webhook: Option<String>,
+    /// The webhook's body: the history's fields, or Slack's `{"text"}`.
+    #[arg(long, env = "CONTROLLER_WEBHOOK_FORMAT", value_enum, default_value = "json")]
+    webhook_format: Format,
     /// The periodic resync, a safety net for missed events.
     #[arg(long, env = "CONTROLLER_RESYNC", default_value = "5s", value_parser = humantime::parse_duration)]
     resync: Duration,
@@ -175,7 +192,11 @@ fn main() -> ExitCode {
 async fn dispatch(command: Command) -> Result<()> {
     match command {
         Command::Run(args) => run(args).await,
-        Command::Status { json, api } => {
+        Command::Status { watch: true, api, timeout, .. } => {
+            let settled = cli::watch(&cli::Client::new(&api.url), timeout).await?;
+            std::process::exit(settled as i32);
+        }
+        Command::Status { json, api, .. } => {
             let status = cli::Client::new(&api.url).status().await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
@@ -272,8 +293,12 @@ async fn run(args: RunArgs) -> Result<()> {
 
     let (triggers, trigger_rx) = mpsc::channel(64);
     let shared = Shared::new(manifest.clone(), triggers.clone(), token);
-    let reconciler =
+    let mut reconciler =
         Reconciler::new(platform, shared.clone(), Store::new(&args.state_dir), args.resync)?;
+    if let Some(url) = args.webhook.clone() {
+        info!(%url, format = ?args.webhook_format, "rollout events go to a webhook");
+        reconciler = reconciler.notify(Notifier::webhook(url, args.webhook_format, shared.clone()));
+    }
     let _watcher = watch::manifest(&manifest, triggers)
         .with_context(|| format!("cannot watch the directory of {}", manifest.display()))?;
 

@@ -51,6 +51,7 @@ pub struct Metrics {
     desired: Gauge,
     front_up: Gauge,
     reconcile_errors: Family<KindLabels, Counter>,
+    notifications: Family<KindLabels, Counter>,
     manifest_errors: Counter,
     reconciles: Counter,
     api_refused: Family<ReasonLabels, Counter>,
@@ -80,6 +81,7 @@ impl Default for Metrics {
             desired: Gauge::default(),
             front_up: Gauge::default(),
             reconcile_errors: Family::default(),
+            notifications: Family::default(),
             manifest_errors: Counter::default(),
             reconciles: Counter::default(),
             api_refused: Family::default(),
@@ -138,6 +140,11 @@ impl Default for Metrics {
         );
         registry.register("reconciles", "Reconcile steps taken", m.reconciles.clone());
         registry.register(
+            "notifications",
+            "Rollout events for the webhook, by outcome (sent, retried, failed, dropped)",
+            m.notifications.clone(),
+        );
+        registry.register(
             "api_connections_refused",
             "API connections closed at once: from the app network, or past the connection cap",
             m.api_refused.clone(),
@@ -184,6 +191,10 @@ impl Metrics {
         self.ready.set(ready as i64);
         self.desired.set(i64::from(desired.unwrap_or(0)));
         self.front_up.set(i64::from(matches!(o.front, Some(Ok(())))));
+    }
+
+    pub fn notification(&self, outcome: &str) {
+        self.notifications.get_or_create(&KindLabels { kind: outcome.into() }).inc();
     }
 
     pub fn reconcile_error(&self, kind: &str) {

@@ -25,6 +25,7 @@ use crate::error::Result;
 use crate::front::FrontWatch;
 use crate::local_file;
 use crate::metrics::Metrics;
+use crate::notify::{self, Notifier};
 use crate::platform::{self, Platform, PlatformError};
 use crate::store::Store;
 
@@ -86,6 +87,8 @@ pub struct Reconciler<P> {
     front: FrontWatch,
     /// What the desired tag named in the registry when last asked.
     resolution: Option<Resolution>,
+    /// Where rollout events go.
+    notifier: Notifier,
 }
 
 /// A tag's digest as the registry said, and when it was asked.
@@ -138,7 +141,14 @@ impl<P: Platform> Reconciler<P> {
             resync,
             front: FrontWatch::default(),
             resolution: None,
+            notifier: Notifier::default(),
         })
+    }
+
+    /// Hands rollout events to `notifier` (a webhook).
+    pub fn notify(mut self, notifier: Notifier) -> Reconciler<P> {
+        self.notifier = notifier;
+        self
     }
 
     /// Runs until `shutdown` turns true. A step under way is given up
@@ -254,6 +264,9 @@ impl<P: Platform> Reconciler<P> {
         };
         let before = self.record.rollout.as_ref().map(|r| r.stage.clone());
         let applied = machine::apply(&mut self.record, &step, outcome, clock::now());
+        if let Some(event) = notify::event(before.as_ref(), &step, &applied, &self.record) {
+            self.notifier.send(event);
+        }
         self.log_change(before, &applied);
         let saved = self.store.save(&self.record);
         match (applied, saved) {
@@ -460,13 +473,14 @@ impl<P: Platform> Reconciler<P> {
             error: self.manifest_error.as_deref(),
             source: &source,
         };
-        let status = status::build(
+        let mut status = status::build(
             &manifest,
             self.observed.as_ref(),
             &self.record,
             self.last_error.as_deref(),
             now,
         );
+        status.notifications = self.notifier.view();
         self.shared.status.send_replace(status);
     }
 }

@@ -8,6 +8,7 @@ mod memory;
 use std::time::{Duration, Instant};
 
 use bluegreen::Color;
+use controller::notify::{Format, Notifier};
 use controller::reconciler::{Reconciler, Shared, Trigger};
 use controller::store::Store;
 use controller_core::observed::{Health, Replica, State};
@@ -66,6 +67,11 @@ struct Running {
 
 /// A loop running on `world` with the manifest `text`.
 async fn start_text(world: World, text: &str) -> Running {
+    start_notifying(world, text, None).await
+}
+
+/// The same, rollout events going to `webhook`.
+async fn start_notifying(world: World, text: &str, webhook: Option<String>) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let manifest = dir.path().join("rollout.yaml");
     std::fs::write(&manifest, text).unwrap();
@@ -81,6 +87,10 @@ async fn start_text(world: World, text: &str) -> Running {
         Duration::from_millis(20),
     )
     .unwrap();
+    let reconciler = match webhook {
+        Some(url) => reconciler.notify(Notifier::webhook(url, Format::Json, shared.clone())),
+        None => reconciler,
+    };
     let watcher = controller::watch::manifest(&manifest, triggers).unwrap();
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(reconciler.run(trigger_rx, stopped));
@@ -474,6 +484,86 @@ async fn a_tag_pushed_again_is_deployed_by_its_digest() {
             .iter()
             .all(|c| c.color == Color::Green && c.digest.as_deref() == Some("sha256:bbb"))
     );
+}
+
+/// A webhook receiver on loopback: the bodies it took, in order; the
+/// first `refuse` POSTs are answered 500.
+async fn receiver(
+    refuse: usize,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+    use std::sync::{Arc, Mutex};
+    let got: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let tries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (kept, tried) = (got.clone(), tries.clone());
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+            let (kept, tried) = (kept.clone(), tried.clone());
+            async move {
+                if tried.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < refuse {
+                    return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                }
+                kept.lock().unwrap().push(body);
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, got)
+}
+
+#[tokio::test]
+async fn rollout_events_reach_the_webhook_in_order_retried_when_refused() {
+    let (url, got) = receiver(2).await;
+    let mut run =
+        start_notifying(blue_live_on("v1"), &MANIFEST.replace("TAG", "v2"), Some(url)).await;
+    run.finished("v2").await;
+    manifest_file::write_tag(&run.manifest, "skewed").unwrap();
+    let done = run.finished("skewed").await;
+    rolled_back(&done, Level::BeforeSwitch, "golden trip");
+    run.until("every event delivered", |s| {
+        s.notifications.as_ref().filter(|n| n.sent == 4).cloned()
+    })
+    .await;
+    let events: Vec<(String, String)> = got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap_or("").to_owned(),
+                e["tag"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let want =
+        [("started", "v2"), ("succeeded", "v2"), ("started", "skewed"), ("rolled_back", "skewed")];
+    assert_eq!(events, want.map(|(e, t)| (e.to_owned(), t.to_owned())));
+    let last = got.lock().unwrap()[3].clone();
+    assert_eq!(last["level"], 1);
+    assert!(last["reason"].as_str().unwrap_or("").contains("golden trip"), "{last}");
+    let n = run.shared.status.borrow().notifications.clone().unwrap();
+    assert_eq!((n.failed, n.dropped, n.error), (0, 0, None));
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn a_webhook_that_is_down_holds_no_rollout_up() {
+    // Nothing listens on port 9 of loopback.
+    let url = "http://127.0.0.1:9/hook".to_owned();
+    let started = Instant::now();
+    let mut run =
+        start_notifying(blue_live_on("v1"), &MANIFEST.replace("TAG", "v2"), Some(url)).await;
+    let done = run.finished("v2").await;
+    assert_eq!(done.result, Verdict::Succeeded);
+    assert!(started.elapsed() < Duration::from_secs(10), "the rollout waited for the webhook");
+    let n = run
+        .until("a failed try on /status", |s| s.notifications.clone().filter(|n| n.error.is_some()))
+        .await;
+    assert!(n.error.unwrap_or_default().contains("cannot be reached"));
+    run.stop().await;
 }
 
 #[tokio::test]
