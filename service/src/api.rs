@@ -437,15 +437,46 @@ fn price(state: &AppState, body: &[u8], cancelled: &AtomicBool) -> Result<Priced
         .map(|(i, _)| i)
         .collect();
     state.metrics.record_predictions(trips.len(), out_of_area.len());
-    let rows = trips.len();
-    let answer =
-        PredictResponse { predictions, model_version: artifact.model_version.clone(), out_of_area };
-    match serde_json::to_vec(&answer) {
-        Ok(json) => Ok(Priced { json: Bytes::from(json), rows }),
+    let answer = Answer {
+        predictions: &predictions,
+        model_version: &artifact.model_version,
+        out_of_area: &out_of_area,
+    };
+    match answer.to_json() {
+        Ok(json) => Ok(Priced { json: Bytes::from(json), rows: trips.len() }),
         Err(e) => {
             tracing::error!(error = %e, "cannot serialise an answer");
             Err(ApiError::Internal)
         }
+    }
+}
+
+/// [`PredictResponse`] as written: the same keys in the same order, on
+/// borrowed values, so an answer copies no vector and no version string.
+#[derive(Serialize)]
+pub struct Answer<'a> {
+    pub predictions: &'a [f64],
+    pub model_version: &'a str,
+    pub out_of_area: &'a [usize],
+}
+
+impl Answer<'_> {
+    /// The most bytes one fare takes in JSON (`-1.2345678901234567e-300`
+    /// and a comma), and one out-of-area index.
+    const FARE_BYTES: usize = 26;
+    const INDEX_BYTES: usize = 21;
+
+    /// The answer's JSON, written into one buffer sized up front for the
+    /// longest fares and indices, so that it does not grow (a version
+    /// with many escaped characters may still make it grow once).
+    pub fn to_json(&self) -> serde_json::Result<Vec<u8>> {
+        let size = 64
+            + self.model_version.len()
+            + self.predictions.len() * Self::FARE_BYTES
+            + self.out_of_area.len() * Self::INDEX_BYTES;
+        let mut json = Vec::with_capacity(size);
+        serde_json::to_writer(&mut json, self)?;
+        Ok(json)
     }
 }
 

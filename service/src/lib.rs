@@ -14,6 +14,7 @@ pub mod healthcheck;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
+mod scan;
 pub mod server;
 pub mod shutdown;
 pub mod state;

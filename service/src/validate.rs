@@ -5,6 +5,11 @@
 //! offending value. Value rules (ranges, whole passenger counts) come from
 //! [`model::Field::check`]: the service adds only the JSON shape.
 //!
+//! A valid body of the plain shape (`{"data":[...]}`, five numbers a row)
+//! is read by [`crate::scan`], a hand-written scanner several times as fast;
+//! whatever it does not accept, it leaves to the full parser here, which
+//! then reads the body from the start. So errors are always worded here.
+//!
 //! One streaming pass over the bytes does both jobs: serde visitors read
 //! `{"data": [...]}` without building a generic JSON tree, keep at most
 //! `max_rows` trips and at most [`MAX_ERRORS`] error details, and skip
@@ -20,6 +25,7 @@ use model::{Field, Trip, Violation};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::error::{ErrorDetail, LocItem};
+use crate::scan::{self, Scan};
 
 /// At most this many error details are reported for one body; the rest
 /// are counted in one final `too_many_errors` detail.
@@ -55,12 +61,41 @@ pub fn parse_batch_until(
 ) -> Result<Result<Vec<Trip>, Vec<ErrorDetail>>, Cancelled> {
     let body = body.strip_prefix(BOM).unwrap_or(body);
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Err(vec![ErrorDetail::new(
-            vec![LocItem::Key("body")],
-            "Field required",
-            "missing",
-        )]));
+        return Ok(Err(vec![missing_body()]));
     }
+    // The plain shape of a valid batch takes the scanner; every other body,
+    // and so every error answer, takes the full parser below.
+    match scan::scan(body, max_rows, CANCEL_CHECK_ROWS, cancelled) {
+        Scan::Trips(trips) => return Ok(Ok(trips)),
+        Scan::Cancelled => return Err(Cancelled),
+        Scan::Other => {}
+    }
+    parse_full(body, max_rows, cancelled)
+}
+
+/// The full streaming parser alone, without the scanner's fast path: the
+/// reference the scanner is tested and profiled against.
+pub fn parse_batch_full(body: &[u8], max_rows: usize) -> Result<Vec<Trip>, Vec<ErrorDetail>> {
+    let body = body.strip_prefix(BOM).unwrap_or(body);
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(vec![missing_body()]);
+    }
+    match parse_full(body, max_rows, &AtomicBool::new(false)) {
+        Ok(result) => result,
+        Err(Cancelled) => unreachable!("the flag is never set"),
+    }
+}
+
+fn missing_body() -> ErrorDetail {
+    ErrorDetail::new(vec![LocItem::Key("body")], "Field required", "missing")
+}
+
+/// The streaming parser over a body that is not all whitespace.
+fn parse_full(
+    body: &[u8],
+    max_rows: usize,
+    cancelled: &AtomicBool,
+) -> Result<Result<Vec<Trip>, Vec<ErrorDetail>>, Cancelled> {
     let mut batch = Batch::new(max_rows, cancelled);
     let mut de = serde_json::Deserializer::from_slice(body);
     let read = BodySeed(&mut batch).deserialize(&mut de).and_then(|()| de.end());
