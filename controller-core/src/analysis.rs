@@ -137,11 +137,13 @@ pub struct Own {
 }
 
 /// One reading of the new color: its counters, after the controller's own
-/// requests, if any.
+/// requests, if any, and the values of the manifest's queries (by name;
+/// an error when a query could not be answered with one number).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reading {
     pub sample: Sample,
     pub own: Own,
+    pub queries: Vec<(String, Result<f64, String>)>,
 }
 
 /// The figures between `baseline` and `now`, with the controller's own
@@ -255,6 +257,7 @@ prediction_duration_seconds_bucket{batch="large",le="+Inf"} 10
             max_error_rate: 0.01,
             max_p99: Duration::from_millis(500),
             min_requests: 20,
+            queries: Vec::new(),
         }
     }
 

@@ -78,7 +78,8 @@ pub enum Step {
     Promote,
     /// Read the new color's counters for the analysis after the switch,
     /// after sending it `own` known-answer requests (traffic being low).
-    Analyze { color: Color, own: Option<(Known, u32)> },
+    /// `queries` (name, PromQL) are asked of Prometheus too.
+    Analyze { color: Color, own: Option<(Known, u32)>, queries: Vec<(String, String)> },
     /// Give the rollout up.
     Fail { level: Level, reason: String },
     /// Give the rollout up for another desired state, before the switch:
@@ -336,8 +337,10 @@ fn decide_rollout(r: &Rollout, desired: Option<&Desired>, o: &Observed, now: Tim
         {
             match &r.watch {
                 Some(w) if now < w.next_at => Step::Wait { until: Some(w.next_at) },
-                Some(w) => Step::Analyze { color, own: own_requests(r, w, now) },
-                None => Step::Analyze { color, own: None },
+                Some(w) => {
+                    Step::Analyze { color, own: own_requests(r, w, now), queries: queries(r) }
+                }
+                None => Step::Analyze { color, own: None, queries: queries(r) },
             }
         }
         // An analysis that could not read its figures, or saw too few
@@ -347,7 +350,8 @@ fn decide_rollout(r: &Rollout, desired: Option<&Desired>, o: &Observed, now: Tim
             let refused = match &r.summary.analysis {
                 None => Err(unread.to_owned()),
                 Some(f) => analysis::enough(&r.desired.analysis, f),
-            };
+            }
+            .and_then(|()| unanswered(r));
             match refused {
                 Err(reason) => Step::Fail { level: Level::AfterAnalysis, reason },
                 Ok(()) => scale_down(r, o, superseded.is_some(), now),
@@ -397,6 +401,30 @@ fn scale_down(r: &Rollout, o: &Observed, superseded: bool, now: Timestamp) -> St
         None if o.traffic.fallback.is_some() && o.live_color() == Some(color) => route,
         None => Step::Finish,
     }
+}
+
+/// The manifest's queries, rendered for the new color.
+fn queries(r: &Rollout) -> Vec<(String, String)> {
+    let color = r.summary.color.as_str();
+    let q = &r.desired.analysis.queries;
+    q.iter().map(|q| (q.name.clone(), q.render(color, &r.desired.tag))).collect()
+}
+
+/// A query that never gave a value during the window is inconclusive,
+/// and an inconclusive analysis never passes.
+fn unanswered(r: &Rollout) -> Result<(), String> {
+    let w = r.watch.as_ref();
+    let Some(q) = r
+        .desired
+        .analysis
+        .queries
+        .iter()
+        .find(|q| !w.is_some_and(|w| w.conclusive.contains(&q.name)))
+    else {
+        return Ok(());
+    };
+    let why = w.and_then(|w| w.inconclusive.clone()).unwrap_or_else(|| "never asked".into());
+    Err(format!("analysis: query {} was inconclusive during the window ({why})", q.name))
 }
 
 /// The known-answer requests to send with the next reading of the
@@ -546,6 +574,8 @@ pub fn apply(record: &mut Record, step: &Step, outcome: Outcome, now: Timestamp)
                     baseline: None,
                     own: 0,
                     own_failed: 0,
+                    conclusive: Vec::new(),
+                    inconclusive: None,
                 });
             }
             Applied::Moved
@@ -579,6 +609,21 @@ pub fn apply(record: &mut Record, step: &Step, outcome: Outcome, now: Timestamp)
             watch.next_at = now.plus(ANALYSIS_EVERY);
             watch.own += reading.own.sent;
             watch.own_failed += reading.own.failed;
+            for (name, value) in &reading.queries {
+                let query = desired.analysis.queries.iter().find(|q| &q.name == name);
+                match (query, value) {
+                    (Some(q), Ok(v)) => {
+                        if let Err(reason) = q.check(*v) {
+                            return back(record, Level::AfterAnalysis, reason);
+                        }
+                        if !watch.conclusive.contains(name) {
+                            watch.conclusive.push(name.clone());
+                        }
+                    }
+                    (_, Err(why)) => watch.inconclusive = Some(format!("{name}: {why}")),
+                    (None, Ok(_)) => {}
+                }
+            }
             let Some(baseline) = &watch.baseline else {
                 watch.baseline = Some(reading.sample);
                 return Applied::Moved;

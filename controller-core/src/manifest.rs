@@ -93,7 +93,42 @@ pub struct Analysis {
     pub max_p99: Duration,
     /// Predictions needed before judging.
     pub min_requests: u32,
+    /// PromQL queries each reading also asks Prometheus, with the bounds
+    /// their value must keep.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queries: Vec<Query>,
 }
+
+/// A PromQL query of the analysis. `{{color}}` and `{{tag}}` in it stand
+/// for the new color and its tag.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Query {
+    pub name: String,
+    pub query: String,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+}
+
+impl Query {
+    /// The query as sent, for `color` running `tag`.
+    pub fn render(&self, color: &str, tag: &str) -> String {
+        self.query.replace("{{color}}", color).replace("{{tag}}", tag)
+    }
+
+    /// Whether `value` keeps the bounds; the reason when it does not.
+    pub fn check(&self, value: f64) -> Result<(), String> {
+        let below = self.min.filter(|min| value < *min).map(|min| format!("below {min}"));
+        let above = self.max.filter(|max| value > *max).map(|max| format!("above {max}"));
+        match below.or(above) {
+            Some(how) => Err(format!("analysis: query {} is {value}, {how}", self.name)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The most queries an analysis may name, and the longest query.
+const MAX_QUERIES: usize = 16;
+const MAX_QUERY_BYTES: usize = 4096;
 
 impl Default for Analysis {
     fn default() -> Self {
@@ -102,6 +137,7 @@ impl Default for Analysis {
             max_error_rate: 0.01,
             max_p99: Duration::from_secs(1),
             min_requests: 20,
+            queries: Vec::new(),
         }
     }
 }
@@ -300,6 +336,17 @@ struct RawAnalysis {
     max_error_rate: Option<String>,
     max_p99: Option<String>,
     min_requests: Option<u32>,
+    #[serde(default)]
+    queries: Vec<RawQuery>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQuery {
+    name: String,
+    query: String,
+    min: Option<f64>,
+    max: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -479,9 +526,33 @@ pub fn parse(text: &str) -> Result<Desired, ManifestError> {
                     MAX_PROBE_TIMEOUT,
                 )?,
                 min_requests: raw.min_requests.unwrap_or(defaults.min_requests),
+                queries: queries(text, raw.queries)?,
             }
         }
     };
+    fn queries(text: &str, raw: Vec<RawQuery>) -> Result<Vec<Query>, ManifestError> {
+        if raw.len() > MAX_QUERIES {
+            let why = format!("{} queries, at most {MAX_QUERIES}", raw.len());
+            return Err(ManifestError::at(text, "spec.analysis.queries", why));
+        }
+        let mut out: Vec<Query> = Vec::with_capacity(raw.len());
+        for (i, q) in raw.into_iter().enumerate() {
+            let field = format!("spec.analysis.queries[{i}]");
+            let refuse = |why: &str| Err(ManifestError::at(text, &field, why));
+            if q.name.trim().is_empty() || out.iter().any(|o| o.name == q.name) {
+                return refuse("needs a name of its own");
+            }
+            if q.query.trim().is_empty() || q.query.len() > MAX_QUERY_BYTES {
+                return refuse("needs a query of at most 4096 bytes");
+            }
+            let finite = |v: Option<f64>| v.is_none_or(f64::is_finite);
+            if (q.min.is_none() && q.max.is_none()) || !finite(q.min) || !finite(q.max) {
+                return refuse("needs a finite min or max for its value");
+            }
+            out.push(Query { name: q.name, query: q.query, min: q.min, max: q.max });
+        }
+        Ok(out)
+    }
     let resources = match spec.resources {
         None => Resources::default(),
         Some(raw) => resources(text, raw)?,
@@ -809,6 +880,29 @@ spec:
         // A field left out keeps its default.
         let r = parse(&format!("{GOOD}  resources:\n    pids: 64\n")).unwrap().resources;
         assert_eq!((r.memory_bytes, r.pids, r.nano_cpus), (512 << 20, 64, None));
+    }
+
+    #[test]
+    fn reads_the_analysis_queries_and_refuses_bad_ones() {
+        let queries = "  analysis:\n    queries:\n      - name: errors\n        query: sum(rate(x{color=\"{{color}}\"}[1m]))\n        max: 0.01\n";
+        let d = parse(&format!("{GOOD}{queries}")).unwrap();
+        let q = &d.analysis.queries[0];
+        assert_eq!((q.name.as_str(), q.min, q.max), ("errors", None, Some(0.01)));
+        assert_eq!(q.render("green", "v2"), "sum(rate(x{color=\"green\"}[1m]))");
+        assert!(q.check(0.02).unwrap_err().contains("above 0.01"));
+        // Without queries the fingerprint is the one recorded before.
+        assert!(!parse(GOOD).unwrap().fingerprint().contains("queries"));
+        for (bad, why) in [
+            (queries.replace("        max: 0.01\n", ""), "finite min or max"),
+            (queries.replace("name: errors", "name: \"\""), "a name of its own"),
+            (
+                format!("{queries}      - name: errors\n        query: up\n        min: 1\n"),
+                "a name of its own",
+            ),
+        ] {
+            let e = parse(&format!("{GOOD}{bad}")).unwrap_err().to_string();
+            assert!(e.contains("spec.analysis.queries[") && e.contains(why), "{e}");
+        }
     }
 
     #[test]

@@ -153,6 +153,12 @@ pub struct Watch {
     pub own: u32,
     #[serde(default)]
     pub own_failed: u32,
+    /// The manifest's queries that gave a value within their bounds, and
+    /// why the last that could not be answered was not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conclusive: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inconclusive: Option<String>,
 }
 
 /// Where a rollout is. Each stage is safe to re-enter after a crash, and

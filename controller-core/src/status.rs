@@ -5,7 +5,7 @@ use bluegreen::Color;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
-use crate::manifest::Desired;
+use crate::manifest::{Analysis, Desired, Gates};
 use crate::observed::{Health, Observed, Replica, State};
 use crate::record::{Finished, Record, Stage, StepName, Summary};
 
@@ -69,6 +69,14 @@ pub struct DesiredView {
     pub error: Option<String>,
     /// The manifest file the controller watches.
     pub source: String,
+    /// The thresholds the gates and the analysis judge by, so a reader
+    /// sees why a figure passed or was refused.
+    #[serde(default)]
+    pub gates: Option<Gates>,
+    #[serde(default)]
+    pub analysis: Option<Analysis>,
+    #[serde(default)]
+    pub auto_promote: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -149,6 +157,9 @@ pub struct RolloutView {
     #[serde(flatten)]
     pub summary: Summary,
     pub step: StepName,
+    /// When the current step began.
+    #[serde(default)]
+    pub step_started_at: Option<Timestamp>,
 }
 
 impl Status {
@@ -250,6 +261,9 @@ pub fn build(
             digest: desired.and_then(|d| observed?.digest_of(&d.image()).map(str::to_owned)),
             error: manifest.error.map(str::to_owned),
             source: manifest.source.to_owned(),
+            gates: desired.map(|d| d.gates.clone()),
+            analysis: desired.map(|d| d.analysis.clone()),
+            auto_promote: desired.map(|d| d.auto_promote),
         },
         active: ActiveView {
             color: live,
@@ -263,6 +277,7 @@ pub fn build(
             tag: r.tag().to_owned(),
             summary: r.summary.clone(),
             step: r.stage.name(),
+            step_started_at: Some(r.stage_started_at),
         }),
         colors: Colors { blue: colors_of(Color::Blue), green: colors_of(Color::Green) },
         replicas: counts(observed, desired, record),
@@ -351,5 +366,9 @@ mod tests {
         assert_eq!(s["colors"]["blue"][0]["state"], "running");
         assert_eq!(s["replicas"]["blue"], serde_json::json!({ "ready": 1, "desired": 1 }));
         assert!(s["replicas"]["green"].is_null());
+        assert_eq!(s["desired"]["gates"]["golden"], true);
+        assert_eq!(s["desired"]["analysis"]["max_error_rate"], 0.01);
+        assert_eq!(s["desired"]["analysis"]["max_p99"], 1000);
+        assert_eq!(s["desired"]["auto_promote"], true);
     }
 }

@@ -1,6 +1,7 @@
-//! The controller's HTTP API: `/status`, `/metrics`, `/healthz`, and the
-//! authenticated mutations. A mutation edits the manifest, never the
-//! world: the file stays the truth and the loop carries it out.
+//! The controller's HTTP API: `/status`, `/metrics`, `/healthz`, the
+//! status page (`/`, [`crate::page`]), and the authenticated mutations.
+//! A mutation edits the manifest, never the world: the file stays the
+//! truth and the loop carries it out.
 //!
 //! It is served by [`serve`], its own accept loop with a header, idle and
 //! request timer and a connection cap, which refuses the peers [`peers`]
@@ -41,6 +42,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route(ROLLBACK, post(rollback))
         .route(PROMOTE, post(promote))
         .route(ABORT, post(abort))
+        .merge(crate::page::routes())
         .with_state(shared)
 }
 

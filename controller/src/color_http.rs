@@ -16,6 +16,7 @@ use controller_core::manifest::Probe;
 use model::{ModelArtifact, Trip};
 use serde::Deserialize;
 
+use crate::answer::{TIMEOUT, body_within, why};
 use crate::platform::Workloads;
 
 /// The most read of an artifact (the service refuses one over 1 MiB).
@@ -24,25 +25,6 @@ const MAX_MODEL: usize = 2 << 20;
 const MAX_ANSWER: usize = 256 << 10;
 /// The most read of a replica's /metrics.
 const MAX_METRICS: usize = 1 << 20;
-
-/// How long one request to a color may take, answer included.
-const TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Why a request failed, in words: reqwest's own text leaves out the
-/// cause (a timeout, a refused connection), which is the point.
-fn why(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        return format!("no answer within {} s (timed out)", TIMEOUT.as_secs());
-    }
-    let mut out = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
-}
 
 /// An HTTP client that opens a connection per request (a probe must see
 /// nginx's current workers, not an old worker's kept-alive connection)
@@ -54,23 +36,6 @@ pub fn client() -> reqwest::Client {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap_or_default()
-}
-
-/// The answer's body, refused once it passes `cap` bytes (declared or
-/// sent): only so much is ever held.
-pub async fn body_within(mut response: reqwest::Response, cap: usize) -> Result<String, String> {
-    let too_big = || format!("the answer is larger than {} KiB", cap >> 10);
-    if response.content_length().is_some_and(|n| n > cap as u64) {
-        return Err(too_big());
-    }
-    let mut bytes = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| why(&e))? {
-        if bytes.len() + chunk.len() > cap {
-            return Err(too_big());
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-    String::from_utf8(bytes).map_err(|e| format!("the answer is not text: {e}"))
 }
 
 #[derive(Deserialize)]
@@ -113,15 +78,22 @@ fn excerpt(text: &str) -> String {
 
 pub struct ColorHttp {
     http: reqwest::Client,
+    /// Where the analysis' PromQL queries go, when configured.
+    prometheus: Option<String>,
 }
 
 impl Default for ColorHttp {
     fn default() -> Self {
-        ColorHttp { http: client() }
+        ColorHttp { http: client(), prometheus: None }
     }
 }
 
 impl ColorHttp {
+    /// The same, asking the analysis' queries of the Prometheus at `url`.
+    pub fn with_prometheus(url: String) -> ColorHttp {
+        ColorHttp { prometheus: Some(url), ..ColorHttp::default() }
+    }
+
     async fn first_endpoint<W: Workloads>(&self, w: &W, color: Color) -> Result<String, String> {
         let endpoints = w.endpoints(color).await.map_err(|e| e.to_string())?;
         endpoints.into_iter().next().ok_or_else(|| format!("{color} has no running replica"))
@@ -238,6 +210,7 @@ impl ColorHttp {
         w: &W,
         color: Color,
         own: Option<&(Known, u32)>,
+        queries: &[(String, String)],
     ) -> Result<Reading, String> {
         let mut met = Own::default();
         if let Some((known, count)) = own {
@@ -260,7 +233,16 @@ impl ColorHttp {
                 }
             }
         }
-        Ok(Reading { sample: self.sample(w, color).await?, own: met })
+        let sample = self.sample(w, color).await?;
+        let mut values = Vec::with_capacity(queries.len());
+        for (name, query) in queries {
+            let value = match &self.prometheus {
+                Some(base) => crate::promql::value(&self.http, base, query).await,
+                None => Err("no Prometheus is configured (--prometheus-url)".to_owned()),
+            };
+            values.push((name.clone(), value));
+        }
+        Ok(Reading { sample, own: met, queries: values })
     }
 
     /// One known-answer request. A 5xx is no verdict here: the color's

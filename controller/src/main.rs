@@ -17,6 +17,7 @@ use controller::platform::Workloads;
 use controller::platform::compose::Compose;
 use controller::platform::compose::docker::Engine;
 use controller::reconciler::{Reconciler, Shared};
+use controller::scrape_targets::ScrapeTargets;
 use controller::store::{self, Store};
 use controller::{api, watch};
 use tokio::sync::mpsc;
@@ -157,6 +158,14 @@ struct RunArgs {
     /// The webhook's body: the history's fields, or Slack's `{"text"}`.
     #[arg(long, env = "CONTROLLER_WEBHOOK_FORMAT", value_enum, default_value = "json")]
     webhook_format: Format,
+    /// The Prometheus an analysis' PromQL queries are asked of
+    /// (`spec.analysis.queries`); without it such an analysis never passes.
+    #[arg(long, env = "CONTROLLER_PROMETHEUS_URL")]
+    prometheus_url: Option<String>,
+    /// A file of Prometheus scrape targets (`file_sd` JSON) to keep: every
+    /// running replica of both colors, rewritten when they change.
+    #[arg(long, env = "CONTROLLER_SCRAPE_TARGETS_FILE")]
+    scrape_targets_file: Option<PathBuf>,
     /// The periodic resync, a safety net for missed events.
     #[arg(long, env = "CONTROLLER_RESYNC", default_value = "5s", value_parser = humantime::parse_duration)]
     resync: Duration,
@@ -295,9 +304,16 @@ async fn run(args: RunArgs) -> Result<()> {
     let shared = Shared::new(manifest.clone(), triggers.clone(), token);
     let mut reconciler =
         Reconciler::new(platform, shared.clone(), Store::new(&args.state_dir), args.resync)?;
+    if let Some(url) = args.prometheus_url.clone() {
+        reconciler = reconciler.prometheus(url);
+    }
     if let Some(url) = args.webhook.clone() {
         info!(%url, format = ?args.webhook_format, "rollout events go to a webhook");
         reconciler = reconciler.notify(Notifier::webhook(url, args.webhook_format, shared.clone()));
+    }
+    if let Some(path) = args.scrape_targets_file.clone() {
+        info!(path = %path.display(), "scrape targets for Prometheus go to a file");
+        reconciler = reconciler.scrape_targets(ScrapeTargets::new(path));
     }
     let _watcher = watch::manifest(&manifest, triggers)
         .with_context(|| format!("cannot watch the directory of {}", manifest.display()))?;

@@ -1,7 +1,13 @@
 //! The controller's Prometheus metrics: rollouts by result and level,
 //! rollout and step durations, time from healthy to switched, the active
-//! color, reconcile errors by kind and manifest errors, and the API's
-//! connections refused or timed out.
+//! color, the phase, reconcile errors by kind and manifest errors, and the
+//! API's connections refused or timed out.
+//!
+//! `/metrics` serves [`Metrics::encode`], OpenMetrics. `promtool check
+//! metrics` reads only the classic text format (in OpenMetrics a counter's
+//! `# TYPE` line names it without `_total`, which that parser takes for a
+//! second family without help), so the unit stage lints
+//! [`Metrics::encode_text`], the same registry in the classic format.
 
 use bluegreen::Color;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -13,6 +19,7 @@ use prometheus_client::registry::Registry;
 
 use controller_core::observed::Observed;
 use controller_core::record::{Finished, Verdict};
+use controller_core::status::Phase;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RolloutLabels {
@@ -35,6 +42,19 @@ struct KindLabels {
     kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: String,
+}
+
+/// Every phase `/status` can say, each a series of `controller_phase`.
+const PHASES: [Phase; 4] = [Phase::Healthy, Phase::Progressing, Phase::Paused, Phase::Degraded];
+
+/// Every (result, level) a rollout can finish with, created at zero so
+/// that `increase()` sees a first rollback as a step from 0 to 1.
+const OUTCOMES: [(&str, &str); 4] =
+    [("succeeded", "none"), ("rolled_back", "1"), ("rolled_back", "2"), ("rolled_back", "3")];
+
 fn seconds() -> Histogram {
     // 5 ms to about 3 minutes.
     Histogram::new(exponential_buckets(0.005, 2.0, 16))
@@ -47,6 +67,7 @@ pub struct Metrics {
     step_seconds: Family<StepLabels, Histogram, fn() -> Histogram>,
     healthy_to_switched: Histogram,
     active: Family<ColorLabels, Gauge>,
+    phase: Family<PhaseLabels, Gauge>,
     ready: Gauge,
     desired: Gauge,
     front_up: Gauge,
@@ -77,6 +98,7 @@ impl Default for Metrics {
             step_seconds: Family::new_with_constructor(seconds),
             healthy_to_switched: seconds(),
             active: Family::default(),
+            phase: Family::default(),
             ready: Gauge::default(),
             desired: Gauge::default(),
             front_up: Gauge::default(),
@@ -112,6 +134,11 @@ impl Default for Metrics {
             "active_color",
             "1 for the color nginx sends traffic to",
             m.active.clone(),
+        );
+        registry.register(
+            "phase",
+            "1 for the phase /status says (Healthy, Progressing, Paused, Degraded)",
+            m.phase.clone(),
         );
         registry.register(
             "live_replicas_ready",
@@ -154,6 +181,11 @@ impl Default for Metrics {
             "API connections closed by a timer (header, idle or request)",
             m.api_timeouts.clone(),
         );
+        for (result, level) in OUTCOMES {
+            let _ = m
+                .rollouts
+                .get_or_create(&RolloutLabels { result: result.into(), level: level.into() });
+        }
         Metrics { registry, ..m }
     }
 }
@@ -182,6 +214,15 @@ impl Metrics {
             self.active
                 .get_or_create(&ColorLabels { color: c.to_string() })
                 .set(i64::from(live == Some(c)));
+        }
+    }
+
+    /// The phase of the status just published.
+    pub fn phase(&self, now: Phase) {
+        for p in PHASES {
+            self.phase
+                .get_or_create(&PhaseLabels { phase: p.to_string() })
+                .set(i64::from(p == now));
         }
     }
 
@@ -219,11 +260,19 @@ impl Metrics {
         self.api_timeouts.get_or_create(&StageLabels { stage: stage.into() }).inc();
     }
 
-    /// The text exposition format.
+    /// The OpenMetrics exposition, as `/metrics` serves it.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// The same registry in the classic text format (0.0.4), the one
+    /// `promtool check metrics` reads.
+    pub fn encode_text(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
         out
     }
 }
@@ -260,5 +309,65 @@ mod tests {
             text.contains(r#"controller_step_duration_seconds_count{step="rollback"} 1"#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_phase_is_one_series_per_phase() {
+        let m = Metrics::default();
+        m.phase(Phase::Degraded);
+        let text = m.encode();
+        assert!(text.contains(r#"controller_phase{phase="Degraded"} 1"#), "{text}");
+        assert!(text.contains(r#"controller_phase{phase="Healthy"} 0"#), "{text}");
+        // Rollbacks start at zero, so a first one is an increase.
+        assert!(
+            text.contains(r#"controller_rollouts_total{result="rolled_back",level="1"} 0"#),
+            "{text}"
+        );
+    }
+
+    /// `promtool check metrics` on a populated registry. Skipped when
+    /// promtool is missing, unless `TAXI_REQUIRE_PROMTOOL` is set (the unit
+    /// stage sets it after installing Debian's `prometheus`).
+    #[test]
+    fn promtool_accepts_the_metrics() {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+
+        let m = Metrics::default();
+        let mut r = Record::default();
+        r.begin(&crate::fixtures::desired(), Color::Blue, None, Timestamp(0));
+        let level = Level::BeforeSwitch;
+        r.enter(Stage::Rollback { level, reason: "health".into() }, Timestamp(500));
+        m.finished(&r.finish(Timestamp(1000)).unwrap());
+        m.active(Some(Color::Blue));
+        m.phase(Phase::Healthy);
+        m.reconcile_error("nginx_test");
+        m.notification("sent");
+        m.manifest_error();
+        m.reconciled();
+        m.api_refused("limit");
+        m.api_timeout("idle");
+        let child = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn();
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) if std::env::var_os("TAXI_REQUIRE_PROMTOOL").is_none() => {
+                eprintln!("skipped: cannot run promtool ({e})");
+                return;
+            }
+            Err(e) => panic!("cannot run promtool: {e}"),
+        };
+        child.stdin.take().unwrap().write_all(m.encode_text().as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success() && said.trim().is_empty(), "promtool: {said}");
     }
 }

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use crate::reconciler::Shared;
+use crate::shared::Shared;
 
 /// Events waiting for delivery; more are dropped (and counted).
 const QUEUE: usize = 256;

@@ -5,7 +5,7 @@
 //! the record names, or the periodic resync. One reconcile at a time:
 //! this loop is the only place steps run, and no step waits.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use controller_core::machine::{self, Applied, Outcome, Removal, Step};
 use controller_core::manifest::{self, Desired};
 use controller_core::observed::{Observed, Resolved};
 use controller_core::record::{Operator, Record, Stage};
-use controller_core::status::{self, ManifestState, Status};
+use controller_core::status::{self, ManifestState};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
@@ -24,54 +24,15 @@ use crate::crash;
 use crate::error::Result;
 use crate::front::FrontWatch;
 use crate::local_file;
-use crate::metrics::Metrics;
 use crate::notify::{self, Notifier};
 use crate::platform::{self, Platform, PlatformError};
+use crate::scrape_targets::ScrapeTargets;
 use crate::store::Store;
 
 /// How long to wait before retrying a step that failed.
 const BACKOFF: Duration = Duration::from_secs(2);
 
-/// Why a reconcile runs. Only logged — the reconcile assumes nothing —
-/// except an operator's word, which the record takes first.
-#[derive(Debug, Clone)]
-pub enum Trigger {
-    Manifest,
-    Command(&'static str),
-    Operator(Operator),
-}
-
-/// What the loop shares with the API.
-pub struct Shared {
-    pub status: watch::Sender<Status>,
-    pub metrics: Metrics,
-    /// The manifest file the controller watches and edits.
-    pub manifest: PathBuf,
-    pub triggers: mpsc::Sender<Trigger>,
-    pub token: String,
-}
-
-impl Shared {
-    /// What the loop and the API share, with empty metrics and the status
-    /// of a controller that has read nothing yet.
-    pub fn new(manifest: PathBuf, triggers: mpsc::Sender<Trigger>, token: String) -> Arc<Shared> {
-        let source = manifest.display().to_string();
-        let initial = status::build(
-            &ManifestState { desired: None, error: None, source: &source },
-            None,
-            &Record::default(),
-            None,
-            clock::now(),
-        );
-        Arc::new(Shared {
-            status: watch::channel(initial).0,
-            metrics: Metrics::default(),
-            manifest,
-            triggers,
-            token,
-        })
-    }
-}
+pub use crate::shared::{Shared, Trigger};
 
 pub struct Reconciler<P> {
     platform: P,
@@ -89,6 +50,8 @@ pub struct Reconciler<P> {
     resolution: Option<Resolution>,
     /// Where rollout events go.
     notifier: Notifier,
+    /// The file Prometheus finds the replicas in, when one is kept.
+    targets: Option<ScrapeTargets>,
 }
 
 /// A tag's digest as the registry said, and when it was asked.
@@ -142,12 +105,25 @@ impl<P: Platform> Reconciler<P> {
             front: FrontWatch::default(),
             resolution: None,
             notifier: Notifier::default(),
+            targets: None,
         })
+    }
+
+    /// Asks the analysis' PromQL queries of the Prometheus at `url`.
+    pub fn prometheus(mut self, url: String) -> Reconciler<P> {
+        self.http = ColorHttp::with_prometheus(url);
+        self
     }
 
     /// Hands rollout events to `notifier` (a webhook).
     pub fn notify(mut self, notifier: Notifier) -> Reconciler<P> {
         self.notifier = notifier;
+        self
+    }
+
+    /// Keeps Prometheus' file of scrape targets after each observation.
+    pub fn scrape_targets(mut self, targets: ScrapeTargets) -> Reconciler<P> {
+        self.targets = Some(targets);
         self
     }
 
@@ -243,6 +219,9 @@ impl<P: Platform> Reconciler<P> {
         });
         self.shared.metrics.active(observed.live_color());
         self.shared.metrics.observed(&observed, self.desired.as_ref().map(|d| d.replicas));
+        if let Some(targets) = &mut self.targets {
+            targets.observed(&observed);
+        }
         let now = clock::now();
         let step = machine::decide(self.desired.as_ref(), &observed, &self.record, now);
         self.observed = Some(observed);
@@ -424,8 +403,8 @@ impl<P: Platform> Reconciler<P> {
                 p.preview(*to).await?;
                 Outcome::Done
             }
-            Step::Analyze { color, own } => {
-                Outcome::Sampled(self.http.reading(p, *color, own.as_ref()).await)
+            Step::Analyze { color, own, queries } => {
+                Outcome::Sampled(self.http.reading(p, *color, own.as_ref(), queries).await)
             }
         })
     }
@@ -481,6 +460,7 @@ impl<P: Platform> Reconciler<P> {
             now,
         );
         status.notifications = self.notifier.view();
+        self.shared.metrics.phase(status.phase);
         self.shared.status.send_replace(status);
     }
 }

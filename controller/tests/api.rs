@@ -356,3 +356,153 @@ async fn peers_on_the_app_network_are_refused_but_its_gateway() {
         counter(&text, r#"controller_api_connections_refused_total{reason="app_network"}"#);
     assert!(refused >= 2.0, "{text}");
 }
+
+#[tokio::test]
+async fn the_status_page_and_its_script_are_served_under_the_policy() {
+    let api = api(&["v1"], 0).await;
+    let page = api.http.get(format!("{}/", api.base)).send().await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let h = page.headers().clone();
+    assert_eq!(h["content-type"], "text/html; charset=utf-8");
+    let csp = h["content-security-policy"].to_str().unwrap();
+    assert!(csp.starts_with("default-src 'none'"), "{csp}");
+    assert!(csp.contains("script-src 'self';"), "no inline script may run: {csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    let html = page.text().await.unwrap();
+    assert!(html.contains(r#"<script src="/page.js"></script>"#), "{html}");
+    assert_eq!(html.matches("<script").count(), 1, "the one script is /page.js");
+    let script = api.http.get(format!("{}/page.js", api.base)).send().await.unwrap();
+    assert_eq!(script.status().as_u16(), 200);
+    assert_eq!(script.headers()["content-type"], "text/javascript; charset=utf-8");
+    assert_eq!(script.headers()["x-content-type-options"], "nosniff");
+    let js = script.text().await.unwrap();
+    assert!(js.contains(r#"fetch("/status""#) && js.contains("sessionStorage"), "{js}");
+    assert!(!js.contains("innerHTML"), "values from /status go in as text only");
+}
+
+#[tokio::test]
+async fn another_origin_is_given_no_cors_header() {
+    let api = api(&["v1"], 0).await;
+    for path in ["/", "/status"] {
+        let r = api
+            .http
+            .get(format!("{}{path}", api.base))
+            .header("origin", "http://evil.example")
+            .send()
+            .await
+            .unwrap();
+        assert!(r.headers().get("access-control-allow-origin").is_none(), "{path}");
+    }
+    let preflight = api
+        .http
+        .request(reqwest::Method::OPTIONS, format!("{}/api/v1/promote", api.base))
+        .header("origin", "http://evil.example")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.headers().get("access-control-allow-origin").is_none());
+    assert!(preflight.headers().get("access-control-allow-headers").is_none());
+}
+
+/// A status with a paused rollout of v3 into green, blue live on v2, and
+/// a history holding a success and a level-1 rollback: what the browser
+/// check draws.
+fn paused_status(source: &str) -> controller_core::status::Status {
+    use bluegreen::Color;
+    use controller_core::observed::{Health, State};
+    use controller_core::record::Origin;
+    use controller_core::status::{Count, ReplicaView};
+    let desired = manifest::parse(MANIFEST).unwrap();
+    let mut record = Record::default();
+    let mut d = desired.clone();
+    d.tag = "v2".into();
+    record.begin(&d, Color::Blue, None, Timestamp(1_000));
+    for (i, s) in [Stage::Start, Stage::Gates, Stage::Switch].into_iter().enumerate() {
+        record.enter(s, Timestamp(1_400 + 900 * i as u64));
+    }
+    record.finish(Timestamp(5_000));
+    let origin = || Some(Origin { color: Color::Blue, tag: "v2".into(), replicas: 1 });
+    d.tag = "bad-golden".into();
+    record.begin(&d, Color::Green, origin(), Timestamp(10_000));
+    record.enter(Stage::Gates, Timestamp(11_000));
+    let reason = "golden trip 0 ([1.0]): served 9.5, the artifact promises 10.1";
+    record.enter(
+        Stage::Rollback { level: Level::BeforeSwitch, reason: reason.into() },
+        Timestamp(12_500),
+    );
+    record.finish(Timestamp(13_000));
+    d.tag = "v3".into();
+    record.begin(&d, Color::Green, origin(), Timestamp(20_000));
+    record.enter(Stage::Gates, Timestamp(21_000));
+    record.enter(Stage::Paused, Timestamp(22_000));
+    let m = ManifestState { desired: Some(&d), error: None, source };
+    let mut s = status::build(&m, None, &record, None, Timestamp(25_000));
+    let view = |c: Color, tag: &str| ReplicaView {
+        id: "0123456789ab".into(),
+        name: bluegreen::container_name(c, 1),
+        tag: tag.into(),
+        digest: Some("sha256:4f2a9c0d1e".into()),
+        state: State::Running,
+        health: Health::Healthy,
+    };
+    s.active.color = Some(Color::Blue);
+    s.active.tag = Some("v2".into());
+    s.colors.blue = Some(vec![view(Color::Blue, "v2")]);
+    s.colors.green = Some(vec![view(Color::Green, "v3")]);
+    s.replicas.blue = Some(Count { ready: 1, desired: 1 });
+    s.replicas.green = Some(Count { ready: 1, desired: 1 });
+    s.observed_at = Some(Timestamp(25_000));
+    s
+}
+
+/// Runs headless Chromium on the page over a paused rollout and checks
+/// what it drew; leaves a screenshot in the target directory.
+#[tokio::test]
+#[ignore = "needs chromium"]
+async fn chromium_draws_the_paused_rollout_and_the_rollback() {
+    let api = api(&[], 0).await;
+    let (tx, _rx) = mpsc::channel(8);
+    let shared = Shared::new(api.manifest.clone(), tx, "secret".into());
+    shared.status.send_replace(paused_status(&api.manifest.display().to_string()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let stop = std::future::pending();
+    tokio::spawn(controller::api::serve(
+        listener,
+        shared,
+        Limits::default(),
+        Peers::anyone(),
+        stop,
+    ));
+    let chromium = |extra: Vec<String>| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new("chromium")
+                .args(["--headless=new", "--no-sandbox", "--disable-gpu"])
+                .args(["--virtual-time-budget=4000", "--window-size=1200,1800"])
+                .args(extra)
+                .arg(url)
+                .output()
+                .expect("chromium runs")
+        })
+    };
+    let dom = chromium(vec!["--dump-dom".into()]).await.unwrap();
+    let dom = String::from_utf8_lossy(&dom.stdout).into_owned();
+    assert!(dom.contains(r#"data-phase="Paused""#), "{dom}");
+    assert!(dom.contains(r#"<li class="current" data-step="paused">"#), "{dom}");
+    assert!(dom.contains(r#"<code id="rollout-tag">v3</code>"#), "{dom}");
+    assert!(dom.contains(r#"data-result="rolled_back" data-level="1" data-tag="bad-golden""#));
+    assert!(dom.contains("the artifact promises 10.1"), "{dom}");
+    assert!(dom.contains(r#"id="color-blue" data-live="true""#), "{dom}");
+    assert!(dom.contains("now 3.0"), "3 s in the paused step: {dom}");
+    assert!(!dom.contains(">null<"), "{dom}");
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("page");
+    std::fs::create_dir_all(&dir).unwrap();
+    let shot = dir.join("paused.png");
+    let out = chromium(vec![format!("--screenshot={}", shot.display())]).await.unwrap();
+    assert!(shot.exists(), "{}", String::from_utf8_lossy(&out.stderr));
+    println!("screenshot: {}", shot.display());
+}

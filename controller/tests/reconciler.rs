@@ -72,6 +72,16 @@ async fn start_text(world: World, text: &str) -> Running {
 
 /// The same, rollout events going to `webhook`.
 async fn start_notifying(world: World, text: &str, webhook: Option<String>) -> Running {
+    start_with(world, text, webhook, None).await
+}
+
+/// The same, the analysis' queries asked of `prometheus` too.
+async fn start_with(
+    world: World,
+    text: &str,
+    webhook: Option<String>,
+    prometheus: Option<String>,
+) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let manifest = dir.path().join("rollout.yaml");
     std::fs::write(&manifest, text).unwrap();
@@ -89,6 +99,10 @@ async fn start_notifying(world: World, text: &str, webhook: Option<String>) -> R
     .unwrap();
     let reconciler = match webhook {
         Some(url) => reconciler.notify(Notifier::webhook(url, Format::Json, shared.clone())),
+        None => reconciler,
+    };
+    let reconciler = match prometheus {
+        Some(url) => reconciler.prometheus(url),
         None => reconciler,
     };
     let watcher = controller::watch::manifest(&manifest, triggers).unwrap();
@@ -563,6 +577,42 @@ async fn a_webhook_that_is_down_holds_no_rollout_up() {
         .until("a failed try on /status", |s| s.notifications.clone().filter(|n| n.error.is_some()))
         .await;
     assert!(n.error.unwrap_or_default().contains("cannot be reached"));
+    run.stop().await;
+}
+
+/// A Prometheus on loopback whose every query answers `value`.
+async fn prometheus(value: &'static str) -> String {
+    let app = axum::Router::new().route(
+        "/api/v1/query",
+        axum::routing::get(move || async move {
+            let result = format!(
+                r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{}},"value":[1.0,"{value}"]}}]}}}}"#
+            );
+            ([("content-type", "application/json")], result)
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+const QUERY: &str = "    queries:\n      - name: errors\n        query: rate(errors{color=\"{{color}}\"}[1m])\n        max: 0.5\n";
+
+#[tokio::test]
+async fn the_analysis_asks_prometheus_and_an_unanswered_query_never_passes() {
+    let text = format!("{}{QUERY}", MANIFEST.replace("TAG", "v2"));
+    // Within its bound: the rollout succeeds.
+    let mut run = start_with(blue_live_on("v1"), &text, None, Some(prometheus("0.1").await)).await;
+    assert_eq!(run.finished("v2").await.result, Verdict::Succeeded);
+    run.stop().await;
+    // Past it: level 3, naming the query and its value.
+    let mut run = start_with(blue_live_on("v1"), &text, None, Some(prometheus("0.9").await)).await;
+    rolled_back(&run.finished("v2").await, Level::AfterAnalysis, "query errors is 0.9, above 0.5");
+    run.stop().await;
+    // No Prometheus to ask: inconclusive, so never a pass.
+    let mut run = start_with(blue_live_on("v1"), &text, None, None).await;
+    rolled_back(&run.finished("v2").await, Level::AfterAnalysis, "query errors was inconclusive");
     run.stop().await;
 }
 

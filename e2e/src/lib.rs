@@ -6,7 +6,8 @@
 //! [`suite`] runs the [`scenarios`], each on a fresh stack ([`fixture`])
 //! with images made from the last build ([`images`]), the [`hostile`]
 //! colors' among them; [`bench_deploy`] measures what clients see through
-//! the [`load`] generator.
+//! the [`load`] generator; [`page`] checks the status page in a headless
+//! browser.
 
 pub mod bench_deploy;
 pub mod fixture;
@@ -15,7 +16,9 @@ pub mod hostile;
 pub mod identity;
 pub mod images;
 pub mod load;
+pub mod page;
 pub mod privilege;
+pub mod prometheus;
 pub mod scenarios;
 pub mod suite;
 

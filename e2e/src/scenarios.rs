@@ -52,7 +52,9 @@ pub const ALL: &[Scenario] = &[
     ),
     ("pause, preview on 8081, promote", pause_promote_scenario),
     ("pause, abort", pause_abort),
+    ("status page: paused and rolled back, drawn by headless Chromium", crate::page::status_page),
     ("app network reaching the controller's API: refused", crate::privilege::app_network_refused),
+    ("prometheus: every target up, a rollback alert fires", crate::prometheus::targets_and_alerts),
     (
         "50 concurrent set-image calls: a valid manifest, one rollout at a time",
         crate::privilege::concurrent_set_image,

@@ -688,4 +688,59 @@ mod tests {
         );
         check(&body, &[(r#"["body","data",0,"passenger_count"]"#, "int_type")]);
     }
+
+    /// The scanner's trips are the full parser's, to the bit.
+    #[test]
+    fn trips_are_the_full_parsers_to_the_bit() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let mut scanned = 0;
+        for _ in 0..2000 {
+            let mut number = |bound: u64| {
+                let whole = next(bound);
+                let sign = if next(3) == 0 { "-" } else { "" };
+                let digits = next(18) as usize;
+                let fraction: String =
+                    (0..digits).map(|_| char::from(b'0' + next(10) as u8)).collect();
+                let exponent = match next(6) {
+                    0 => format!("e{}", next(4)),
+                    1 => format!("E-{}", next(3)),
+                    _ => String::new(),
+                };
+                if fraction.is_empty() {
+                    format!("{sign}{whole}{exponent}")
+                } else {
+                    format!("{sign}{whole}.{fraction}{exponent}")
+                }
+            };
+            let row = format!(
+                r#"{{"pickup_latitude":{},"pickup_longitude":{},"dropoff_latitude" : {},"dropoff_longitude":{},"passenger_count":{}}}"#,
+                number(90),
+                number(180),
+                number(90),
+                number(180),
+                next(10)
+            );
+            let body = format!(r#"{{"data":[{row},{row}]}}"#);
+            let full = parse_batch_full(body.as_bytes(), 3);
+            match scan::scan(body.as_bytes(), 3, 512, &AtomicBool::new(false)) {
+                scan::Scan::Trips(trips) => {
+                    scanned += 1;
+                    let full = full.unwrap_or_else(|e| panic!("{body}: {e:?}"));
+                    let bits = |t: &[Trip]| {
+                        t.iter().map(|t| t.values().map(f64::to_bits)).collect::<Vec<_>>()
+                    };
+                    assert_eq!(bits(&trips), bits(&full), "{body}");
+                }
+                scan::Scan::Other => {}
+                scan::Scan::Cancelled => panic!("never cancelled"),
+            }
+        }
+        assert!(scanned > 500, "only {scanned} bodies scanned");
+    }
 }

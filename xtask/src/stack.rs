@@ -3,7 +3,8 @@
 //! `up` takes a fresh machine (Rust and Docker) to a serving stack: it
 //! installs the Debian packages it needs, trains the model, builds and
 //! pushes the images, starts the registry (left running: the controller
-//! pulls from it), then nginx and the deployment controller with compose,
+//! pulls from it), then nginx, the deployment controller and Prometheus
+//! (with its nginx exporters) with compose,
 //! writes the built tag into the live manifest and follows the controller
 //! until that tag serves through nginx. The controller, not `up`, starts
 //! the app slots: it is their one owner. Running `up` again converges on
@@ -26,6 +27,7 @@ use crate::effects::paths::{self, live_manifest, stack_dir};
 use crate::effects::poll::{self, Poll};
 use crate::effects::process::{output, run};
 use crate::effects::{deps, registry};
+use crate::images::prometheus;
 use crate::rollout;
 use crate::stages::artifacts::{self, Built};
 use crate::stages::build::{self, BuildArgs};
@@ -62,6 +64,16 @@ pub fn front_port() -> u16 {
 
 /// The preview port of a paused rollout.
 pub const PREVIEW_PORT: u16 = 8081;
+
+/// Prometheus' port, on 127.0.0.1 only.
+pub const PROMETHEUS_PORT: u16 = 9090;
+
+/// The compose services of the monitoring: Prometheus and the exporters
+/// of the two nginx tiers.
+pub const MONITORING_SERVICES: [&str; 3] = ["prometheus", "nginx_exporter", "edge_exporter"];
+
+/// The network only Prometheus and the controller share.
+pub const MONITORING_NETWORK: &str = "taxi-fare_monitoring";
 
 /// nginx's front as a loopback address.
 pub fn front() -> String {
@@ -108,6 +120,7 @@ pub fn up(args: &UpArgs) -> Result<()> {
     println!("  app_blue        http://127.0.0.1:{}/", published_port(bluegreen::Color::Blue));
     println!("  app_green       http://127.0.0.1:{}/", published_port(bluegreen::Color::Green));
     println!("  registry        http://{REGISTRY_ADDR}/v2/");
+    println!("  prometheus      http://127.0.0.1:{PROMETHEUS_PORT}/targets");
     println!("  image           {}", built.service);
     println!("Try:");
     println!(
@@ -121,8 +134,8 @@ pub fn up(args: &UpArgs) -> Result<()> {
 }
 
 /// Lays out the runtime directory with `built`'s tag in the live
-/// manifest, starts nginx and the controller, and follows the
-/// controller's rollout of that tag.
+/// manifest, starts nginx, the controller and the monitoring, follows the
+/// controller's rollout of that tag, then waits for Prometheus.
 pub fn launch(tool: Tool, built: &Built, timeout: Duration) -> Result<()> {
     prepare_dir()?;
     let user = controller_user()?;
@@ -133,7 +146,8 @@ pub fn launch(tool: Tool, built: &Built, timeout: Duration) -> Result<()> {
     for proxy in [bluegreen::NGINX_SERVICE, bluegreen::EDGE_SERVICE] {
         docker::wait_healthy(&container_of(tool, proxy)?, timeout)?;
     }
-    rollout::deploy(&built.tag, timeout)
+    rollout::deploy(&built.tag, timeout)?;
+    docker::wait_healthy(&container_of(tool, MONITORING_SERVICES[0])?, timeout)
 }
 
 /// Fails, naming the port, when a port of the stack is taken by anything
@@ -150,6 +164,7 @@ fn check_ports() -> Result<()> {
         (front_port(), "nginx"),
         (CONTROLLER_PORT, "controller"),
         (PREVIEW_PORT, "preview"),
+        (PROMETHEUS_PORT, "prometheus"),
         (published_port(bluegreen::Color::Blue), "app_blue"),
         (published_port(bluegreen::Color::Green), "app_green"),
     ];
@@ -167,11 +182,17 @@ fn check_ports() -> Result<()> {
     Ok(())
 }
 
+/// The runtime directories under target/stack/, each the controller's to
+/// write: upstream.conf, the live manifest, its state, and Prometheus'
+/// scrape targets.
+const RUNTIME_DIRS: [&str; 4] = ["upstream", "manifests", "controller", "prometheus"];
+
 /// Lays out the runtime directory, keeping what a running stack changed:
 /// upstream.conf (no color live until the controller's first rollout),
-/// the live manifest (from manifests/rollout.yaml) and the state.
+/// the live manifest (from manifests/rollout.yaml), the state and the
+/// scrape targets (none until the controller writes them).
 pub fn prepare_dir() -> Result<()> {
-    for sub in ["upstream", "manifests", "controller"] {
+    for sub in RUNTIME_DIRS {
         let d = stack_dir().join(sub);
         fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
     }
@@ -179,12 +200,26 @@ pub fn prepare_dir() -> Result<()> {
         (paths::root().join("nginx/upstream.conf"), stack_dir().join("upstream/upstream.conf")),
         (paths::root().join("nginx/preview.conf"), stack_dir().join("upstream/preview.conf")),
         (paths::root().join("manifests/rollout.yaml"), live_manifest()),
+        // World-readable (the copy keeps the tracked file's mode):
+        // Prometheus reads it as its own user.
+        (
+            paths::root().join("prometheus/targets/targets.json"),
+            stack_dir().join("prometheus/targets.json"),
+        ),
     ];
     for (from, to) in copies {
         if !to.exists() {
             fs::copy(&from, &to).with_context(|| format!("cannot copy {}", from.display()))?;
         }
     }
+    // Prometheus runs as a user of its own image: it must be able to
+    // list and read the targets whatever this user's umask.
+    use std::os::unix::fs::PermissionsExt;
+    let targets = stack_dir().join("prometheus");
+    fs::set_permissions(&targets, fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("cannot make {} readable", targets.display()))?;
+    fs::set_permissions(targets.join("targets.json"), fs::Permissions::from_mode(0o644))
+        .with_context(|| format!("cannot make {}/targets.json readable", targets.display()))?;
     Ok(())
 }
 
@@ -224,7 +259,7 @@ pub fn controller_user() -> Result<ControllerUser> {
 /// directory left by a run as someone else, say).
 fn check_owned(user: ControllerUser) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
-    for sub in ["upstream", "manifests", "controller"] {
+    for sub in RUNTIME_DIRS {
         let dir = stack_dir().join(sub);
         let mut paths = vec![dir.clone()];
         for entry in fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))? {
@@ -257,8 +292,12 @@ fn compose_up(tool: Tool, built: &Built, user: ControllerUser) -> Result<()> {
         bluegreen::NGINX_SERVICE,
         bluegreen::EDGE_SERVICE,
         bluegreen::CONTROLLER_SERVICE,
+        MONITORING_SERVICES[0],
+        MONITORING_SERVICES[1],
+        MONITORING_SERVICES[2],
     ]);
     c.env("NGINX_IMAGE", &built.nginx)
+        .env("PROMETHEUS_IMAGE", prometheus::beside(&built.nginx))
         .env("CONTROLLER_IMAGE", &built.controller)
         .env("STACK_DIR", stack_dir())
         .env("FRONT_PORT", front_port().to_string())
@@ -326,7 +365,9 @@ pub fn remove_stack() -> Result<()> {
     match Tool::detect() {
         Some(tool) => run(tool.command(["down", "--remove-orphans"]))?,
         None => {
-            let _ = output(docker(["network", "rm", NETWORK]));
+            for network in [NETWORK, MONITORING_NETWORK] {
+                let _ = output(docker(["network", "rm", network]));
+            }
         }
     }
     let left = docker::containers(&ours)?;
@@ -355,11 +396,27 @@ mod tests {
         let out = output(tool.command(["config", "--services"])).unwrap();
         let mut services: Vec<&str> = out.lines().collect();
         services.sort_unstable();
-        assert_eq!(services, ["app_blue", "app_green", "controller", "edge", "nginx"]);
+        assert_eq!(
+            services,
+            [
+                "app_blue",
+                "app_green",
+                "controller",
+                "edge",
+                "edge_exporter",
+                "nginx",
+                "nginx_exporter",
+                "prometheus"
+            ]
+        );
         let mut config = tool.command(["config"]);
         config.env("STACK_DIR", "/stack");
         let config = output(config).unwrap();
         assert!(config.contains("/stack/upstream"), "{config}");
+        // Prometheus: loopback only, the targets the controller writes.
+        assert!(config.contains("127.0.0.1:9090:9090"), "{config}");
+        assert!(config.contains("/stack/prometheus:/etc/prometheus/targets:ro"), "{config}");
+        assert!(config.contains("/prometheus/targets.json"), "{config}");
         assert!(config.contains("/var/run/docker.sock"), "{config}");
         // Without `up`'s variables (a plain `docker-compose up`): root,
         // capabilities dropped all the same.

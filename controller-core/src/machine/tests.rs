@@ -325,13 +325,26 @@ fn thirty_good() -> crate::analysis::Figures {
 #[test]
 fn the_analysis_window_reads_the_new_color_every_second() {
     let mut r = rolling("v2", Stage::ScaleDown { not_before: at(60_000) });
-    let watch =
-        Watch { until: at(60_000), next_at: at(1000), baseline: None, own: 0, own_failed: 0 };
+    let watch = Watch {
+        until: at(60_000),
+        next_at: at(1000),
+        baseline: None,
+        own: 0,
+        own_failed: 0,
+        conclusive: vec![],
+        inconclusive: None,
+    };
     r.rollout.as_mut().unwrap().watch = Some(watch);
     let d = desired("v2");
     check(&d, &both(Green), &r, at(10), Step::Wait { until: Some(at(1000)) });
     // No baseline yet: no request of the controller's own, it would be in it.
-    check(&d, &both(Green), &r, at(1000), Step::Analyze { color: Green, own: None });
+    check(
+        &d,
+        &both(Green),
+        &r,
+        at(1000),
+        Step::Analyze { color: Green, own: None, queries: vec![] },
+    );
     // The window over without a single judgement: it fails closed.
     let unread = Step::Fail {
         level: Level::AfterAnalysis,
@@ -357,6 +370,68 @@ fn the_analysis_window_reads_the_new_color_every_second() {
 }
 
 #[test]
+fn the_manifests_queries_judge_too_and_an_unanswered_one_never_passes() {
+    let mut d = desired("v2");
+    d.analysis.window = Duration::from_secs(60);
+    d.analysis.min_requests = 0;
+    d.analysis.queries = vec![crate::manifest::Query {
+        name: "errors".into(),
+        query: "rate(errors{color=\"{{color}}\",tag=\"{{tag}}\"}[1m])".into(),
+        min: None,
+        max: Some(0.5),
+    }];
+    let mut r = rolling_with(&d, Stage::ScaleDown { not_before: at(60_000) });
+    let watch = Watch {
+        until: at(60_000),
+        next_at: T0,
+        baseline: Some(Sample::default()),
+        own: 0,
+        own_failed: 0,
+        conclusive: vec![],
+        inconclusive: None,
+    };
+    r.rollout.as_mut().unwrap().watch = Some(watch);
+    let Step::Analyze { queries, .. } = decide(Some(&d), &both(Green), &r, T0) else {
+        panic!("no reading")
+    };
+    assert_eq!(
+        queries,
+        vec![("errors".into(), "rate(errors{color=\"green\",tag=\"v2\"}[1m])".into())]
+    );
+    let step = Step::Analyze { color: Green, own: None, queries };
+    let reading = |value: Result<f64, String>| {
+        let sample = Sample { requests: 30.0, ..Default::default() };
+        Outcome::Sampled(Ok(Reading {
+            sample,
+            own: Own::default(),
+            queries: vec![("errors".into(), value)],
+        }))
+    };
+    // Nothing to answer with: inconclusive; at the window's end, no pass.
+    let mut quiet = r.clone();
+    apply(&mut quiet, &step, reading(Err("returned nothing".into())), T0);
+    let Step::Fail { level: Level::AfterAnalysis, reason } =
+        decide(Some(&d), &both(Green), &quiet, at(60_000))
+    else {
+        panic!("an unanswered query passed")
+    };
+    assert!(
+        reason.contains("query errors was inconclusive") && reason.contains("returned nothing"),
+        "{reason}"
+    );
+    // Within its bound: conclusive, and the window passes.
+    let mut good = r.clone();
+    apply(&mut good, &step, reading(Ok(0.1)), T0);
+    let removal = Step::Remove { color: Blue, why: Removal::ScaleDown };
+    check(&d, &both(Green), &good, at(60_000), removal);
+    // Past it: level 3 at once.
+    apply(&mut r, &step, reading(Ok(0.9)), T0);
+    let Stage::Rollback { level, reason } = &r.rollout.as_ref().unwrap().stage else { panic!() };
+    assert_eq!(*level, Level::AfterAnalysis);
+    assert!(reason.contains("query errors is 0.9, above 0.5"), "{reason}");
+}
+
+#[test]
 fn a_quiet_window_is_filled_with_known_answer_requests() {
     let mut r = rolling("v2", Stage::ScaleDown { not_before: at(60_000) });
     let watch = Watch {
@@ -365,6 +440,8 @@ fn a_quiet_window_is_filled_with_known_answer_requests() {
         baseline: Some(crate::analysis::Sample::default()),
         own: 0,
         own_failed: 0,
+        conclusive: vec![],
+        inconclusive: None,
     };
     r.rollout.as_mut().unwrap().watch = Some(watch);
     let known = Known { trip: crate::gates::KNOWN_TRIP, fare: Some(52.5), model_version: None };
@@ -372,17 +449,23 @@ fn a_quiet_window_is_filled_with_known_answer_requests() {
     let d = desired("v2");
     // 59 readings left, 20 predictions needed by the middle of the window.
     let own = Some((known, 1));
-    check(&d, &both(Green), &r, at(1000), Step::Analyze { color: Green, own });
+    check(&d, &both(Green), &r, at(1000), Step::Analyze { color: Green, own, queries: vec![] });
     // Live traffic brought enough: none.
     let figures = thirty_good();
     r.rollout.as_mut().unwrap().summary.analysis = Some(figures);
-    check(&d, &both(Green), &r, at(1000), Step::Analyze { color: Green, own: None });
+    check(
+        &d,
+        &both(Green),
+        &r,
+        at(1000),
+        Step::Analyze { color: Green, own: None, queries: vec![] },
+    );
     // What the requests met is kept in the window, and unanswered ones
     // count as faults.
-    let step = Step::Analyze { color: Green, own: None };
+    let step = Step::Analyze { color: Green, own: None, queries: vec![] };
     let sample = crate::analysis::Sample { requests: 40.0, ..Default::default() };
     let own = Own { sent: 3, failed: 3, wrong: None };
-    apply(&mut r, &step, Outcome::Sampled(Ok(Reading { sample, own })), at(1000));
+    apply(&mut r, &step, Outcome::Sampled(Ok(Reading { sample, own, queries: vec![] })), at(1000));
     let rollout = r.rollout.as_ref().unwrap();
     let w = rollout.watch.as_ref().unwrap();
     assert_eq!((w.own, w.own_failed), (3, 3));
@@ -606,12 +689,12 @@ fn ms(n: &[u64]) -> Outcome {
 
 fn sample(requests: f64, errors: f64) -> Outcome {
     let sample = Sample { requests, errors, shed: 0.0, buckets: vec![(0.01, requests)] };
-    Outcome::Sampled(Ok(Reading { sample, own: Own::default() }))
+    Outcome::Sampled(Ok(Reading { sample, own: Own::default(), queries: vec![] }))
 }
 
 fn sample_with(shed: f64, own: Own) -> Outcome {
     let sample = Sample { requests: 100.0, errors: shed, shed, buckets: vec![(0.01, 100.0)] };
-    Outcome::Sampled(Ok(Reading { sample, own }))
+    Outcome::Sampled(Ok(Reading { sample, own, queries: vec![] }))
 }
 
 /// The stage each row starts from, with the knobs it needs.
@@ -632,8 +715,15 @@ fn start_at(stage: StepName, d: &Desired) -> Record {
     let mut r = rolling_with(d, s);
     if stage == StepName::ScaleDown {
         let baseline = Some(Sample::default());
-        r.rollout.as_mut().unwrap().watch =
-            Some(Watch { until: at(60_000), next_at: T0, baseline, own: 0, own_failed: 0 });
+        r.rollout.as_mut().unwrap().watch = Some(Watch {
+            until: at(60_000),
+            next_at: T0,
+            baseline,
+            own: 0,
+            own_failed: 0,
+            conclusive: vec![],
+            inconclusive: None,
+        });
     }
     r
 }
@@ -666,7 +756,7 @@ fn apply_over_every_stage_and_outcome() {
     let gates = Step::Gates { color: Green, live: Some(Blue), golden: true };
     let warm = Step::WarmUp { color: Green, trip, requests: WARM_UP_REQUESTS };
     let probe_step = Step::Probe { color: Green, tag: "v2".into(), probe };
-    let analyze = Step::Analyze { color: Green, own: None };
+    let analyze = Step::Analyze { color: Green, own: None, queries: vec![] };
     let wrong =
         Own { sent: 1, failed: 0, wrong: Some("a known-answer request was priced at 3".into()) };
     let fail = Step::Supersede { reason: "superseded by tag v3".into() };

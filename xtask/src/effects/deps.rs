@@ -11,11 +11,17 @@ pub const TRAINER: &[&str] = &["libopenblas-dev", "pkg-config"];
 pub const REGISTRY: &[&str] = &["docker-registry"];
 /// The nginx image's root file system, bootstrapped from Debian's packages.
 pub const NGINX_ROOTFS: &[&str] = &["debootstrap"];
+/// `promtool`, which the unit stage checks Prometheus' files and the
+/// services' metrics with.
+pub const PROMTOOL: &[&str] = &["prometheus"];
 /// Compose, when neither `docker compose` nor `docker-compose` is present.
 pub const COMPOSE: &[&str] = &["docker-compose"];
 
 /// `cargo xtask bench serve`: the load generator.
 pub const BENCH_SERVE: &[&str] = &["wrk"];
+
+/// The status page's end-to-end scenario: a headless browser.
+pub const BROWSER: &[&str] = &["chromium"];
 
 /// `cargo xtask bench train`: GNU time, for the peak RSS of each run.
 pub const BENCH_TRAIN: &[&str] = &["time"];
@@ -42,6 +48,24 @@ pub fn ensure(packages: &[&str]) -> Result<()> {
     let mut install = cmd("apt-get", ["install", "-y", "-q", "--no-install-recommends"]);
     install.args(&missing).env("DEBIAN_FRONTEND", "noninteractive");
     run(install)
+}
+
+/// `promtool` ([`PROMTOOL`]). Debian's `prometheus` package also brings a
+/// Prometheus daemon that systemd starts on port 9090, the stack's own
+/// Prometheus port: when this call installs the package, that daemon is
+/// stopped and disabled at once (one installed before is left alone).
+pub fn ensure_promtool() -> Result<()> {
+    let fresh = !installed(PROMTOOL[0]);
+    ensure(PROMTOOL)?;
+    if fresh && std::path::Path::new("/run/systemd/system").exists() {
+        eprintln!(
+            "stopping the Prometheus daemon Debian's package started (port 9090 is the stack's)"
+        );
+        if let Err(e) = run(cmd("systemctl", ["disable", "--now", "prometheus.service"])) {
+            eprintln!("warning: cannot stop prometheus.service: {e:#}");
+        }
+    }
+    Ok(())
 }
 
 fn installed(package: &str) -> bool {

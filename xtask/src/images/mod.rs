@@ -1,10 +1,12 @@
 //! The images' recipes: the service image ([`service`]), the controller's
-//! ([`controller`]) and nginx's ([`nginx`]), the first two from static
+//! ([`controller`]), nginx's ([`nginx`]) and Prometheus' ([`prometheus`],
+//! on a Debian base as nginx's), the first two from static
 //! binaries ([`static_binary`]). Each build context is assembled under `target/images/`
 //! from the few files the image needs, never the whole repository.
 
 pub mod controller;
 pub mod nginx;
+pub mod prometheus;
 pub mod service;
 pub mod static_binary;
 

@@ -1,6 +1,6 @@
 //! Stage build & push: the service image (a static binary and the model
-//! artifact on `scratch`), the controller image and the nginx image, tagged
-//! with the commit sha;
+//! artifact on `scratch`), the controller image, the nginx image and the
+//! Prometheus image, tagged with the commit sha;
 //! the service image is pushed to the local registry, where the
 //! integration stage and the deployment controller pull it from.
 //! The recipes themselves live in [`crate::images`]; this stage runs them,
@@ -16,7 +16,7 @@ use crate::effects::docker::{self, docker};
 use crate::effects::process::{output, run};
 use crate::effects::registry;
 use crate::effects::revision::{self, Revision};
-use crate::images::{controller, nginx, service, static_binary};
+use crate::images::{controller, nginx, prometheus, service, static_binary};
 use crate::stages::artifacts::{self, Built};
 
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -25,8 +25,8 @@ pub struct BuildArgs {
     /// [default: artifacts/model.json, written by `cargo xtask train`].
     #[arg(long, env = "TAXI_MODEL")]
     pub model: Option<PathBuf>,
-    /// The Debian mirror for the nginx root file system [default: the one
-    /// apt uses on this machine].
+    /// The Debian mirror for the nginx and Prometheus root file systems
+    /// [default: the one apt uses on this machine].
     #[arg(long, env = "DEBIAN_MIRROR")]
     pub debian_mirror: Option<String>,
 }
@@ -76,6 +76,19 @@ pub fn build(args: &BuildArgs) -> Result<Built> {
     let nginx = nginx::build(
         &base,
         &tag,
+        &[
+            ("REVISION", revision.commit.clone()),
+            ("CREATED", created.clone()),
+            ("SOURCE", source.clone()),
+        ],
+    )?;
+
+    // Tagged as nginx's: the stack finds it beside nginx's image
+    // (`prometheus::beside`).
+    let prometheus_base = prometheus::ensure_base(args.debian_mirror.as_deref())?;
+    let prometheus = prometheus::build(
+        &prometheus_base,
+        &tag,
         &[("REVISION", revision.commit.clone()), ("CREATED", created), ("SOURCE", source)],
     )?;
 
@@ -100,6 +113,7 @@ pub fn build(args: &BuildArgs) -> Result<Built> {
     println!("service image  {}  {}", built.service, megabytes(built.service_bytes));
     println!("nginx image    {}  {}", built.nginx, megabytes(built.nginx_bytes));
     println!("controller     {}  {}", built.controller, megabytes(built.controller_bytes));
+    println!("prometheus     {}  {}", prometheus, megabytes(image_size(&prometheus)?));
     println!("pushed {} (and :latest) to {}", built.service, REGISTRY_ADDR);
     Ok(built)
 }
@@ -107,7 +121,9 @@ pub fn build(args: &BuildArgs) -> Result<Built> {
 /// Removes the dangling images earlier builds of this project left behind
 /// (a rebuilt `-dirty` tag moves to the new image); best effort.
 fn prune_superseded() {
-    for title in ["taxi-fare service", "taxi-fare nginx", "taxi-fare controller"] {
+    for title in
+        ["taxi-fare service", "taxi-fare nginx", "taxi-fare controller", "taxi-fare prometheus"]
+    {
         let filter = format!("label=org.opencontainers.image.title={title}");
         if let Err(e) = output(docker(["image", "prune", "-f", "--filter", &filter])) {
             eprintln!("warning: cannot prune superseded images: {e:#}");
