@@ -19,7 +19,7 @@ use xtask::effects::paths::{self, live_manifest, stack_dir};
 use xtask::effects::poll::{self, Poll};
 use xtask::effects::process::{cmd, output, run};
 use xtask::images::static_binary;
-use xtask::rollout::{self, Finished, Status, StepName, Verdict};
+use xtask::rollout::{self, Finished, Phase, Status, StepName, Verdict};
 use xtask::stack;
 use xtask::stages::artifacts::{self, Built};
 
@@ -105,6 +105,20 @@ impl Fixture {
         let done = self.deploy(tag)?;
         ensure!(done.result == Verdict::Succeeded, "{}", rollout::describe(&done));
         Ok(done)
+    }
+
+    /// Rolls `tag` out with `autoPromote: false` and waits until it is
+    /// paused, proven, before the switch.
+    pub fn pause(&self, tag: &str) -> Result<()> {
+        fs::write(live_manifest(), format!("{}  autoPromote: false\n", manifest(tag, 1)?))?;
+        poll::until(ROLLOUT, Duration::from_millis(100), || {
+            let s = self.status()?;
+            Ok(if s.phase == Phase::Paused {
+                Poll::Ready(())
+            } else {
+                Poll::Pending(format!("phase {}", s.phase))
+            })
+        })
     }
 
     /// Waits until the rollout in flight reaches `step`.

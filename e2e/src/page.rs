@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use xtask::effects::deps;
-use xtask::effects::paths::{live_manifest, target};
+use xtask::effects::paths::target;
 use xtask::effects::poll::{self, Poll};
-use xtask::rollout::{self, Phase, Verdict};
+use xtask::rollout::{self, Verdict};
 
-use crate::fixture::{Fixture, manifest};
+use crate::fixture::Fixture;
 use crate::images::{GOLDEN_MISMATCH, GOOD_A, GOOD_B};
 
 const PAGE: &str = "http://127.0.0.1:9300/";
@@ -98,15 +98,7 @@ fn escaped(text: &str) -> String {
 pub fn status_page(fx: &Fixture) -> Result<String> {
     deps::ensure(deps::BROWSER)?;
     fx.fresh(GOOD_A)?;
-    fs::write(live_manifest(), format!("{}  autoPromote: false\n", manifest(GOOD_B, 1)?))?;
-    poll::until(Duration::from_secs(60), Duration::from_millis(100), || {
-        let s = fx.status()?;
-        Ok(if s.phase == Phase::Paused {
-            Poll::Ready(())
-        } else {
-            Poll::Pending(format!("phase {}", s.phase))
-        })
-    })?;
+    fx.pause(GOOD_B)?;
     let tag = format!(r#"<code id="rollout-tag">{GOOD_B}</code>"#);
     let (_, paused_in) = until_shown("the paused step and its tag", |d| {
         d.contains(r#"data-phase="Paused""#)

@@ -525,15 +525,7 @@ fn level_3_under_traffic(fx: &Fixture) -> Result<String> {
 /// preview port serves the new color while port 80 serves the old.
 fn paused(fx: &Fixture) -> Result<()> {
     fx.fresh(GOOD_A)?;
-    fs::write(live_manifest(), format!("{}  autoPromote: false\n", manifest(GOOD_B, 1)?))?;
-    poll::until(Duration::from_secs(60), Duration::from_millis(100), || {
-        let s = fx.status()?;
-        Ok(if s.phase == Phase::Paused {
-            Poll::Ready(())
-        } else {
-            Poll::Pending(format!("phase {}", s.phase))
-        })
-    })?;
+    fx.pause(GOOD_B)?;
     let preview = poll::until(Duration::from_secs(15), Duration::from_millis(100), || {
         Ok(match fx.preview() {
             Ok(a) if a.color.as_deref() == Some("green") => Poll::Ready(a),

@@ -5,6 +5,7 @@
 //! from the few files the image needs, never the whole repository.
 
 pub mod controller;
+pub mod debian_base;
 pub mod nginx;
 pub mod prometheus;
 pub mod service;

@@ -8,23 +8,18 @@
 //! accepted. The same image runs the nginx exporters of the stack.
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use crate::effects::docker::{self, docker};
-use crate::effects::process::{cmd, run};
-use crate::effects::{deps, paths};
-use crate::images::{self, nginx};
+use crate::effects::paths;
+use crate::effects::process::run;
+use crate::images;
+use crate::images::debian_base::Recipe;
 
-/// The cached base image's repository.
-pub const BASE_REPO: &str = "taxi/prometheus-base";
 /// The project's Prometheus image repository (local only, as nginx's).
 pub const REPO: &str = "taxi/prometheus";
 
-const SUITE: &str = "bookworm";
-const PACKAGES: &str = "prometheus,prometheus-nginx-exporter";
 /// Paths (relative to the root file system) removed after the bootstrap:
 /// nothing Prometheus or the exporter needs at run time. A trailing `*`
 /// matches a name prefix.
@@ -58,6 +53,17 @@ const IMPORT_CHANGES: &[&str] = &[
     r#"CMD ["prometheus", "--config.file=/etc/prometheus/prometheus.yml"]"#,
 ];
 
+/// Prometheus's base image, with the nginx exporter.
+pub const BASE: Recipe = Recipe {
+    name: "prometheus",
+    repo: "taxi/prometheus-base",
+    suite: "bookworm",
+    packages: "prometheus,prometheus-nginx-exporter",
+    trim: TRIM,
+    keep_empty: KEEP_EMPTY,
+    import_changes: IMPORT_CHANGES,
+};
+
 /// The files of `prometheus/` the image carries, and where in the build
 /// context they go.
 const FILES: &[(&str, &str)] = &[
@@ -66,125 +72,12 @@ const FILES: &[(&str, &str)] = &[
     ("targets/targets.json", "targets.json"),
 ];
 
-/// The base image's tag: the suite and a hash of the recipe.
-pub fn base_tag() -> String {
-    let recipe: Vec<&str> = [SUITE, PACKAGES, "minbase"]
-        .into_iter()
-        .chain(TRIM.iter().copied())
-        .chain(KEEP_EMPTY.iter().copied())
-        .chain(IMPORT_CHANGES.iter().copied())
-        .collect();
-    tag_of(&recipe)
-}
-
-/// `<suite>-<16 hex digits>`: the FNV-1a hash of the recipe's parts, in
-/// order (stable across Rust releases, as std's hash is not promised to
-/// be).
-fn tag_of(recipe: &[&str]) -> String {
-    let hash = recipe
-        .join("|")
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-    format!("{SUITE}-{hash:016x}")
-}
-
 /// The Prometheus image built beside `nginx_image` (`taxi/nginx:<tag>`):
 /// the build stage tags both with the same revision, and `images.json`
 /// records only nginx's.
 pub fn beside(nginx_image: &str) -> String {
     let tag = nginx_image.rsplit_once(':').map_or("latest", |(_, t)| t);
     format!("{REPO}:{tag}")
-}
-
-/// Makes sure the base image exists, bootstrapping it if not; returns its
-/// reference. `mirror` overrides the Debian mirror read from apt's sources.
-pub fn ensure_base(mirror: Option<&str>) -> Result<String> {
-    let reference = format!("{BASE_REPO}:{}", base_tag());
-    if docker::image_id(&reference)?.is_some() {
-        eprintln!("prometheus base image {reference} is cached");
-        return Ok(reference);
-    }
-    deps::ensure(deps::NGINX_ROOTFS)?;
-    let mirror = match mirror {
-        Some(m) => m.to_owned(),
-        None => nginx::apt_mirror(SUITE)?,
-    };
-    let rootfs = paths::target().join("images/prometheus-rootfs");
-    paths::remove_dir_if_present(&rootfs)?;
-    fs::create_dir_all(&rootfs)?;
-    eprintln!("bootstrapping the prometheus root file system from {mirror} (a few minutes)");
-    let mut bootstrap =
-        cmd("debootstrap", ["--variant=minbase", &format!("--include={PACKAGES}"), SUITE]);
-    bootstrap.arg(&rootfs).arg(&mirror);
-    run(bootstrap)?;
-    trim(&rootfs)?;
-    import(&rootfs, &reference)?;
-    paths::remove_dir_if_present(&rootfs)?;
-    Ok(reference)
-}
-
-/// Removes [`TRIM`] from the root file system, then recreates
-/// [`KEEP_EMPTY`].
-fn trim(rootfs: &Path) -> Result<()> {
-    for pattern in TRIM {
-        for path in expand(rootfs, pattern)? {
-            let meta = fs::symlink_metadata(&path)?;
-            if meta.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) }
-                .with_context(|| format!("cannot remove {}", path.display()))?;
-        }
-    }
-    for dir in KEEP_EMPTY {
-        fs::create_dir_all(rootfs.join(dir))?;
-    }
-    Ok(())
-}
-
-/// The existing paths a [`TRIM`] pattern names.
-fn expand(rootfs: &Path, pattern: &str) -> Result<Vec<PathBuf>> {
-    let Some(prefix_path) = pattern.strip_suffix('*') else {
-        let p = rootfs.join(pattern);
-        return Ok(if fs::symlink_metadata(&p).is_ok() { vec![p] } else { Vec::new() });
-    };
-    let (dir, prefix) = prefix_path.rsplit_once('/').unwrap_or(("", prefix_path));
-    let mut found = Vec::new();
-    if let Ok(entries) = fs::read_dir(rootfs.join(dir)) {
-        for entry in entries {
-            let entry = entry?;
-            if entry.file_name().to_string_lossy().starts_with(prefix) {
-                found.push(entry.path());
-            }
-        }
-    }
-    Ok(found)
-}
-
-/// `tar -C ROOTFS -c . | docker import --change … - REFERENCE`.
-fn import(rootfs: &Path, reference: &str) -> Result<()> {
-    eprintln!("$ tar -C {} -c . | docker import - {reference}", rootfs.display());
-    let mut tar = cmd("tar", ["--numeric-owner", "-C"])
-        .arg(rootfs)
-        .args(["-c", "."])
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("cannot start tar")?;
-    let stdout = tar.stdout.take().context("tar has no stdout")?;
-    let mut import = docker(["import"]);
-    for change in IMPORT_CHANGES {
-        import.args(["--change", change]);
-    }
-    let status = import
-        .args(["-", reference])
-        .stdin(stdout)
-        .status()
-        .context("cannot start `docker import`")?;
-    let tar_status = tar.wait()?;
-    if !tar_status.success() {
-        bail!("tar of the prometheus root file system failed ({tar_status})");
-    }
-    if !status.success() {
-        bail!("`docker import` of the prometheus root file system failed ({status})");
-    }
-    Ok(())
 }
 
 /// Builds `taxi/prometheus:<tag>` (and `:latest`) from the base and
@@ -223,20 +116,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_base_tag_follows_the_recipe() {
-        let tag = base_tag();
+    fn another_recipe_than_nginx_s_so_another_cached_base() {
+        let tag = BASE.tag();
         assert!(tag.starts_with("bookworm-") && tag.len() == "bookworm-".len() + 16, "{tag}");
-        let mut recipe = vec![SUITE, PACKAGES, "minbase"];
-        recipe.extend(TRIM);
-        recipe.extend(KEEP_EMPTY);
-        recipe.extend(IMPORT_CHANGES);
-        assert_eq!(tag_of(&recipe), tag);
-        // FNV-1a of the same parts as nginx's recipe hashes them.
-        assert_eq!(tag_of(&[""]), format!("{SUITE}-cbf29ce484222325"));
-        recipe.swap(0, 1);
-        assert_ne!(tag_of(&recipe), tag);
-        // Another recipe than nginx's, so another cached base.
-        assert_ne!(tag, nginx::base_tag());
+        assert_ne!(tag, crate::images::nginx::BASE.tag());
     }
 
     #[test]

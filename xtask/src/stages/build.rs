@@ -72,7 +72,7 @@ pub fn build(args: &BuildArgs) -> Result<Built> {
         ],
     )?;
 
-    let base = nginx::ensure_base(args.debian_mirror.as_deref())?;
+    let base = nginx::BASE.ensure(args.debian_mirror.as_deref())?;
     let nginx = nginx::build(
         &base,
         &tag,
@@ -85,7 +85,7 @@ pub fn build(args: &BuildArgs) -> Result<Built> {
 
     // Tagged as nginx's: the stack finds it beside nginx's image
     // (`prometheus::beside`).
-    let prometheus_base = prometheus::ensure_base(args.debian_mirror.as_deref())?;
+    let prometheus_base = prometheus::BASE.ensure(args.debian_mirror.as_deref())?;
     let prometheus = prometheus::build(
         &prometheus_base,
         &tag,
