@@ -212,6 +212,44 @@ fn watch_view(s: &Status) -> String {
     out
 }
 
+/// `controller history --revision N`: one finished rollout, whole.
+pub fn detail(f: &Finished) -> String {
+    let s = &f.summary;
+    let mut out = format!("{}\n", history_line(f));
+    out += &format!("digest    {}\n", s.digest.as_deref().unwrap_or("-"));
+    out += &format!(
+        "from      {} {}\n",
+        s.from_color.map_or("-".into(), |c| c.to_string()),
+        s.from_tag.as_deref().unwrap_or("-")
+    );
+    out += &format!("started   {}, {} restart(s)\n", s.started_at.rfc3339(), s.restarts);
+    let steps: Vec<String> = s.steps.iter().map(|t| format!("{} {} ms", t.step, t.ms)).collect();
+    out += &format!("steps     {}\n", if steps.is_empty() { "-".into() } else { steps.join(", ") });
+    if let Some(ms) = f.healthy_to_switched_ms {
+        out += &format!("switch    healthy → switched in {ms} ms\n");
+    }
+    if let Some(d) = &s.diff {
+        out += &format!(
+            "diff      {} golden trips, mean change ${:.2}, largest ${:.2}\n",
+            d.trips, d.mean_abs, d.max_abs
+        );
+    }
+    if let Some(a) = &s.analysis {
+        out += &format!(
+            "analysis  {:.0} predictions, {:.0} shed, {:.2}% faults, p99 {:.1} ms, {} own\n",
+            a.requests,
+            a.shed,
+            a.error_rate * 100.0,
+            a.p99_seconds * 1e3,
+            a.own
+        );
+    }
+    for x in &s.retries {
+        out += &format!("retries   {} × {}: {}\n", x.count, x.step, x.error);
+    }
+    out
+}
+
 pub fn history_line(f: &Finished) -> String {
     let result = match (f.result, f.level) {
         (Verdict::Succeeded, _) => "succeeded".to_owned(),
@@ -254,5 +292,21 @@ mod tests {
         let s = build(&m, Some(&nothing), &r, None, Timestamp(2000));
         assert_eq!(settled(&s, Timestamp(1000)), None);
         assert!(watch_view(&s).contains("rollout   #1 v1 → blue"), "{}", watch_view(&s));
+    }
+
+    #[test]
+    fn one_revision_in_detail() {
+        let text = "apiVersion: deploy.taxi-fare.io/v1\nkind: Rollout\nmetadata:\n  name: t\n\
+                    spec:\n  image:\n    repository: r/s\n    tag: v1\n";
+        let desired = manifest::parse(text).unwrap();
+        let mut r = Record::default();
+        r.begin(&desired, bluegreen::Color::Green, None, Timestamp(0));
+        r.rollout.as_mut().unwrap().summary.digest = Some("sha256:abc".into());
+        r.note_failure(controller_core::record::StepName::Start, "registry down", Timestamp(1));
+        let done = r.finish(Timestamp(5)).unwrap();
+        let text = detail(&done);
+        assert!(text.starts_with("#1 v1 → green succeeded in 5 ms"), "{text}");
+        assert!(text.contains("digest    sha256:abc"), "{text}");
+        assert!(text.contains("retries   1 × start: registry down"), "{text}");
     }
 }

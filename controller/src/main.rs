@@ -79,6 +79,10 @@ enum Command {
         /// Print them as JSON.
         #[arg(long)]
         json: bool,
+        /// Only this rollout, whole: digest, steps, gates' diff, analysis
+        /// figures, retries.
+        #[arg(long)]
+        revision: Option<u64>,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -214,7 +218,19 @@ async fn dispatch(command: Command) -> Result<()> {
             }
             Ok(())
         }
-        Command::History { json, api } => {
+        Command::History { revision: Some(n), json, api } => {
+            let status = cli::Client::new(&api.url).status().await?;
+            let Some(f) = status.history.iter().find(|f| f.summary.revision == n) else {
+                anyhow::bail!("no finished rollout #{n} in the history");
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(f)?);
+            } else {
+                print!("{}", cli::detail(f));
+            }
+            Ok(())
+        }
+        Command::History { json, api, .. } => {
             let status = cli::Client::new(&api.url).status().await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status.history)?);
