@@ -568,15 +568,7 @@ pub fn apply(record: &mut Record, step: &Step, outcome: Outcome, now: Timestamp)
             };
             record.enter(Stage::ScaleDown { not_before: now.plus(keep) }, now);
             if let Some(r) = record.rollout.as_mut().filter(|_| analyze) {
-                r.watch = Some(Watch {
-                    until: now.plus(window),
-                    next_at: now,
-                    baseline: None,
-                    own: 0,
-                    own_failed: 0,
-                    conclusive: Vec::new(),
-                    inconclusive: None,
-                });
+                r.watch = Some(Watch::opening(now.plus(window), now));
             }
             Applied::Moved
         }

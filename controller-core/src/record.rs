@@ -161,6 +161,22 @@ pub struct Watch {
     pub inconclusive: Option<String>,
 }
 
+impl Watch {
+    /// A window that opens now, ending at `until`, first read at `next_at`:
+    /// nothing read, sent or judged yet.
+    pub fn opening(until: Timestamp, next_at: Timestamp) -> Watch {
+        Watch {
+            until,
+            next_at,
+            baseline: None,
+            own: 0,
+            own_failed: 0,
+            conclusive: Vec::new(),
+            inconclusive: None,
+        }
+    }
+}
+
 /// Where a rollout is. Each stage is safe to re-enter after a crash, and
 /// every wait is a stage with a deadline, never a sleep inside a step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

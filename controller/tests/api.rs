@@ -461,6 +461,9 @@ fn paused_status(source: &str) -> controller_core::status::Status {
 /// Runs headless Chromium on the page over a paused rollout and checks
 /// what it drew; leaves a screenshot in the target directory.
 #[tokio::test]
+// Ignored in `cargo test`: the unit stage installs no browser. The e2e
+// scenario "status page" is the headless-Chromium test `.ci/run` runs,
+// on the real stack; this one checks the page offline (`-- --ignored`).
 #[ignore = "needs chromium"]
 async fn chromium_draws_the_paused_rollout_and_the_rollback() {
     let api = api(&[], 0).await;

@@ -325,15 +325,7 @@ fn thirty_good() -> crate::analysis::Figures {
 #[test]
 fn the_analysis_window_reads_the_new_color_every_second() {
     let mut r = rolling("v2", Stage::ScaleDown { not_before: at(60_000) });
-    let watch = Watch {
-        until: at(60_000),
-        next_at: at(1000),
-        baseline: None,
-        own: 0,
-        own_failed: 0,
-        conclusive: vec![],
-        inconclusive: None,
-    };
+    let watch = Watch::opening(at(60_000), at(1000));
     r.rollout.as_mut().unwrap().watch = Some(watch);
     let d = desired("v2");
     check(&d, &both(Green), &r, at(10), Step::Wait { until: Some(at(1000)) });
@@ -381,15 +373,7 @@ fn the_manifests_queries_judge_too_and_an_unanswered_one_never_passes() {
         max: Some(0.5),
     }];
     let mut r = rolling_with(&d, Stage::ScaleDown { not_before: at(60_000) });
-    let watch = Watch {
-        until: at(60_000),
-        next_at: T0,
-        baseline: Some(Sample::default()),
-        own: 0,
-        own_failed: 0,
-        conclusive: vec![],
-        inconclusive: None,
-    };
+    let watch = Watch { baseline: Some(Sample::default()), ..Watch::opening(at(60_000), T0) };
     r.rollout.as_mut().unwrap().watch = Some(watch);
     let Step::Analyze { queries, .. } = decide(Some(&d), &both(Green), &r, T0) else {
         panic!("no reading")
@@ -435,13 +419,8 @@ fn the_manifests_queries_judge_too_and_an_unanswered_one_never_passes() {
 fn a_quiet_window_is_filled_with_known_answer_requests() {
     let mut r = rolling("v2", Stage::ScaleDown { not_before: at(60_000) });
     let watch = Watch {
-        until: at(60_000),
-        next_at: at(1000),
         baseline: Some(crate::analysis::Sample::default()),
-        own: 0,
-        own_failed: 0,
-        conclusive: vec![],
-        inconclusive: None,
+        ..Watch::opening(at(60_000), at(1000))
     };
     r.rollout.as_mut().unwrap().watch = Some(watch);
     let known = Known { trip: crate::gates::KNOWN_TRIP, fare: Some(52.5), model_version: None };
@@ -715,15 +694,8 @@ fn start_at(stage: StepName, d: &Desired) -> Record {
     let mut r = rolling_with(d, s);
     if stage == StepName::ScaleDown {
         let baseline = Some(Sample::default());
-        r.rollout.as_mut().unwrap().watch = Some(Watch {
-            until: at(60_000),
-            next_at: T0,
-            baseline,
-            own: 0,
-            own_failed: 0,
-            conclusive: vec![],
-            inconclusive: None,
-        });
+        r.rollout.as_mut().unwrap().watch =
+            Some(Watch { baseline, ..Watch::opening(at(60_000), T0) });
     }
     r
 }
