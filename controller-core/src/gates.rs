@@ -107,21 +107,92 @@ impl Known {
     }
 }
 
-/// Every gate over the evidence, in order: the golden trips (when
-/// `gates.golden`), the quality gate; then the diff users would see, when
-/// a color is live.
-pub fn judge(gates: &Gates, e: &Evidence) -> Result<Option<Diff>, String> {
+/// A gate of the manifest's `spec.gates`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Gate {
+    /// `measured`: golden trips priced as the artifact promises; `limit`:
+    /// the trips it carries.
+    Golden,
+    /// `measured`: the new model's held-out R²; `limit`: the floor.
+    MinR2,
+    /// `measured`: its held-out RMSE's increase over the live model's, as
+    /// a share; `limit`: the margin.
+    MaxRmseIncrease,
+    /// `measured`: the p99 of the last warm-up burst in seconds; `limit`:
+    /// the budget.
+    LatencyBudget,
+}
+
+/// What one gate measured against what it allows: kept for each gate that
+/// ran, so that a gate which never ran (an earlier one refused) is never
+/// shown as passed.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Reading {
+    pub gate: Gate,
+    /// `None` where the figure is not a number (JSON has no NaN).
+    pub measured: Option<f64>,
+    pub limit: f64,
+    pub passed: bool,
+}
+
+impl Reading {
+    pub fn new(gate: Gate, measured: f64, limit: f64, passed: bool) -> Reading {
+        Reading { gate, measured: measured.is_finite().then_some(measured), limit, passed }
+    }
+}
+
+/// The gates' verdict and the readings of those that ran.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judged {
+    pub readings: Vec<Reading>,
+    /// The diff users would see when all passed, or the first refusal.
+    pub verdict: Result<Option<Diff>, String>,
+}
+
+/// Every gate over the evidence, in order, until one refuses: the golden
+/// trips (when `gates.golden`), the quality gate; then the diff users
+/// would see, when a color is live.
+pub fn judge(gates: &Gates, e: &Evidence) -> Judged {
+    let mut readings = Vec::new();
+    let verdict = judge_into(gates, e, &mut readings);
+    Judged { readings, verdict }
+}
+
+fn judge_into(
+    gates: &Gates,
+    e: &Evidence,
+    readings: &mut Vec<Reading>,
+) -> Result<Option<Diff>, String> {
     if gates.golden {
+        let trips = e.new.golden.len() as f64;
         let Some((fares, version)) = &e.new_fares else {
+            readings.push(Reading::new(Gate::Golden, 0.0, trips, false));
             return Err("golden trips: the new color's fares were not read".into());
         };
-        check_golden(&e.new, fares, version)?;
+        let checked = check_golden(&e.new, fares, version);
+        let matched = if version == &e.new.model_version {
+            e.new.golden.iter().zip(fares).filter(|(g, served)| same_fare(**served, g.fare)).count()
+        } else {
+            0
+        };
+        readings.push(Reading::new(Gate::Golden, matched as f64, trips, checked.is_ok()));
+        checked?;
     }
-    check_quality(gates, &e.new.lineage.metrics, e.live.as_ref().map(|a| &a.lineage.metrics))?;
+    check_quality_into(
+        gates,
+        &e.new.lineage.metrics,
+        e.live.as_ref().map(|a| &a.lineage.metrics),
+        readings,
+    )?;
     Ok(match (&e.live_fares, &e.new_fares) {
         (Some(old), Some((new, _))) if !old.is_empty() => Some(diff(old, new)),
         _ => None,
     })
+}
+
+fn same_fare(served: f64, promised: f64) -> bool {
+    (served - promised).abs() <= TOLERANCE * promised.abs().max(1.0)
 }
 
 /// The new color answered the golden trips with `fares` from
@@ -148,7 +219,7 @@ pub fn check_golden(
         ));
     }
     for (i, (g, served)) in artifact.golden.iter().zip(fares).enumerate() {
-        if (served - g.fare).abs() > TOLERANCE * g.fare.abs().max(1.0) {
+        if !same_fare(*served, g.fare) {
             return Err(format!(
                 "golden trip {i} ({:?}): served {served}, the artifact promises {}",
                 g.trip.values(),
@@ -162,17 +233,31 @@ pub fn check_golden(
 /// The quality gate: `new` against the live model's `live` held-out
 /// scores (when there is a live model).
 pub fn check_quality(gates: &Gates, new: &Scores, live: Option<&Scores>) -> Result<(), String> {
-    if let Some(floor) = gates.min_r2
-        && new.r2 < floor
-    {
-        return Err(format!(
-            "quality gate: held-out R² {:.4} is under the floor {floor:.4}",
-            new.r2
-        ));
+    check_quality_into(gates, new, live, &mut Vec::new())
+}
+
+fn check_quality_into(
+    gates: &Gates,
+    new: &Scores,
+    live: Option<&Scores>,
+    readings: &mut Vec<Reading>,
+) -> Result<(), String> {
+    if let Some(floor) = gates.min_r2 {
+        // NaN is under every floor.
+        let passed = new.r2 >= floor;
+        readings.push(Reading::new(Gate::MinR2, new.r2, floor, passed));
+        if !passed {
+            return Err(format!(
+                "quality gate: held-out R² {:.4} is under the floor {floor:.4}",
+                new.r2
+            ));
+        }
     }
     if let (Some(margin), Some(live)) = (gates.max_rmse_increase, live) {
         let increase = (new.rmse - live.rmse) / live.rmse;
-        if increase > margin {
+        let passed = increase <= margin;
+        readings.push(Reading::new(Gate::MaxRmseIncrease, increase, margin, passed));
+        if !passed {
             return Err(format!(
                 "quality gate: held-out RMSE {:.3} is {:.1}% above the live model's {:.3} (at most {:.1}% allowed)",
                 new.rmse,
@@ -191,11 +276,9 @@ pub fn check_latency(
     times: &mut [std::time::Duration],
     budget: std::time::Duration,
 ) -> Result<std::time::Duration, String> {
-    if times.is_empty() {
+    let Some(p99) = p99(times) else {
         return Err("latency budget: the warm-up sent nothing".into());
-    }
-    times.sort();
-    let p99 = times[(times.len() - 1) * 99 / 100];
+    };
     if p99 <= budget {
         Ok(p99)
     } else {
@@ -206,6 +289,12 @@ pub fn check_latency(
             budget.as_millis()
         ))
     }
+}
+
+/// The 99th percentile of request times (none of no request).
+pub fn p99(times: &mut [std::time::Duration]) -> Option<std::time::Duration> {
+    times.sort();
+    times.get(times.len().checked_sub(1)? * 99 / 100).copied()
 }
 
 /// The change from `live` fares to `new` fares for the same trips.
@@ -303,18 +392,61 @@ mod tests {
             live: Some(a.clone()),
             live_fares: Some(vec![fare - 2.0]),
         };
-        let d = judge(&Gates::default(), &e).unwrap().unwrap();
+        let d = judge(&Gates::default(), &e).verdict.unwrap().unwrap();
         assert_eq!((d.trips, d.max_abs), (1, 2.0));
         assert_eq!(e.warm_up_trip(), a.golden[0].trip);
         e.live_fares = None;
-        assert_eq!(judge(&Gates::default(), &e), Ok(None));
+        assert_eq!(judge(&Gates::default(), &e).verdict, Ok(None));
         e.new_fares = None;
-        assert!(judge(&Gates::default(), &e).unwrap_err().contains("were not read"));
+        assert!(judge(&Gates::default(), &e).verdict.unwrap_err().contains("were not read"));
         let off = Gates { golden: false, ..Gates::default() };
-        assert_eq!(judge(&off, &e), Ok(None));
+        assert_eq!(judge(&off, &e).verdict, Ok(None));
         e.new.golden.clear();
         assert_eq!(e.warm_up_trip(), KNOWN_TRIP);
         assert!(model::Trip::from_values(KNOWN_TRIP.values()).is_ok());
+    }
+
+    #[test]
+    fn readings_are_kept_for_the_gates_that_ran_and_only_those() {
+        let a = artifact();
+        let fare = a.golden[0].fare;
+        let mut live = a.clone();
+        live.lineage.metrics.rmse = a.lineage.metrics.rmse / 2.0;
+        let gates = Gates {
+            golden: true,
+            min_r2: Some(-10.0),
+            max_rmse_increase: Some(0.05),
+            latency_budget: None,
+        };
+        let e = Evidence {
+            new: a.clone(),
+            new_fares: Some((vec![fare], "m1".into())),
+            live: Some(live),
+            live_fares: None,
+        };
+        let j = judge(&gates, &e);
+        assert!(j.verdict.unwrap_err().contains("RMSE"));
+        let named: Vec<(Gate, bool)> = j.readings.iter().map(|r| (r.gate, r.passed)).collect();
+        assert_eq!(
+            named,
+            [(Gate::Golden, true), (Gate::MinR2, true), (Gate::MaxRmseIncrease, false)]
+        );
+        assert_eq!((j.readings[0].measured, j.readings[0].limit), (Some(1.0), 1.0));
+        // A wrong fare: the quality gate never ran, so it has no reading.
+        let wrong = Evidence { new_fares: Some((vec![fare + 1.0], "m1".into())), ..e.clone() };
+        let j = judge(&gates, &wrong);
+        assert!(j.verdict.is_err());
+        assert_eq!(j.readings.len(), 1);
+        assert_eq!((j.readings[0].measured, j.readings[0].passed), (Some(0.0), false));
+        // A figure that is not a number is kept as none, and fails.
+        let mut nan = e.clone();
+        nan.new.lineage.metrics.r2 = f64::NAN;
+        let j = judge(&gates, &nan);
+        assert!(j.verdict.is_err());
+        assert_eq!((j.readings[1].measured, j.readings[1].passed), (None, false));
+        let json = serde_json::to_string(&j.readings).unwrap();
+        let back: Vec<Reading> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, j.readings);
     }
 
     #[test]

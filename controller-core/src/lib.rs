@@ -19,6 +19,7 @@ pub mod observed;
 pub mod record;
 pub mod reference;
 pub mod status;
+pub mod traffic;
 
 #[cfg(test)]
 mod fixtures;

@@ -467,6 +467,7 @@ pub fn apply(record: &mut Record, step: &Step, outcome: Outcome, now: Timestamp)
     };
     let desired = r.desired.clone();
     let stage = r.stage.clone();
+    let stage_started_at = r.stage_started_at;
     let back = |record: &mut Record, level: Level, reason: String| {
         record.enter(Stage::Rollback { level, reason }, now);
         Applied::Moved
@@ -487,11 +488,17 @@ pub fn apply(record: &mut Record, step: &Step, outcome: Outcome, now: Timestamp)
             Applied::Moved
         }
         (Step::Gates { .. }, Outcome::Evidence(gathered)) => {
-            let judged = gathered.and_then(|e| gates::judge(&desired.gates, &e).map(|d| (e, d)));
+            let judged = gathered.and_then(|e| {
+                let judged = gates::judge(&desired.gates, &e);
+                if let Some(r) = record.rollout.as_mut() {
+                    r.summary.gates = judged.readings;
+                }
+                judged.verdict.map(|d| (e, d))
+            });
             match judged {
                 Err(reason) => back(record, Level::BeforeSwitch, reason),
                 Ok((evidence, diff)) => {
-                    let started = r.stage_started_at;
+                    let started = stage_started_at;
                     if let Some(r) = record.rollout.as_mut() {
                         r.summary.diff = diff;
                         r.known = Some(evidence.known());
@@ -515,7 +522,18 @@ pub fn apply(record: &mut Record, step: &Step, outcome: Outcome, now: Timestamp)
         (Step::WarmUp { .. }, Outcome::Burst(Ok(mut times))) => {
             let budget = desired.gates.latency_budget.unwrap_or(Duration::MAX);
             let Stage::WarmUp { deadline, .. } = stage else { return Applied::Moved };
-            match gates::check_latency(&mut times, budget) {
+            let verdict = gates::check_latency(&mut times, budget);
+            if let (Some(p99), Some(r)) = (gates::p99(&mut times), record.rollout.as_mut()) {
+                let reading = gates::Reading::new(
+                    gates::Gate::LatencyBudget,
+                    p99.as_secs_f64(),
+                    budget.as_secs_f64(),
+                    verdict.is_ok(),
+                );
+                r.summary.gates.retain(|g| g.gate != gates::Gate::LatencyBudget);
+                r.summary.gates.push(reading);
+            }
+            match verdict {
                 Ok(_) => {
                     record.enter(proven, now);
                     Applied::Moved

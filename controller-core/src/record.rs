@@ -13,8 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::analysis::{Figures, Sample};
 use crate::clock::Timestamp;
-use crate::gates::Diff;
-use crate::gates::Known;
+use crate::gates::{Diff, Known, Reading};
 use crate::manifest::Desired;
 
 /// How many finished rollouts the history keeps.
@@ -253,6 +252,9 @@ pub struct Summary {
     /// What the gates measured users would see change.
     #[serde(default)]
     pub diff: Option<Diff>,
+    /// What each gate that ran measured, against its limit, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<Reading>,
     /// What the analysis after the switch saw last.
     #[serde(default)]
     pub analysis: Option<Figures>,
@@ -393,6 +395,7 @@ impl Record {
                 steps: Vec::new(),
                 restarts: 0,
                 diff: None,
+                gates: Vec::new(),
                 analysis: None,
                 retries: Vec::new(),
                 digest: None,

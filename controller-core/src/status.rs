@@ -55,6 +55,10 @@ pub struct Status {
     /// How the webhook's deliveries go, when one is configured.
     #[serde(default)]
     pub notifications: Option<Notifications>,
+    /// The live color's request, fault and shed rates, oldest first, over
+    /// the last ten minutes (read by the runtime).
+    #[serde(default)]
+    pub live_traffic: Vec<crate::traffic::Point>,
     pub observed_at: Option<Timestamp>,
 }
 
@@ -285,6 +289,7 @@ pub fn build(
         history,
         error: error.map(str::to_owned),
         notifications: None,
+        live_traffic: Vec::new(),
         observed_at: observed.map(|_| now),
     }
 }

@@ -66,12 +66,10 @@ async fn status(State(shared): State<Arc<Shared>>) -> Response {
     Json(shared.status.borrow().clone()).into_response()
 }
 
-async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        shared.metrics.encode(),
-    )
-        .into_response()
+async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (kind, body) = shared.metrics.exposition(accept);
+    ([(header::CONTENT_TYPE, kind)], body).into_response()
 }
 
 fn unauthorized() -> Response {

@@ -7,6 +7,7 @@ use serde::de::DeserializeOwned;
 
 use controller::api::{ABORT, Accepted, PROMOTE, ROLLBACK, SET_IMAGE, SetImage};
 use controller_core::clock::Timestamp;
+use controller_core::gates::{Gate, Reading};
 use controller_core::record::{Finished, Verdict};
 use controller_core::status::{Phase, Status};
 
@@ -228,6 +229,9 @@ pub fn detail(f: &Finished) -> String {
     if let Some(ms) = f.healthy_to_switched_ms {
         out += &format!("switch    healthy → switched in {ms} ms\n");
     }
+    for g in &s.gates {
+        out += &format!("gate      {}\n", gate_line(g));
+    }
     if let Some(d) = &s.diff {
         out += &format!(
             "diff      {} golden trips, mean change ${:.2}, largest ${:.2}\n",
@@ -248,6 +252,33 @@ pub fn detail(f: &Finished) -> String {
         out += &format!("retries   {} × {}: {}\n", x.count, x.step, x.error);
     }
     out
+}
+
+/// One gate's reading: what it measured against its limit, and whether
+/// it passed.
+fn gate_line(g: &Reading) -> String {
+    let verdict = if g.passed { "pass" } else { "FAIL" };
+    let m = g.measured;
+    let figure = |show: &dyn Fn(f64) -> String| m.map_or("not a number".to_owned(), show);
+    let (name, measured, limit) = match g.gate {
+        Gate::Golden => (
+            "golden trips",
+            figure(&|m| format!("{m:.0} priced as promised")),
+            format!("all {:.0}", g.limit),
+        ),
+        Gate::MinR2 => ("held-out R²", figure(&|m| format!("{m:.4}")), format!("≥ {}", g.limit)),
+        Gate::MaxRmseIncrease => (
+            "RMSE vs live",
+            figure(&|m| format!("{:+.1}%", m * 100.0)),
+            format!("≤ +{:.1}%", g.limit * 100.0),
+        ),
+        Gate::LatencyBudget => (
+            "warm-up p99",
+            figure(&|m| format!("{:.1} ms", m * 1e3)),
+            format!("≤ {:.0} ms", g.limit * 1e3),
+        ),
+    };
+    format!("{name}: {measured} ({limit}) {verdict}")
 }
 
 pub fn history_line(f: &Finished) -> String {
@@ -302,11 +333,20 @@ mod tests {
         let mut r = Record::default();
         r.begin(&desired, bluegreen::Color::Green, None, Timestamp(0));
         r.rollout.as_mut().unwrap().summary.digest = Some("sha256:abc".into());
+        r.rollout.as_mut().unwrap().summary.gates = vec![
+            Reading::new(Gate::Golden, 8.0, 8.0, true),
+            Reading::new(Gate::MinR2, f64::NAN, 0.7, false),
+        ];
         r.note_failure(controller_core::record::StepName::Start, "registry down", Timestamp(1));
         let done = r.finish(Timestamp(5)).unwrap();
         let text = detail(&done);
         assert!(text.starts_with("#1 v1 → green succeeded in 5 ms"), "{text}");
         assert!(text.contains("digest    sha256:abc"), "{text}");
         assert!(text.contains("retries   1 × start: registry down"), "{text}");
+        assert!(
+            text.contains("gate      golden trips: 8 priced as promised (all 8) pass"),
+            "{text}"
+        );
+        assert!(text.contains("gate      held-out R²: not a number (≥ 0.7) FAIL"), "{text}");
     }
 }

@@ -13,6 +13,7 @@ use bluegreen::Color;
 use controller_core::analysis::{self, Own, Reading, Sample};
 use controller_core::gates::{Evidence, KNOWN_TRIP, Known};
 use controller_core::manifest::Probe;
+use controller_core::traffic::Counters;
 use model::{ModelArtifact, Trip};
 use serde::Deserialize;
 
@@ -76,6 +77,7 @@ fn excerpt(text: &str) -> String {
     text.chars().take(200).collect()
 }
 
+#[derive(Clone)]
 pub struct ColorHttp {
     http: reqwest::Client,
     /// Where the analysis' PromQL queries go, when configured.
@@ -277,20 +279,41 @@ impl ColorHttp {
     async fn sample<W: Workloads>(&self, w: &W, color: Color) -> Result<Sample, String> {
         let mut sum = Sample::default();
         for base in w.endpoints(color).await.map_err(|e| e.to_string())? {
-            let url = format!("{base}/metrics");
-            let read = async {
-                let response = self.http.get(&url).send().await.map_err(|e| why(&e))?;
-                let status = response.status();
-                let text = body_within(response, MAX_METRICS).await?;
-                if !status.is_success() {
-                    return Err(format!("answered {status}"));
-                }
-                Ok(text)
-            };
-            let text = read.await.map_err(|e: String| format!("GET {url}: {e}"))?;
-            sum.add(&analysis::parse(&text));
+            sum.add(&self.counters_of(&base).await?);
         }
         Ok(sum)
+    }
+
+    /// Each running replica of `color`'s counters, by its address; one
+    /// that cannot be read is left out (and logged), so one slow replica
+    /// leaves a gap in a chart, not an error.
+    pub async fn counters<W: Workloads>(&self, w: &W, color: Color) -> Result<Counters, String> {
+        let mut each = Counters::new();
+        for base in w.endpoints(color).await.map_err(|e| e.to_string())? {
+            match self.counters_of(&base).await {
+                Ok(sample) => {
+                    each.insert(base, sample);
+                }
+                Err(e) => tracing::debug!(error = %e, "a live replica's counters"),
+            }
+        }
+        Ok(each)
+    }
+
+    /// One replica's predict counters, from its `/metrics`.
+    async fn counters_of(&self, base: &str) -> Result<Sample, String> {
+        let url = format!("{base}/metrics");
+        let read = async {
+            let response = self.http.get(&url).send().await.map_err(|e| why(&e))?;
+            let status = response.status();
+            let text = body_within(response, MAX_METRICS).await?;
+            if !status.is_success() {
+                return Err(format!("answered {status}"));
+            }
+            Ok(text)
+        };
+        let text = read.await.map_err(|e: String| format!("GET {url}: {e}"))?;
+        Ok(analysis::parse(&text))
     }
 
     /// Whether the front can serve: a 2xx to `GET /ready`, which the

@@ -15,6 +15,7 @@ pub mod error;
 #[cfg(test)]
 mod fixtures;
 pub mod front;
+pub mod live_traffic;
 pub mod local_file;
 pub mod metrics;
 pub mod notify;

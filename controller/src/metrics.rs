@@ -3,11 +3,13 @@
 //! color, the phase, reconcile errors by kind and manifest errors, and the
 //! API's connections refused or timed out.
 //!
-//! `/metrics` serves [`Metrics::encode`], OpenMetrics. `promtool check
-//! metrics` reads only the classic text format (in OpenMetrics a counter's
-//! `# TYPE` line names it without `_total`, which that parser takes for a
-//! second family without help), so the unit stage lints
-//! [`Metrics::encode_text`], the same registry in the classic format.
+//! `/metrics` answers in the format the scraper asks for
+//! ([`Metrics::exposition`]): OpenMetrics to one whose `Accept` names it
+//! (Prometheus does), the classic text format (0.0.4) to anyone else.
+//! `promtool check metrics` reads only the classic one (in OpenMetrics a
+//! counter's `# TYPE` line names it without `_total`, which that parser
+//! takes for a second family without help), and is what a plain `curl`
+//! gets.
 
 use bluegreen::Color;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -260,7 +262,17 @@ impl Metrics {
         self.api_timeouts.get_or_create(&StageLabels { stage: stage.into() }).inc();
     }
 
-    /// The OpenMetrics exposition, as `/metrics` serves it.
+    /// The content type and body `/metrics` answers a request whose
+    /// `Accept` header is `accept`.
+    pub fn exposition(&self, accept: Option<&str>) -> (&'static str, String) {
+        if accept.is_some_and(wants_openmetrics) {
+            (OPENMETRICS, self.encode())
+        } else {
+            (CLASSIC, self.encode_text())
+        }
+    }
+
+    /// The OpenMetrics exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
@@ -277,11 +289,42 @@ impl Metrics {
     }
 }
 
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const CLASSIC: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Whether an `Accept` header names OpenMetrics with a weight above zero.
+fn wants_openmetrics(accept: &str) -> bool {
+    accept.split(',').any(|range| {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or("");
+        let refused = parts.any(|p| {
+            p.strip_prefix("q=").and_then(|q| q.parse::<f32>().ok()).is_some_and(|q| q <= 0.0)
+        });
+        media.eq_ignore_ascii_case("application/openmetrics-text") && !refused
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use controller_core::clock::Timestamp;
     use controller_core::record::{Level, Record, Stage};
+
+    #[test]
+    fn answers_in_the_format_asked_for() {
+        let m = Metrics::default();
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;\
+                          version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        let (kind, body) = m.exposition(Some(prometheus));
+        assert!(kind.starts_with("application/openmetrics-text") && body.ends_with("# EOF\n"));
+        for accept in
+            [None, Some("*/*"), Some("text/plain"), Some("application/openmetrics-text;q=0")]
+        {
+            let (kind, body) = m.exposition(accept);
+            assert!(kind.starts_with("text/plain; version=0.0.4"), "{accept:?}");
+            assert!(!body.contains("# EOF"), "{accept:?}");
+        }
+    }
 
     #[test]
     fn counts_rollouts_and_errors_by_label() {
@@ -361,7 +404,9 @@ mod tests {
             }
             Err(e) => panic!("cannot run promtool: {e}"),
         };
-        child.stdin.take().unwrap().write_all(m.encode_text().as_bytes()).unwrap();
+        // What /metrics answers a client that names no format.
+        let (_, served) = m.exposition(Some("*/*"));
+        child.stdin.take().unwrap().write_all(served.as_bytes()).unwrap();
         let out = child.wait_with_output().unwrap();
         let said = format!(
             "{}{}",

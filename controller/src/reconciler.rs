@@ -23,6 +23,7 @@ use crate::color_http::ColorHttp;
 use crate::crash;
 use crate::error::Result;
 use crate::front::FrontWatch;
+use crate::live_traffic::LiveTraffic;
 use crate::local_file;
 use crate::notify::{self, Notifier};
 use crate::platform::{self, Platform, PlatformError};
@@ -35,7 +36,7 @@ const BACKOFF: Duration = Duration::from_secs(2);
 pub use crate::shared::{Shared, Trigger};
 
 pub struct Reconciler<P> {
-    platform: P,
+    platform: Arc<P>,
     http: ColorHttp,
     shared: Arc<Shared>,
     store: Store,
@@ -52,6 +53,8 @@ pub struct Reconciler<P> {
     notifier: Notifier,
     /// The file Prometheus finds the replicas in, when one is kept.
     targets: Option<ScrapeTargets>,
+    /// The live color's traffic, and how often it is read, unless never.
+    live: Option<(LiveTraffic, Duration)>,
 }
 
 /// A tag's digest as the registry said, and when it was asked.
@@ -74,7 +77,7 @@ enum Flow {
     Wait(Option<Timestamp>),
 }
 
-impl<P: Platform> Reconciler<P> {
+impl<P: Platform + 'static> Reconciler<P> {
     /// Loads the record and notes a restart in the rollout it holds.
     pub fn new(
         platform: P,
@@ -92,7 +95,7 @@ impl<P: Platform> Reconciler<P> {
         record.note_restart();
         store.save(&record)?;
         Ok(Reconciler {
-            platform,
+            platform: Arc::new(platform),
             http: ColorHttp::default(),
             shared,
             store,
@@ -106,6 +109,7 @@ impl<P: Platform> Reconciler<P> {
             resolution: None,
             notifier: Notifier::default(),
             targets: None,
+            live: Some((LiveTraffic::default(), crate::live_traffic::EVERY)),
         })
     }
 
@@ -118,6 +122,14 @@ impl<P: Platform> Reconciler<P> {
     /// Hands rollout events to `notifier` (a webhook).
     pub fn notify(mut self, notifier: Notifier) -> Reconciler<P> {
         self.notifier = notifier;
+        self
+    }
+
+    /// Reads the live color's traffic every `every` (by default
+    /// [`crate::live_traffic::EVERY`]) for /status, in a task of its own;
+    /// `None`: never.
+    pub fn live_traffic(mut self, every: Option<Duration>) -> Reconciler<P> {
+        self.live = every.map(|every| (LiveTraffic::default(), every));
         self
     }
 
@@ -136,6 +148,10 @@ impl<P: Platform> Reconciler<P> {
         let (hints, mut hint_rx) = mpsc::channel(64);
         let events = tokio::spawn(self.platform.events(hints.clone()));
         let front = tokio::spawn(self.front.clone().run(self.platform.front().to_owned(), hints));
+        let live = self.live.as_ref().map(|(traffic, every)| {
+            let (w, http, shared) = (self.platform.clone(), self.http.clone(), self.shared.clone());
+            tokio::spawn(traffic.clone().run(w, http, shared, *every, shutdown.clone()))
+        });
         let mut hints_closed = false;
         let mut inbox = Inbox { triggers, shutdown, words: Vec::new() };
         loop {
@@ -176,6 +192,9 @@ impl<P: Platform> Reconciler<P> {
         }
         events.abort();
         front.abort();
+        if let Some(task) = live {
+            task.abort();
+        }
     }
 
     fn take(&mut self, trigger: Trigger) {
@@ -194,7 +213,7 @@ impl<P: Platform> Reconciler<P> {
 
     async fn reconcile(&mut self, inbox: &mut Inbox) -> Flow {
         self.read_manifest().await;
-        let mut observed = match platform::observe(&self.platform).await {
+        let mut observed = match platform::observe(&*self.platform).await {
             Ok(o) => o,
             Err(e) => return self.failed(e.metric_label(), e.to_string()),
         };
@@ -327,7 +346,7 @@ impl<P: Platform> Reconciler<P> {
     /// Carries a step out. An error is a failure the platform may recover
     /// from; everything the core must judge comes back as an outcome.
     async fn perform(&self, step: &Step) -> std::result::Result<Outcome, PlatformError> {
-        let p = &self.platform;
+        let p = &*self.platform;
         let forward = self.record.rollout.as_ref().is_some_and(|r| r.stage == Stage::Switch);
         Ok(match step {
             Step::Wait { .. }
@@ -460,6 +479,7 @@ impl<P: Platform> Reconciler<P> {
             now,
         );
         status.notifications = self.notifier.view();
+        status.live_traffic = self.live.as_ref().map(|(t, _)| t.points()).unwrap_or_default();
         self.shared.metrics.phase(status.phase);
         self.shared.status.send_replace(status);
     }

@@ -111,6 +111,29 @@ async fn reads_need_no_token() {
 }
 
 #[tokio::test]
+async fn metrics_answer_in_the_format_asked_for() {
+    let api = api(&["v1"], 0).await;
+    let get = |accept: Option<&'static str>| {
+        let mut r = api.http.get(format!("{}/metrics", api.base));
+        if let Some(a) = accept {
+            r = r.header("accept", a);
+        }
+        r.send()
+    };
+    // curl and `promtool check metrics` name no format: the classic one.
+    let plain = get(None).await.unwrap();
+    let kind = plain.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");
+    assert!(!plain.text().await.unwrap().contains("# EOF"));
+    // Prometheus asks for OpenMetrics first.
+    let open =
+        get(Some("application/openmetrics-text;version=1.0.0,text/plain;q=0.5")).await.unwrap();
+    let kind = open.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(kind.starts_with("application/openmetrics-text"), "{kind}");
+    assert!(open.text().await.unwrap().ends_with("# EOF\n"));
+}
+
+#[tokio::test]
 async fn set_image_needs_the_token_and_edits_in_place() {
     let mut api = api(&[], 0).await;
     let body = Some(r#"{"tag":"v3"}"#);

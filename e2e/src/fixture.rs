@@ -20,7 +20,7 @@ use xtask::effects::poll::{self, Poll};
 use xtask::effects::process::{cmd, output, run};
 use xtask::images::static_binary;
 use xtask::rollout::{self, Finished, Phase, Status, StepName, Verdict};
-use xtask::stack;
+use xtask::stack::{self, Notify};
 use xtask::stages::artifacts::{self, Built};
 
 /// How long a rollout may take in a scenario (the level-1 image needs
@@ -72,9 +72,13 @@ impl Fixture {
         self.clear()?;
         stack::prepare_dir()?;
         fs::write(live_manifest(), manifest(tag, 1)?)?;
-        let built = Built { tag: tag.to_owned(), ..self.built.clone() };
-        stack::launch(self.tool, &built, ROLLOUT)?;
+        stack::launch(self.tool, &self.built_as(tag), ROLLOUT, &Notify::default())?;
         self.expect_live("blue", tag, 1)
+    }
+
+    /// The last build, as if it had been tagged `tag`.
+    pub fn built_as(&self, tag: &str) -> Built {
+        Built { tag: tag.to_owned(), ..self.built.clone() }
     }
 
     /// Removes the stack's containers and runtime directory.

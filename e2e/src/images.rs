@@ -9,7 +9,8 @@
 //! one (trained on synthetic trips, a higher held-out RMSE than the
 //! reference model's). Two hostile images run this crate's `hostile`
 //! binary (src/bin/hostile.rs) in place of the service, on the same files:
-//! one answers a prediction with 1 GiB, one never answers at all.
+//! one answers a prediction with 1 GiB, one never answers at all. The
+//! webhook receiver (src/bin/webhook-receiver.rs) has an image of its own.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -35,6 +36,8 @@ pub const SHORT_TIMEOUT: &str = "e2e-short-timeout";
 pub const RELABELLED: &str = "e2e-relabelled";
 pub const HOSTILE_HUGE: &str = "e2e-hostile-huge";
 pub const HOSTILE_SILENT: &str = "e2e-hostile-silent";
+/// The webhook receiver's image: local only (no color runs it).
+pub const WEBHOOK_RECEIVER: &str = "taxi-fare-e2e/webhook-receiver:latest";
 
 /// Tags and pushes the scenario images.
 pub fn prepare(built: &Built) -> Result<()> {
@@ -82,7 +85,29 @@ pub fn prepare(built: &Built) -> Result<()> {
     c.arg(&trips).arg("--output").arg(&worse).arg("--metrics").arg(dir.join("metrics.json"));
     run(c)?;
     with_model(built, WORSE_MODEL, &fs::read_to_string(&worse)?)?;
-    hostile(built)
+    hostile(built)?;
+    webhook_receiver()
+}
+
+/// The webhook receiver (src/bin/webhook-receiver.rs) alone in a
+/// `scratch` image, as an unprivileged user.
+fn webhook_receiver() -> Result<()> {
+    let binary = static_binary::path("webhook-receiver");
+    let context = paths::target().join("images/e2e/webhook-receiver");
+    paths::remove_dir_if_present(&context)?;
+    fs::create_dir_all(&context)?;
+    let copy = context.join("webhook-receiver");
+    fs::copy(&binary, &copy).with_context(|| format!("cannot copy {}", binary.display()))?;
+    fs::set_permissions(&copy, fs::Permissions::from_mode(0o755))?;
+    let dockerfile = "# The other end of the controller's webhook, for `cargo xtask e2e`.
+                      FROM scratch
+                      COPY webhook-receiver /webhook-receiver
+                      USER 65534:65534
+                      ENTRYPOINT [\"/webhook-receiver\"]
+";
+    fs::write(context.join("Dockerfile"), dockerfile)
+        .context("cannot write the webhook receiver's Dockerfile")?;
+    docker::build(&context, &[WEBHOOK_RECEIVER], &[])
 }
 
 /// The hostile images: the real service image (its model file and

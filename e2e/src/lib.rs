@@ -16,6 +16,7 @@ pub mod hostile;
 pub mod identity;
 pub mod images;
 pub mod load;
+pub mod notifications;
 pub mod page;
 pub mod privilege;
 pub mod prometheus;

@@ -10,19 +10,24 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use xtask::api;
 use xtask::effects::deps;
 use xtask::effects::paths::target;
 use xtask::effects::poll::{self, Poll};
 use xtask::rollout::{self, Verdict};
+use xtask::stack;
 
 use crate::fixture::Fixture;
 use crate::images::{GOLDEN_MISMATCH, GOOD_A, GOOD_B};
+use crate::load::Load;
 
 const PAGE: &str = "http://127.0.0.1:9300/";
 /// One run of the browser: its start, the page's first poll and drawing.
 const BROWSER_RUN: Duration = Duration::from_secs(30);
 /// From /status showing a change to the page showing it.
 const PAGE_CATCHES_UP: Duration = Duration::from_secs(30);
+/// The most the scenario's load runs, whatever happens.
+const LOAD_BOUND: Duration = Duration::from_secs(180);
 
 /// Runs headless Chromium on the page with `extra` and returns its
 /// stdout; killed past [`BROWSER_RUN`].
@@ -90,6 +95,14 @@ fn screenshot(name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// The number in attribute `name` of the element whose id is `id`.
+fn attribute(dom: &str, id: &str, name: &str) -> Option<f64> {
+    let at = dom.find(&format!(r#"id="{id}""#))?;
+    let tag = &dom[at..at + dom[at..].find('>')?];
+    let value = tag.split(&format!(r#"{name}=""#)).nth(1)?.split('"').next()?;
+    value.parse().ok()
+}
+
 /// Text as the DOM dump writes it.
 fn escaped(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('\u{a0}', "&nbsp;")
@@ -98,6 +111,9 @@ fn escaped(text: &str) -> String {
 pub fn status_page(fx: &Fixture) -> Result<String> {
     deps::ensure(deps::BROWSER)?;
     fx.fresh(GOOD_A)?;
+    // One client's predictions through the front, for the chart of the
+    // live color's traffic.
+    let load = Load::start(&stack::front(), &api::documented_request(), 1, 0, LOAD_BOUND);
     fx.pause(GOOD_B)?;
     let tag = format!(r#"<code id="rollout-tag">{GOOD_B}</code>"#);
     let (_, paused_in) = until_shown("the paused step and its tag", |d| {
@@ -105,7 +121,22 @@ pub fn status_page(fx: &Fixture) -> Result<String> {
             && d.contains(r#"<li class="current" data-step="paused">"#)
             && d.contains(&tag)
     })?;
+    // Every gate ran and passed, each shown with what it measured.
+    let (dom, _) = until_shown("the gates' readings", |d| {
+        ["golden trips", "held-out R²", "RMSE vs live", "warm-up p99"]
+            .iter()
+            .all(|g| d.contains(&format!(r#"data-figure="{}" data-verdict="pass""#, escaped(g))))
+    })?;
+    ensure!(dom.contains(" priced as promised"), "the golden trips' reading is not shown");
+    let (dom, _) = until_shown("the live traffic chart", |d| {
+        attribute(d, "traffic-chart", "data-points").is_some_and(|n| n >= 2.0)
+    })?;
+    let rate = attribute(&dom, "traffic-chart", "data-max-rps").unwrap_or(0.0);
+    ensure!(rate >= 1.0, "the chart shows at most {rate} requests per second under load");
     let paused_shot = screenshot("paused.png")?;
+    let report = load.stop();
+    let failed = report.failures().len();
+    ensure!(failed == 0, "{failed} of {} predictions failed", report.samples.len());
 
     let before = fx.status()?.history.len() as u64;
     fx.cli(&["abort"])?;
@@ -121,12 +152,21 @@ pub fn status_page(fx: &Fixture) -> Result<String> {
     let (dom, rolled_back_in) = until_shown("the rolled-back entry", |d| d.contains(&entry))?;
     ensure!(dom.contains(&escaped(&reason)), "the page does not give the reason {reason:?}");
     ensure!(dom.contains(r#"id="color-blue" data-live="true""#), "blue is not marked live");
+    // The golden trips refused; the quality gate after them never ran.
+    for (gate, verdict) in
+        [("golden trips", "fail"), ("held-out R²", "not run"), ("warm-up p99", "not run")]
+    {
+        let shown = format!(r#"data-figure="{}" data-verdict="{verdict}""#, escaped(gate));
+        ensure!(dom.contains(&shown), "the page does not show {gate} as {verdict}");
+    }
     let rolled_back_shot = screenshot("rolled-back.png")?;
     Ok(format!(
         "paused shown {} ms after /status said so, the level-1 rollback {} ms after it \
-         finished (each a browser start included); screenshots {} and {}",
+         finished (each a browser start included); live traffic charted at up to {rate:.0} \
+         req/s ({} predictions, none failed); screenshots {} and {}",
         paused_in.as_millis(),
         rolled_back_in.as_millis(),
+        report.samples.len(),
         paused_shot.display(),
         rolled_back_shot.display()
     ))

@@ -53,6 +53,10 @@ pub const ALL: &[Scenario] = &[
     ("pause, preview on 8081, promote", pause_promote_scenario),
     ("pause, abort", pause_abort),
     ("status page: paused and rolled back, drawn by headless Chromium", crate::page::status_page),
+    (
+        "webhook: every rollout event reaches a receiver, in order",
+        crate::notifications::events_in_order,
+    ),
     ("app network reaching the controller's API: refused", crate::privilege::app_network_refused),
     ("prometheus: every target up, a rollback alert fires", crate::prometheus::targets_and_alerts),
     (

@@ -44,7 +44,23 @@ pub struct UpArgs {
     #[arg(long, default_value_t = DEFAULT_TIMEOUT_S, env = "TAXI_UP_TIMEOUT")]
     pub timeout: u64,
     #[command(flatten)]
+    pub notify: Notify,
+    #[command(flatten)]
     pub build: BuildArgs,
+}
+
+/// Where the stack's controller sends rollout events.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct Notify {
+    /// A webhook for rollout events (started, paused, promoted, succeeded,
+    /// rolled back), as the controller's container reaches it: e.g. a
+    /// Slack incoming webhook, or a receiver on the stack's `monitoring`
+    /// network.
+    #[arg(long, env = "TAXI_WEBHOOK")]
+    pub webhook: Option<String>,
+    /// The webhook body's shape: `json` (the history's fields) or `slack`.
+    #[arg(long, default_value = "json", env = "TAXI_WEBHOOK_FORMAT")]
+    pub webhook_format: String,
 }
 
 const DEFAULT_TIMEOUT_S: u64 = 180;
@@ -52,7 +68,12 @@ const DEFAULT_TIMEOUT_S: u64 = 180;
 /// The command line's defaults.
 impl Default for UpArgs {
     fn default() -> Self {
-        UpArgs { no_train: false, timeout: DEFAULT_TIMEOUT_S, build: BuildArgs::default() }
+        UpArgs {
+            no_train: false,
+            timeout: DEFAULT_TIMEOUT_S,
+            notify: Notify { webhook: None, webhook_format: "json".into() },
+            build: BuildArgs::default(),
+        }
     }
 }
 
@@ -108,7 +129,7 @@ pub fn up(args: &UpArgs) -> Result<()> {
     let built = build::build(&build)?;
 
     let timeout = Duration::from_secs(args.timeout);
-    launch(tool, &built, timeout)?;
+    launch(tool, &built, timeout, &args.notify)?;
     wait_for_prediction(timeout)?;
 
     let s = rollout::status()?;
@@ -121,6 +142,10 @@ pub fn up(args: &UpArgs) -> Result<()> {
     println!("  app_green       http://127.0.0.1:{}/", published_port(bluegreen::Color::Green));
     println!("  registry        http://{REGISTRY_ADDR}/v2/");
     println!("  prometheus      http://127.0.0.1:{PROMETHEUS_PORT}/targets");
+    println!("  status page     http://{}/", rollout::ADDR);
+    if let Some(url) = &args.notify.webhook {
+        println!("  webhook         {url} ({})", args.notify.webhook_format);
+    }
     println!("  image           {}", built.service);
     println!("Try:");
     println!(
@@ -136,13 +161,13 @@ pub fn up(args: &UpArgs) -> Result<()> {
 /// Lays out the runtime directory with `built`'s tag in the live
 /// manifest, starts nginx, the controller and the monitoring, follows the
 /// controller's rollout of that tag, then waits for Prometheus.
-pub fn launch(tool: Tool, built: &Built, timeout: Duration) -> Result<()> {
+pub fn launch(tool: Tool, built: &Built, timeout: Duration, notify: &Notify) -> Result<()> {
     prepare_dir()?;
     let user = controller_user()?;
     check_owned(user)?;
     // Before the controller starts, so its first rollout is this tag.
     rollout::set_tag(&live_manifest(), &built.tag)?;
-    compose_up(tool, built, user)?;
+    compose_up(tool, built, user, notify, &STACK_SERVICES)?;
     for proxy in [bluegreen::NGINX_SERVICE, bluegreen::EDGE_SERVICE] {
         docker::wait_healthy(&container_of(tool, proxy)?, timeout)?;
     }
@@ -284,18 +309,35 @@ fn check_owned(user: ControllerUser) -> Result<()> {
     Ok(())
 }
 
-fn compose_up(tool: Tool, built: &Built, user: ControllerUser) -> Result<()> {
-    let mut c = tool.command([
-        "up",
-        "-d",
-        "--no-deps",
-        bluegreen::NGINX_SERVICE,
-        bluegreen::EDGE_SERVICE,
-        bluegreen::CONTROLLER_SERVICE,
-        MONITORING_SERVICES[0],
-        MONITORING_SERVICES[1],
-        MONITORING_SERVICES[2],
-    ]);
+/// The services `up` starts (compose never starts the app slots).
+const STACK_SERVICES: [&str; 6] = [
+    bluegreen::NGINX_SERVICE,
+    bluegreen::EDGE_SERVICE,
+    bluegreen::CONTROLLER_SERVICE,
+    MONITORING_SERVICES[0],
+    MONITORING_SERVICES[1],
+    MONITORING_SERVICES[2],
+];
+
+/// Recreates the running stack's controller with `notify` (its state and
+/// the rollout in flight carry over, as across any restart).
+pub fn restart_controller(tool: Tool, built: &Built, notify: &Notify) -> Result<()> {
+    let user = controller_user()?;
+    compose_up(tool, built, user, notify, &[bluegreen::CONTROLLER_SERVICE])
+}
+
+fn compose_up(
+    tool: Tool,
+    built: &Built,
+    user: ControllerUser,
+    notify: &Notify,
+    services: &[&str],
+) -> Result<()> {
+    let mut c = tool.command(["up", "-d", "--no-deps"].iter().chain(services));
+    // Compose passes an empty value for an unset one; the controller
+    // takes an empty webhook for none.
+    c.env("CONTROLLER_WEBHOOK", notify.webhook.as_deref().unwrap_or(""))
+        .env("CONTROLLER_WEBHOOK_FORMAT", &notify.webhook_format);
     c.env("NGINX_IMAGE", &built.nginx)
         .env("PROMETHEUS_IMAGE", prometheus::beside(&built.nginx))
         .env("CONTROLLER_IMAGE", &built.controller)

@@ -701,6 +701,34 @@ fn start_at(stage: StepName, d: &Desired) -> Record {
 }
 
 #[test]
+fn the_record_keeps_what_each_gate_that_ran_measured() {
+    use crate::gates::Gate;
+    let mut d = desired("v2");
+    d.gates.min_r2 = Some(0.5);
+    d.gates.latency_budget = Some(Duration::from_millis(50));
+    let gates = Step::Gates { color: Green, live: Some(Blue), golden: true };
+    let readings = |r: &Record| -> Vec<(Gate, bool)> {
+        r.rollout.as_ref().unwrap().summary.gates.iter().map(|g| (g.gate, g.passed)).collect()
+    };
+    // A wrong golden fare: the quality gate after it has no reading.
+    let mut refused = start_at(StepName::Gates, &d);
+    apply(&mut refused, &gates, evidence(4.0, 1.0), T0);
+    assert_eq!(readings(&refused), [(Gate::Golden, false)]);
+    // All pass; the warm-up's reading is the last burst's.
+    let mut passed = start_at(StepName::Gates, &d);
+    apply(&mut passed, &gates, evidence(4.0, 0.0), T0);
+    assert_eq!(readings(&passed), [(Gate::Golden, true), (Gate::MinR2, true)]);
+    let warm = Step::WarmUp { color: Green, trip: crate::gates::KNOWN_TRIP, requests: 40 };
+    apply(&mut passed, &warm, ms(&[80; 40]), T0);
+    apply(&mut passed, &warm, ms(&[5; 40]), T0);
+    let r = passed.rollout.as_ref().unwrap();
+    assert_eq!(r.stage, Stage::Switch);
+    let last = r.summary.gates.last().unwrap();
+    assert_eq!((last.gate, last.passed, last.measured), (Gate::LatencyBudget, true, Some(0.005)));
+    assert_eq!(r.summary.gates.len(), 3);
+}
+
+#[test]
 fn apply_over_every_stage_and_outcome() {
     use Level::*;
     use StepName as S;

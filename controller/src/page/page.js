@@ -96,17 +96,37 @@ function renderRollout(s) {
     (r.retries || []).map((x) => h("div", { class: "err" }, `${x.step}: ${x.count} retries, last: ${x.error}`)));
 }
 
-// Whether the entry failed in `step` (its reason starting with `prefix`),
-// got past it (a step's time is kept once it is left), or not yet.
-function gateVerdict(entry, step, prefix, finished) {
-  if (entry.reason && entry.reason.startsWith(prefix)) return "fail";
-  if (stepTimes(entry).has(step)) return "pass";
-  return finished && entry.result === "succeeded" ? "pass" : "pending";
+// The gates of spec.gates in the order they run, and how to show each
+// reading (measured against its limit, both from /status).
+const GATES = [
+  ["golden", "golden trips", (m, l) => `${m} of ${l} priced as promised`, (l) => "all " + l],
+  ["min_r2", "held-out R²", (m) => m.toFixed(4), (l) => "≥ " + l],
+  ["max_rmse_increase", "RMSE vs live", (m) => (m >= 0 ? "+" : "") + pct(m), (l) => "≤ +" + pct(l)],
+  ["latency_budget", "warm-up p99", (m) => ms(Math.round(m * 1000)), (l) => "≤ " + ms(Math.round(l * 1000))],
+];
+
+// One row a gate the manifest turns on: its reading where it ran; where it
+// did not, "pending" while the rollout may still get there, "not run" once
+// it cannot (an earlier gate refused, or the rollout ended).
+function gateRows(entry, g, finished) {
+  const readings = new Map((entry.gates || []).map((r) => [r.gate, r]));
+  const on = { golden: g.golden, min_r2: g.min_r2 !== null, max_rmse_increase: g.max_rmse_increase !== null, latency_budget: g.latency_budget !== null };
+  const limits = { golden: null, min_r2: g.min_r2, max_rmse_increase: g.max_rmse_increase, latency_budget: g.latency_budget === null ? null : g.latency_budget / 1000 };
+  const refused = (entry.gates || []).some((r) => !r.passed) && !readings.has("latency_budget");
+  const past = new Set(["warm_up", "paused", "switch", "verify", "scale_down"]);
+  const gone = finished || refused || (entry.step && past.has(entry.step));
+  return GATES.filter(([gate]) => on[gate] || readings.has(gate)).map(([gate, name, measured, limit]) => {
+    const r = readings.get(gate);
+    if (r) return row(name, r.measured === null ? "not a number" : measured(r.measured, r.limit), limit(r.limit), r.passed ? "pass" : "fail");
+    const later = gate === "latency_budget" && !finished && !refused;
+    const why = gone && !later ? "not run" : "pending";
+    return row(name, why === "not run" ? "did not run" : "-", limits[gate] === null ? "all" : limit(limits[gate]), why);
+  });
 }
 
 function row(name, measured, threshold, verdict) {
-  return h("tr", { "data-figure": name }, h("td", null, name), h("td", { class: "mono" }, measured), h("td", { class: "mono" }, threshold),
-    h("td", null, badge(verdict, verdict)));
+  return h("tr", { "data-figure": name, "data-verdict": verdict }, h("td", null, name), h("td", { class: "mono" }, measured), h("td", { class: "mono" }, threshold),
+    h("td", null, badge(verdict.replace(" ", "_"), verdict)));
 }
 
 function renderFigures(s) {
@@ -115,17 +135,8 @@ function renderFigures(s) {
   if (!entry) return fill("figures", h("div", { class: "muted" }, "no rollout yet"));
   const finished = !s.rollout;
   const reason = entry.reason || "";
-  const said = (prefix) => (reason.startsWith(prefix) ? reason : "not on /status");
   const rows = [];
-  if (g) {
-    rows.push(row("golden trips", entry.diff ? `${entry.diff.trips} trips priced` : said("golden trip"), g.golden ? "must equal the artifact's fares" : "off",
-      g.golden ? gateVerdict(entry, "gates", "golden trip", finished) : "off"));
-    if (g.min_r2 !== null) rows.push(row("held-out R²", said("quality gate: held-out R²"), "≥ " + g.min_r2, gateVerdict(entry, "gates", "quality gate: held-out R²", finished)));
-    if (g.max_rmse_increase !== null)
-      rows.push(row("RMSE vs live", said("quality gate: held-out RMSE"), "≤ +" + pct(g.max_rmse_increase), reason.startsWith("quality gate: held-out R²") ? "pending" : gateVerdict(entry, "gates", "quality gate: held-out RMSE", finished)));
-    if (g.latency_budget !== null)
-      rows.push(row("warm-up p99", said("latency budget"), "≤ " + ms(g.latency_budget), gateVerdict(entry, "warm_up", "latency budget", finished)));
-  }
+  if (g) rows.push(...gateRows(entry, g, finished));
   if (entry.diff) {
     const d = entry.diff;
     rows.push(row("fare diff vs live", `mean $${d.mean_abs.toFixed(4)}, max $${d.max_abs.toFixed(4)}, ${pct(d.over_one_dollar)} over $1`, "recorded, not gated", "pass"));
@@ -133,7 +144,7 @@ function renderFigures(s) {
   if (a) {
     const f = entry.analysis;
     if (a.window === 0) rows.push(row("analysis window", "-", "off", "off"));
-    else if (!f) rows.push(row("analysis", "not started", `${ms(a.window)} window after the switch`, reason.startsWith("analysis") ? "fail" : "pending"));
+    else if (!f) rows.push(row("analysis", "not started", `${ms(a.window)} window after the switch`, reason.startsWith("analysis") ? "fail" : finished ? "not run" : "pending"));
     else {
       const judged = Math.max(0, f.requests - f.shed);
       const enough = judged >= a.min_requests;
@@ -180,9 +191,37 @@ function renderChart(s) {
     bars), h("div", { class: "muted" }, "green: succeeded, red: rolled back; hover a bar for its figures"));
 }
 
+// The live color's requests per second (a line) and faults and shed
+// answers per second (bars beneath it), over the points /status keeps;
+// each point is colored by the color that was live.
+function renderTraffic(s) {
+  const points = s.live_traffic || [];
+  if (points.length < 2) return fill("traffic", h("div", { class: "muted" }, "no live traffic read yet (every 5 s)"));
+  const W = 640, H = 130, top = 12, left = 46, bottom = 14;
+  const max = Math.max(...points.map((p) => p.requests_per_second), 1);
+  const x = (i) => left + (i / (points.length - 1)) * (W - left - 4);
+  const y = (v) => H - bottom - (v / max) * (H - top - bottom);
+  const line = points.map((p, i) => `${i ? "L" : "M"}${x(i).toFixed(1)},${y(p.requests_per_second).toFixed(1)}`).join(" ");
+  const bw = Math.max(1, (W - left) / points.length - 1);
+  const bars = points.flatMap((p, i) => [
+    p.faults_per_second > 0 ? h("svg:rect", { x: x(i) - bw / 2, y: y(p.faults_per_second), width: bw, height: H - bottom - y(p.faults_per_second), fill: "#c62828" }) : null,
+    p.shed_per_second > 0 ? h("svg:rect", { x: x(i) - bw / 2, y: y(p.faults_per_second + p.shed_per_second), width: bw, height: y(p.faults_per_second) - y(p.faults_per_second + p.shed_per_second), fill: "#ef6c00" }) : null,
+  ]);
+  const last = points[points.length - 1];
+  const latest = `${last.color}: ${last.requests_per_second.toFixed(1)} req/s, ${last.faults_per_second.toFixed(2)} faults/s, ${last.shed_per_second.toFixed(2)} shed/s over ${last.replicas} replica(s)`;
+  fill("traffic", h("svg:svg", { id: "traffic-chart", viewBox: `0 0 ${W} ${H}`, width: "100%", role: "img", "aria-label": "live traffic",
+      "data-points": points.length, "data-max-rps": max.toFixed(2) },
+    h("svg:line", { x1: left, y1: H - bottom, x2: W, y2: H - bottom, stroke: "#999" }),
+    h("svg:text", { x: 0, y: top }, max.toFixed(1) + "/s"), h("svg:text", { x: 0, y: H - bottom }, "0"),
+    h("svg:text", { x: left, y: H - 2 }, new Date(points[0].at).toLocaleTimeString()),
+    h("svg:text", { x: W - 60, y: H - 2 }, new Date(last.at).toLocaleTimeString()),
+    bars, h("svg:path", { d: line, fill: "none", stroke: last.color === "green" ? "#2e7d32" : "#1565c0", "stroke-width": 1.5 })),
+    h("div", { id: "traffic-latest", class: "muted" }, latest, " · line: requests, red: faults (5xx), orange: shed (503 overloaded)"));
+}
+
 function render() {
   const s = status;
-  for (const f of [renderHead, renderColors, renderRollout, renderFigures, renderHistory, renderChart]) {
+  for (const f of [renderHead, renderColors, renderRollout, renderFigures, renderHistory, renderTraffic, renderChart]) {
     try { f(s); } catch (e) { $("conn").textContent = "cannot draw: " + e; }
   }
 }
