@@ -45,6 +45,17 @@ pub mod label {
     pub const IMAGE: &str = "io.taxi-fare.image";
     pub const DIGEST: &str = "io.taxi-fare.digest";
     pub const ROLE_APP: &str = "app";
+    /// What `docker stack deploy` marks a stack's services and containers
+    /// with: the Swarm backend marks the colors' services with it too, so
+    /// `docker stack services <stack>` lists them. (Not compose's project
+    /// label: the compose backend would take them for its own containers.)
+    pub const STACK: &str = "com.docker.stack.namespace";
+}
+
+/// `taxi-fare_app_blue`: the Swarm service of a color in a stack, named
+/// as `docker stack deploy` names a stack's services (`<stack>_<service>`).
+pub fn swarm_service(stack: &str, color: Color) -> String {
+    format!("{stack}_{}", color.service())
 }
 
 /// `taxi-fare_app_blue_1`: compose's name for replica `n` (from 1).
@@ -83,5 +94,6 @@ mod tests {
         assert!(SERVICE_REPOSITORY.starts_with(REGISTRY_HOST));
         assert_eq!(service_image("abc"), "localhost:5000/taxi/service:abc");
         assert_ne!(published_port(Color::Blue), published_port(Color::Green));
+        assert_eq!(swarm_service(PROJECT, Color::Blue), "taxi-fare_app_blue");
     }
 }

@@ -13,9 +13,10 @@ use clap::{Parser, Subcommand};
 use controller::api::peers::Range;
 use controller::api::{Limits, Peers};
 use controller::notify::{Format, Notifier};
-use controller::platform::Workloads;
 use controller::platform::compose::Compose;
-use controller::platform::compose::docker::Engine;
+use controller::platform::docker::Engine;
+use controller::platform::swarm::{self, Swarm};
+use controller::platform::{Platform, Workloads};
 use controller::reconciler::{Reconciler, Shared};
 use controller::scrape_targets::ScrapeTargets;
 use controller::store::{self, Store};
@@ -32,7 +33,10 @@ use tracing::info;
         `controller run` watches a desired-state manifest (spec.image.tag) and takes each new \
         tag to production: it starts the idle color, waits for Docker health, points nginx at \
         it, probes through nginx, and rolls back when any of that fails. The other commands \
-        talk to a running controller over its API."
+        talk to a running controller over its API.\n\n\
+        The colors run on a platform (`run --platform`): `compose`, containers on this Docker \
+        Engine, or `swarm`, one Swarm service per color on an overlay network, with nginx as \
+        a Swarm service on this manager."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -57,7 +61,8 @@ struct TokenArgs {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controller until SIGTERM or SIGINT.
-    Run(RunArgs),
+    // Boxed: its flags dwarf every other command's.
+    Run(Box<RunArgs>),
     /// Show the controller's status (phase, desired and active tag, colors, last rollout).
     Status {
         /// Print the raw /status JSON document.
@@ -121,8 +126,33 @@ enum Command {
     },
 }
 
+/// Which backend runs the colors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PlatformKind {
+    /// Containers with compose's labels on the stack's bridge network,
+    /// nginx as a compose service.
+    Compose,
+    /// A Swarm service per color on an overlay network (this Engine must
+    /// be a swarm manager), nginx as a Swarm service pinned to it.
+    Swarm,
+}
+
 #[derive(clap::Args)]
 struct RunArgs {
+    /// The backend: `compose` (containers on this Engine) or `swarm`
+    /// (services of a swarm this Engine manages; see `--swarm-stack` and
+    /// `--swarm-network`).
+    #[arg(long, env = "CONTROLLER_PLATFORM", value_enum, default_value = "compose")]
+    platform: PlatformKind,
+    /// Swarm: the stack the services are named in: `<stack>_app_blue`,
+    /// `<stack>_app_green`, and the router `<stack>_nginx` (its tasks
+    /// pinned to this manager, bind-mounting `--upstream-dir`) and the
+    /// edge `<stack>_edge` (watched, never reloaded).
+    #[arg(long, env = "CONTROLLER_SWARM_STACK", default_value = bluegreen::PROJECT)]
+    swarm_stack: String,
+    /// Swarm: the overlay network the colors and the router share.
+    #[arg(long, env = "CONTROLLER_SWARM_NETWORK", default_value = bluegreen::NETWORK)]
+    swarm_network: String,
     /// The desired-state manifest to watch (its directory is watched).
     #[arg(long, env = "CONTROLLER_MANIFEST", default_value = "manifests/rollout.yaml")]
     manifest: PathBuf,
@@ -204,7 +234,7 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> Result<()> {
     match command {
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => run(*args).await,
         Command::Status { watch: true, api, timeout, .. } => {
             let settled = cli::watch(&cli::Client::new(&api.url), timeout).await?;
             std::process::exit(settled as i32);
@@ -313,7 +343,35 @@ async fn run(args: RunArgs) -> Result<()> {
         .context("cannot read or create the API token")?;
     controller::crash::arm(&args.state_dir);
     let engine = Engine::connect().await.context("cannot use the Docker Engine")?;
-    let platform = Compose::new(engine, args.upstream_dir.clone(), args.proxy_url.clone());
+    // The one place that names a backend: the rest is generic over it.
+    match args.platform {
+        PlatformKind::Compose => {
+            let platform = Compose::new(engine, args.upstream_dir.clone(), args.proxy_url.clone());
+            run_on(args, platform, manifest, token).await
+        }
+        PlatformKind::Swarm => {
+            let config = swarm::Config {
+                stack: args.swarm_stack.clone(),
+                network: args.swarm_network.clone(),
+                upstream_dir: args.upstream_dir.clone(),
+                front: args.proxy_url.clone(),
+            };
+            let platform = Swarm::new(engine, config)
+                .await
+                .context("cannot use Docker Swarm (is this Engine a swarm manager?)")?;
+            run_on(args, platform, manifest, token).await
+        }
+    }
+}
+
+/// The controller on a backend: the loop, the API and the tasks beside
+/// them, the same for every backend.
+async fn run_on<P: Platform + 'static>(
+    args: RunArgs,
+    platform: P,
+    manifest: PathBuf,
+    token: String,
+) -> Result<()> {
     let peers = allowed_peers(&platform, args.listen).await?;
 
     let (triggers, trigger_rx) = mpsc::channel(64);
@@ -323,7 +381,8 @@ async fn run(args: RunArgs) -> Result<()> {
     if let Some(url) = args.prometheus_url.clone() {
         reconciler = reconciler.prometheus(url);
     }
-    if let Some(url) = args.webhook.clone() {
+    // An empty value (compose passes one for an unset variable) is none.
+    if let Some(url) = args.webhook.clone().filter(|u| !u.trim().is_empty()) {
         info!(%url, format = ?args.webhook_format, "rollout events go to a webhook");
         reconciler = reconciler.notify(Notifier::webhook(url, args.webhook_format, shared.clone()));
     }
@@ -358,6 +417,7 @@ async fn run(args: RunArgs) -> Result<()> {
         manifest = %manifest.display(),
         upstream = %args.upstream_dir.display(),
         proxy = %args.proxy_url,
+        platform = ?args.platform,
         "controller running"
     );
     reconciler.run(trigger_rx, stopped).await;
@@ -369,7 +429,7 @@ async fn run(args: RunArgs) -> Result<()> {
 /// Who may use the API. A loopback listener is out of every container's
 /// reach; on any other address the app network's ranges are refused, and
 /// the controller does not start without knowing them (fail closed).
-async fn allowed_peers(platform: &Compose, listen: SocketAddr) -> Result<Peers> {
+async fn allowed_peers<P: Workloads>(platform: &P, listen: SocketAddr) -> Result<Peers> {
     if listen.ip().is_loopback() {
         return Ok(Peers::anyone());
     }

@@ -2,14 +2,20 @@
 //! and says where they answer, [`Router`] sends traffic to a color and
 //! reads back what it does. The loop and the gates speak only these
 //! interfaces, in the neutral words of `controller_core::observed`; a
-//! backend is one implementation of both (`compose` here: Docker
-//! containers and nginx; the tests' in-memory world is another).
+//! backend is one implementation of both (`compose`: Docker containers
+//! and nginx; `swarm`: Swarm services and tasks on an overlay network,
+//! behind nginx; the tests' in-memory world is another). What both Docker
+//! backends share is beside them: the Engine ([`docker`]) and nginx's
+//! side of a switch ([`nginx`]).
 //!
 //! Capabilities a backend may lack (a preview entry point, servers held
 //! in reserve) are optional: [`Router::capabilities`] says which it has,
 //! and the core decides without them.
 
 pub mod compose;
+pub mod docker;
+pub mod nginx;
+pub mod swarm;
 
 use std::future::Future;
 use std::pin::Pin;

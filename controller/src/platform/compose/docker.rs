@@ -1,39 +1,32 @@
 //! The app containers and the nginx container, through the Docker Engine
 //! API (bollard). Only IO: what to do is decided elsewhere. Errors leave
-//! as the platform's neutral kinds.
+//! as the platform's neutral kinds. The connection, its deadlines, pulls
+//! and exec are the shared [`Engine`]'s (`platform::docker`).
 //!
 //! Containers are found by label, never by remembered IDs. Idempotent
 //! outcomes (304 already started/stopped, 404 already gone, 409 already
 //! being removed) count as success.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use bluegreen::{Color, label};
-use bollard::Docker;
-use bollard::errors::Error as BollardError;
-use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, ContainerStateStatusEnum, EndpointSettings, EventMessage,
     HealthStatusEnum, HostConfig, NetworkingConfig, PortBinding, RestartPolicy,
     RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, EventsOptions, InspectContainerOptions,
-    InspectNetworkOptions, ListContainersOptions, RemoveContainerOptions, StopContainerOptions,
+    CreateContainerOptions, EventsOptions, InspectContainerOptions, ListContainersOptions,
+    RemoveContainerOptions, StopContainerOptions,
 };
-use futures_util::{Stream, StreamExt, TryStreamExt};
+use futures_util::{Stream, TryStreamExt};
 
 use controller_core::clock::Timestamp;
 use controller_core::observed::{Health, Replica, State};
 
-use crate::platform::{AppRange, PlatformError, Resources, Result, Spec};
-
-impl From<BollardError> for PlatformError {
-    fn from(e: BollardError) -> PlatformError {
-        PlatformError::Unavailable { backend: "docker", message: docker_message(&e) }
-    }
-}
+use crate::platform::docker::{CALL, STOP_GRACE, is_status, within};
+pub use crate::platform::docker::{Engine, reference_of};
+use crate::platform::{PlatformError, Resources, Result, Spec};
 
 /// Docker's word for a container's state, in the platform's.
 fn state(s: Option<ContainerStateStatusEnum>) -> State {
@@ -48,45 +41,6 @@ fn state(s: Option<ContainerStateStatusEnum>) -> State {
     }
 }
 
-/// The oldest Engine API the controller speaks (Docker 20.10).
-const MIN_API: (u32, u32) = (1, 41);
-/// How long a replaced color's containers get to finish their requests
-/// after SIGTERM before they are killed.
-const STOP_GRACE: Duration = Duration::from_secs(30);
-/// The longest any one call to the Engine may take: none can freeze the
-/// loop. A pull may take longer than the rest.
-const CALL: Duration = Duration::from_secs(30);
-const PULL: Duration = Duration::from_secs(600);
-/// Asking the registry what a tag names: a registry that does not answer
-/// in this time is down for this reconcile.
-const RESOLVE: Duration = Duration::from_secs(5);
-/// The most kept of a command's output in a container (nginx's word).
-const MAX_EXEC_OUTPUT: usize = 64 << 10;
-
-/// `call`, unless it takes longer than `limit`.
-async fn within<T>(
-    what: &str,
-    limit: Duration,
-    call: impl std::future::Future<Output = Result<T>>,
-) -> Result<T> {
-    match tokio::time::timeout(limit, call).await {
-        Ok(result) => result,
-        Err(_) => Err(PlatformError::Unavailable {
-            backend: "docker",
-            message: format!("{what} did not finish within {}", humantime::format_duration(limit)),
-        }),
-    }
-}
-
-#[derive(Clone)]
-pub struct Engine {
-    docker: Docker,
-}
-
-fn is_status(e: &BollardError, codes: &[u16]) -> bool {
-    matches!(e, BollardError::DockerResponseServerError { status_code, .. } if codes.contains(status_code))
-}
-
 fn project_filter(extra: &[(&str, &str)]) -> HashMap<String, Vec<String>> {
     let mut labels = vec![format!("{}={}", label::PROJECT, bluegreen::PROJECT)];
     labels.extend(extra.iter().map(|(k, v)| format!("{k}={v}")));
@@ -94,26 +48,6 @@ fn project_filter(extra: &[(&str, &str)]) -> HashMap<String, Vec<String>> {
 }
 
 impl Engine {
-    /// Connects to the local Engine (`DOCKER_HOST` or the default socket)
-    /// and refuses an Engine older than API 1.41.
-    pub async fn connect() -> Result<Engine> {
-        let docker = Docker::connect_with_local_defaults()?;
-        let version = docker.version().await?;
-        let api = version.api_version.unwrap_or_default();
-        let mut parts = api.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-        let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-        if found < MIN_API {
-            return Err(PlatformError::Unavailable {
-                backend: "docker",
-                message: format!(
-                    "the Engine API {api} is too old: {}.{} or later is needed",
-                    MIN_API.0, MIN_API.1
-                ),
-            });
-        }
-        Ok(Engine { docker })
-    }
-
     /// Every app container of the project, with its Docker health.
     pub async fn app_containers(&self) -> Result<Vec<Replica>> {
         within("listing the app containers", CALL, self.list_app_containers()).await
@@ -164,58 +98,6 @@ impl Engine {
             });
         }
         Ok(found)
-    }
-
-    /// Pulls `repository` at `reference` (a tag, or `sha256:…`) from its
-    /// registry.
-    pub async fn pull(&self, repository: &str, reference: &str) -> Result<()> {
-        let image = reference_of(repository, reference);
-        within(&format!("pulling {image}"), PULL, self.pull_all(repository, reference)).await
-    }
-
-    async fn pull_all(&self, repository: &str, reference: &str) -> Result<()> {
-        let options = CreateImageOptions {
-            from_image: Some(repository.to_owned()),
-            tag: Some(reference.to_owned()),
-            ..Default::default()
-        };
-        let mut progress = self.docker.create_image(Some(options), None, None);
-        while let Some(item) = progress.next().await {
-            item.map_err(|e| pull_error(&reference_of(repository, reference), &e))?;
-        }
-        Ok(())
-    }
-
-    /// The digest `repository:tag` names in its registry now.
-    pub async fn resolve(&self, image: &str) -> Result<String> {
-        let asked = async {
-            self.docker.inspect_registry_image(image, None).await.map_err(|e| pull_error(image, &e))
-        };
-        let found = within(&format!("resolving {image}"), RESOLVE, asked).await?;
-        found.descriptor.digest.ok_or_else(|| PlatformError::Unavailable {
-            backend: "registry",
-            message: format!("the registry named no digest for {image}"),
-        })
-    }
-
-    /// The digest this engine has for `repository` at `reference` (a tag
-    /// or a digest), if it has the image and knows where it came from.
-    pub async fn local_digest(&self, repository: &str, reference: &str) -> Option<String> {
-        let image = reference_of(repository, reference);
-        let found = tokio::time::timeout(CALL, self.docker.inspect_image(&image)).await;
-        let Ok(Ok(inspect)) = found else { return None };
-        let prefix = format!("{repository}@");
-        inspect
-            .repo_digests
-            .unwrap_or_default()
-            .into_iter()
-            .find_map(|d| d.strip_prefix(&prefix).map(str::to_owned))
-    }
-
-    /// Whether this engine holds `image` already.
-    pub async fn has_image(&self, image: &str) -> bool {
-        let found = tokio::time::timeout(CALL, self.docker.inspect_image(image)).await;
-        matches!(found, Ok(Ok(_)))
     }
 
     /// Creates (if missing) and starts replica `replica` of `color`
@@ -313,32 +195,6 @@ impl Engine {
         let options = CreateContainerOptions { name: Some(name), ..Default::default() };
         self.docker.create_container(Some(options), body).await?;
         Ok(())
-    }
-
-    /// The address ranges of a network and their gateways (the host's
-    /// side of a bridge), as the engine reports them.
-    pub async fn network_ranges(&self, network: &str) -> Result<Vec<AppRange>> {
-        let inspect = within(&format!("inspecting the network {network}"), CALL, async {
-            Ok(self.docker.inspect_network(network, None::<InspectNetworkOptions>).await?)
-        })
-        .await?;
-        let ranges: Vec<AppRange> = inspect
-            .ipam
-            .and_then(|i| i.config)
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|c| {
-                let subnet = c.subnet.filter(|s| !s.is_empty())?;
-                Some(AppRange { subnet, gateway: c.gateway.filter(|g| !g.is_empty()) })
-            })
-            .collect();
-        if ranges.is_empty() {
-            return Err(PlatformError::Unavailable {
-                backend: "docker",
-                message: format!("the network {network} names no subnet"),
-            });
-        }
-        Ok(ranges)
     }
 
     /// Removes a container; `graceful` first stops it with SIGTERM and a
@@ -445,39 +301,6 @@ impl Engine {
         })
     }
 
-    /// Runs a command in a container; returns its exit code and output.
-    pub async fn exec(&self, container: &str, cmd: &[&str]) -> Result<(i64, String)> {
-        within(&format!("`{}` in {container}", cmd.join(" ")), CALL, self.exec_once(container, cmd))
-            .await
-    }
-
-    async fn exec_once(&self, container: &str, cmd: &[&str]) -> Result<(i64, String)> {
-        let options = CreateExecOptions {
-            cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            ..Default::default()
-        };
-        let exec = self.docker.create_exec(container, options).await?;
-        let mut text = String::new();
-        if let StartExecResults::Attached { mut output, .. } =
-            self.docker.start_exec(&exec.id, None).await?
-        {
-            while let Some(chunk) = output.try_next().await? {
-                if text.len() < MAX_EXEC_OUTPUT {
-                    text.push_str(&chunk.to_string());
-                }
-            }
-            let mut end = text.len().min(MAX_EXEC_OUTPUT);
-            while !text.is_char_boundary(end) {
-                end -= 1;
-            }
-            text.truncate(end);
-        }
-        let inspect = self.docker.inspect_exec(&exec.id).await?;
-        Ok((inspect.exit_code.unwrap_or(-1), text.trim().to_owned()))
-    }
-
     /// The project's container events (health_status, die, destroy,
     /// start), from `since` (Unix seconds) on. The stream ends when the
     /// daemon restarts: the caller reconnects and resyncs.
@@ -510,48 +333,6 @@ fn limits(r: &Resources) -> HostConfig {
         pids_limit: Some(i64::from(r.pids)),
         nano_cpus: r.nano_cpus.map(signed),
         ..Default::default()
-    }
-}
-
-/// The daemon's own message, without bollard's wrapping.
-/// `repository:tag`, or `repository@sha256:…` for a digest.
-pub fn reference_of(repository: &str, reference: &str) -> String {
-    if reference.starts_with("sha256:") {
-        format!("{repository}@{reference}")
-    } else {
-        format!("{repository}:{reference}")
-    }
-}
-
-/// A registry's answer that will not change by asking again (the tag or
-/// repository does not exist, access is denied) is the image's fault; any
-/// other failure (the registry down, a timeout, a 5xx) may pass.
-fn pull_error(image: &str, e: &BollardError) -> PlatformError {
-    let message = docker_message(e);
-    let lower = message.to_lowercase();
-    let for_good = is_status(e, &[404])
-        || [
-            "not found",
-            "manifest unknown",
-            "does not exist",
-            "denied",
-            "unauthorized",
-            "invalid reference",
-        ]
-        .iter()
-        .any(|w| lower.contains(w));
-    if for_good {
-        PlatformError::Image { image: image.to_owned(), message }
-    } else {
-        PlatformError::Unavailable { backend: "registry", message: format!("{image}: {message}") }
-    }
-}
-
-fn docker_message(e: &BollardError) -> String {
-    match e {
-        BollardError::DockerResponseServerError { message, .. } => message.clone(),
-        BollardError::DockerStreamError { error } => error.clone(),
-        other => other.to_string(),
     }
 }
 

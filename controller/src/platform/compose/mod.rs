@@ -1,9 +1,8 @@
 //! The compose backend: the colors' replicas are Docker containers with
 //! compose's labels on the stack's network ([`docker`]), and the router is
-//! nginx, whose upstream.conf names the live color ([`nginx`]).
+//! nginx, whose upstream.conf names the live color (`platform::nginx`).
 
 pub mod docker;
-pub mod nginx;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -17,20 +16,31 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use self::docker::Engine;
-use self::nginx::Nginx;
+use super::nginx::{Instances, Nginx};
 use super::{AppRange, Result, Router, Spec, Workloads};
 
 pub struct Compose {
     engine: Engine,
-    nginx: Nginx,
+    nginx: Nginx<OneNginx>,
     /// nginx's URL as the controller reaches it.
     front: String,
 }
 
 impl Compose {
     pub fn new(engine: Engine, upstream_dir: PathBuf, front: String) -> Compose {
-        let nginx = Nginx::new(engine.clone(), upstream_dir);
+        let nginx = Nginx::new(engine.clone(), OneNginx(engine.clone()), upstream_dir);
         Compose { engine, nginx, front }
+    }
+}
+
+/// The stack's one nginx container that routes, found by its compose
+/// labels at each change.
+#[derive(Clone)]
+pub struct OneNginx(Engine);
+
+impl Instances for OneNginx {
+    async fn containers(&self) -> Result<Vec<String>> {
+        Ok(vec![self.0.nginx().await?])
     }
 }
 
