@@ -125,20 +125,39 @@ impl Trip {
     /// Builds a trip from values in [`Field::ALL`] order, returning every
     /// violation rather than just the first, so a caller can report them all.
     pub fn from_values(values: [f64; 5]) -> Result<Trip, Vec<Violation>> {
+        if let Some(trip) = Trip::checked(values) {
+            return Ok(trip);
+        }
         let violations: Vec<Violation> =
             Field::ALL.iter().zip(values).filter_map(|(f, v)| f.check(v).err()).collect();
-        if !violations.is_empty() {
-            return Err(violations);
+        Err(violations)
+    }
+
+    /// The trip when every value passes [`Field::check`], else `None`: the
+    /// same rules without naming the violations, in a few comparisons (no
+    /// `fract`, a libm call), for callers that only need to know — the
+    /// service's scanner, which leaves a refused row to the parser that
+    /// words the errors. Tested against [`Field::check`].
+    #[inline]
+    pub fn checked(values: [f64; 5]) -> Option<Trip> {
+        let mut in_bounds = true;
+        for (field, value) in Field::ALL.into_iter().zip(values) {
+            let (lo, hi) = field.bounds();
+            // False for NaN and for the infinities, which are out of bounds.
+            in_bounds &= (lo..=hi).contains(&value);
         }
         let [pickup_latitude, pickup_longitude, dropoff_latitude, dropoff_longitude, passengers] =
             values;
-        Ok(Trip {
+        // Within 0..=MAX_PASSENGERS, `as u8` truncates: it gives the value
+        // back exactly when the value is a whole number.
+        let passenger_count = passengers as u8;
+        let whole = f64::from(passenger_count) == passengers;
+        (in_bounds && whole).then_some(Trip {
             pickup_latitude,
             pickup_longitude,
             dropoff_latitude,
             dropoff_longitude,
-            // Checked above: a whole number in 0..=MAX_PASSENGERS.
-            passenger_count: passengers as u8,
+            passenger_count,
         })
     }
 
@@ -207,6 +226,70 @@ mod tests {
         check([40.7, -73.9, 40.8, -73.95, -1.0], &[(PassengerCount, OutOfRange)]);
         check([40.7, -73.9, 40.8, -73.95, 1.5], &[(PassengerCount, NotInteger)]);
         check([40.7, -73.9, 40.8, -73.95, 10.0], &[(PassengerCount, OutOfRange)]);
+    }
+
+    /// `checked` accepts exactly what every field's `check` accepts, and
+    /// builds the same trip as the rules spelled out one by one.
+    #[test]
+    fn checked_is_the_rules_of_check() {
+        let edges = [
+            0.0,
+            -0.0,
+            0.5,
+            1.0,
+            2.0,
+            8.999_999_999_999_998,
+            9.0,
+            9.000_000_000_000_002,
+            9.5,
+            10.0,
+            -1.0,
+            -0.5,
+            89.999,
+            90.0,
+            90.000_000_000_000_01,
+            -90.0,
+            -90.000_000_000_000_01,
+            180.0,
+            -180.0,
+            180.000_000_000_000_03,
+            255.0,
+            256.0,
+            1e300,
+            -1e300,
+            f64::MIN_POSITIVE,
+            5e-324,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ];
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..200_000 {
+            let values: [f64; 5] = std::array::from_fn(|_| match next() % 4 {
+                0 => edges[(next() % edges.len() as u64) as usize],
+                1 => f64::from_bits(next()),
+                2 => (next() % 4000) as f64 / 10.0 - 200.0,
+                _ => (next() % 24) as f64 / 2.0 - 1.0,
+            });
+            let by_check = Field::ALL.iter().zip(values).all(|(f, v)| f.check(v).is_ok());
+            let trip = Trip::checked(values);
+            assert_eq!(trip.is_some(), by_check, "{values:?}");
+            if let Some(trip) = trip {
+                let bits = |v: [f64; 5]| v.map(f64::to_bits);
+                let mut want = values;
+                want[4] = values[4].trunc().abs();
+                assert_eq!(bits(trip.values()), bits(want), "{values:?}");
+                assert_eq!(Trip::from_values(values), Ok(trip));
+            } else {
+                assert!(Trip::from_values(values).is_err_and(|v| !v.is_empty()), "{values:?}");
+            }
+        }
     }
 
     #[test]

@@ -29,12 +29,13 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::http::StatusCode;
 use conn_deadline::{Activity, Stages};
+use memchr::memmem;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
@@ -183,14 +184,19 @@ const HYPER_ERRORS: [(StatusCode, &str, &str); 3] = [
     ),
 ];
 
+/// Where a client error's status line starts: searched for in every answer
+/// hyper writes while no request is in the application, so with memchr's
+/// vectorised search (a byte-by-byte one cost 2.4 % of the service's CPU).
+static STATUS_4XX: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"HTTP/1.1 4"));
+
 fn find_hyper_error(buf: &[u8]) -> Option<HyperError> {
-    const START: &[u8] = b"HTTP/1.1 4";
     const EMPTY: &[u8] = b"\r\ncontent-length: 0\r\n";
     let mut from = 0;
-    while let Some(offset) = buf[from..].windows(START.len()).position(|w| w == START) {
+    while let Some(offset) = STATUS_4XX.find(&buf[from..]) {
         let at = from + offset;
         let rest = &buf[at..];
-        let head_len = rest.windows(4).position(|w| w == b"\r\n\r\n").map(|end| end + 4);
+        let head_len = memmem::find(rest, b"\r\n\r\n").map(|end| end + 4);
         if let Some(len) = head_len {
             let head = &rest[..len];
             for (status, kind, detail) in HYPER_ERRORS {
@@ -226,5 +232,59 @@ mod tests {
         let found = find_hyper_error(&both).unwrap();
         assert_eq!((found.at, found.status), (ours.len(), StatusCode::BAD_REQUEST));
         assert_eq!(find_hyper_error(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"), None);
+    }
+
+    /// The byte-by-byte search it replaced, as the reference.
+    fn reference(buf: &[u8]) -> Option<(usize, usize, StatusCode)> {
+        const START: &[u8] = b"HTTP/1.1 4";
+        const EMPTY: &[u8] = b"\r\ncontent-length: 0\r\n";
+        let mut from = 0;
+        while let Some(offset) = buf[from..].windows(START.len()).position(|w| w == START) {
+            let at = from + offset;
+            let rest = &buf[at..];
+            if let Some(len) = rest.windows(4).position(|w| w == b"\r\n\r\n").map(|e| e + 4) {
+                let head = &rest[..len];
+                for (status, _, _) in HYPER_ERRORS {
+                    let line = format!("HTTP/1.1 {status}\r\n");
+                    if head.starts_with(line.as_bytes())
+                        && head.windows(EMPTY.len()).any(|w| w.eq_ignore_ascii_case(EMPTY))
+                    {
+                        return Some((at, len, status));
+                    }
+                }
+            }
+            from = at + 1;
+        }
+        None
+    }
+
+    #[test]
+    fn finds_what_the_byte_by_byte_search_found() {
+        let pieces: [&[u8]; 9] = [
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 5\r\n\r\n",
+            b"{\"predictions\":[1.5],\"model_version\":\"HTTP/1.1 4\"}",
+            b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 414 URI Too Long\r\nContent-Length: 0\r\ndate: x\r\n\r\n",
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 4",
+            b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n",
+            b"\r\n\r\n",
+            b"x",
+        ];
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..5000 {
+            let mut buf = Vec::new();
+            for _ in 0..(x % 5) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                buf.extend_from_slice(pieces[(x % pieces.len() as u64) as usize]);
+            }
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let found = find_hyper_error(&buf).map(|f| (f.at, f.len, f.status));
+            assert_eq!(found, reference(&buf), "{}", String::from_utf8_lossy(&buf));
+        }
     }
 }

@@ -18,7 +18,14 @@
 //! below 2^53 and |k| ≤ 22 both operands are exact, so that one operation
 //! *is* the correctly rounded value and both ways agree to the bit; the
 //! scanner converts only such numbers (every coordinate with up to 15
-//! digits) and leaves the others to serde_json.
+//! digits) and leaves the others to serde_json. Which method finds the
+//! significand does not matter (it is an integer, exact either way), so
+//! the scanner reads digits eight at a time from one word (SWAR) rather
+//! than byte by byte, and the one rounding is the same operation.
+//!
+//! Keys are told apart by the words of their bytes: the sixteen after the
+//! opening quote as two `u64` and at most two more, compared with each
+//! name (and its closing quote) as constants.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -46,23 +53,187 @@ const POW10: [f64; 23] = [
     1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
 ];
 
-/// The five field names, in [`Field::ALL`] order.
-const FIELD_NAMES: [&[u8]; 5] = {
-    let mut names: [&[u8]; 5] = [b""; 5];
+/// A key's bytes after its opening quote (its name, then the closing
+/// quote), as the scanner compares them: the first sixteen as two
+/// little-endian words, the rest (at most two) as a masked `u16`.
+#[derive(Debug, Clone, Copy)]
+struct KeyPattern {
+    head: [u64; 2],
+    tail: u16,
+    tail_mask: u16,
+    /// The name and its closing quote.
+    len: usize,
+}
+
+impl KeyPattern {
+    const fn of(name: &[u8]) -> KeyPattern {
+        let len = name.len() + 1;
+        assert!(len >= 16 && len <= 18, "every field name is 15 to 17 bytes");
+        let mut head = [0u64; 2];
+        let mut i = 0;
+        while i < 16 {
+            head[i / 8] |= (Self::byte(name, i) as u64) << (8 * (i % 8));
+            i += 1;
+        }
+        let (mut tail, mut tail_mask) = (0u16, 0u16);
+        while i < len {
+            tail |= (Self::byte(name, i) as u16) << (8 * (i - 16));
+            tail_mask |= 0xFF << (8 * (i - 16));
+            i += 1;
+        }
+        KeyPattern { head, tail, tail_mask, len }
+    }
+
+    /// Byte `i` of the name followed by its closing quote.
+    const fn byte(name: &[u8], i: usize) -> u8 {
+        if i < name.len() { name[i] } else { b'"' }
+    }
+}
+
+/// The five keys, in [`Field::ALL`] order.
+const KEYS: [KeyPattern; 5] = {
+    let mut keys = [KeyPattern { head: [0; 2], tail: 0, tail_mask: 0, len: 0 }; 5];
     let mut i = 0;
     while i < 5 {
-        names[i] = Field::ALL[i].name().as_bytes();
+        keys[i] = KeyPattern::of(Field::ALL[i].name().as_bytes());
         i += 1;
     }
-    names
+    // `Scanner::field` tells the keys apart by their first word: two
+    // pairs that share one, and passenger_count.
+    assert!(keys[0].head[0] == keys[1].head[0] && keys[2].head[0] == keys[3].head[0]);
+    assert!(keys[0].head[0] != keys[2].head[0] && keys[4].head[0] != keys[0].head[0]);
+    assert!(keys[4].head[0] != keys[2].head[0] && keys[0].head[1] != keys[1].head[1]);
+    assert!(keys[2].head[1] != keys[3].head[1]);
+    keys
+};
+
+/// A key with its quotes and the colon after it, `"name":`, as three
+/// little-endian words, the last masked to the bytes it has (18 to 20 in
+/// all).
+#[derive(Debug, Clone, Copy)]
+struct QuotedKey {
+    words: [u64; 3],
+    mask: u64,
+    len: usize,
+}
+
+impl QuotedKey {
+    const fn of(name: &[u8]) -> QuotedKey {
+        let len = name.len() + 3;
+        assert!(len >= 17 && len <= 24, "the words hold every field name");
+        let mut words = [0u64; 3];
+        let mut i = 0;
+        while i < len {
+            let byte = if i == 0 || i == len - 2 {
+                b'"'
+            } else if i == len - 1 {
+                b':'
+            } else {
+                name[i - 1]
+            };
+            words[i / 8] |= (byte as u64) << (8 * (i % 8));
+            i += 1;
+        }
+        let mask = if len >= 24 { u64::MAX } else { (1u64 << (8 * (len - 16))) - 1 };
+        QuotedKey { words, mask, len }
+    }
+}
+
+/// The five quoted keys, in [`Field::ALL`] order.
+const QUOTED_KEYS: [QuotedKey; 5] = {
+    let mut keys = [QuotedKey { words: [0; 3], mask: 0, len: 0 }; 5];
+    let mut i = 0;
+    while i < 5 {
+        keys[i] = QuotedKey::of(Field::ALL[i].name().as_bytes());
+        i += 1;
+    }
+    keys
 };
 
 /// The most digits a significand may have: 19 of them always fit a `u64`.
-const MAX_DIGITS: u32 = 19;
+const MAX_DIGITS: usize = 19;
+
+/// Powers of ten as integers, 10^0 to 10^19 (the largest below 2^64).
+const POW10_U64: [u64; 20] = {
+    let mut powers = [1u64; 20];
+    let mut i = 1;
+    while i < 20 {
+        powers[i] = powers[i - 1] * 10;
+        i += 1;
+    }
+    powers
+};
+
+/// A byte repeated in every lane of a word.
+const fn lanes(byte: u8) -> u64 {
+    0x0101_0101_0101_0101 * byte as u64
+}
+
+/// The eight bytes at `at` as a little-endian word, if there are eight.
+#[inline(always)]
+fn word(bytes: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(*bytes.get(at..)?.first_chunk::<8>()?))
+}
+
+/// How many of a word's bytes, from its first, are ASCII digits (0 to 8).
+/// A byte is a digit when it XOR `'0'` is at most 9: bit 7 of each lane of
+/// `non_digit` says it is not (no sum carries into the next lane).
+#[inline(always)]
+fn leading_digits(word: u64) -> usize {
+    let values = word ^ lanes(b'0');
+    let non_digit = (values | ((values & lanes(0x7F)) + lanes(0x76))) & lanes(0x80);
+    (non_digit.trailing_zeros() / 8) as usize
+}
+
+/// The value of a word's first `n` (1 to 8) bytes, all digits: shifted to
+/// the top of the word, so the lanes below are leading zeros, and summed
+/// pairwise in three multiplications (digits, pairs, quads).
+#[inline(always)]
+fn digits_value(word: u64, n: usize) -> u64 {
+    let values = (word ^ lanes(b'0')) << (8 * (8 - n));
+    let pairs = (values.wrapping_mul(10 * 256 + 1) >> 8) & 0x00FF_00FF_00FF_00FF;
+    let quads = (pairs.wrapping_mul(100 * 65_536 + 1) >> 16) & 0x0000_FFFF_0000_FFFF;
+    quads.wrapping_mul(10_000 * (1 << 32) + 1) >> 32
+}
 
 /// The largest significand the scanner converts: 2^53, below which every
 /// integer is exact as an `f64`.
 const MAX_EXACT: u64 = 1 << 53;
+
+/// A number of the shapes nearly every value has, `-?D{1,7}` or
+/// `-?D{1,7}.D{1,7}` not followed by an exponent, read from the word of its
+/// integer digits and the word of its fraction: its value and length.
+/// Anything else (another shape, fewer than eight bytes left in a word) is
+/// `None`, for [`Scanner::any_number`], which also refuses what JSON does.
+/// With at most 14 digits the significand is below 2^53, and one division
+/// by an exact power of ten rounds as serde_json's does.
+#[inline(always)]
+fn plain_number(bytes: &[u8]) -> Option<(f64, usize)> {
+    let negative = *bytes.first()? == b'-';
+    let start = usize::from(negative);
+    let integer = word(bytes, start)?;
+    let n = leading_digits(integer);
+    // A digit, and no leading zero before another digit.
+    if n == 0 || n > 7 || (n > 1 && integer as u8 == b'0') {
+        return None;
+    }
+    let after = (integer >> (8 * n)) as u8;
+    let sign = |magnitude: f64| if negative { -magnitude } else { magnitude };
+    if after != b'.' {
+        if after | 0x20 == b'e' {
+            return None;
+        }
+        return Some((sign(digits_value(integer, n) as f64), start + n));
+    }
+    let fraction_at = start + n + 1;
+    let fraction = word(bytes, fraction_at)?;
+    let f = leading_digits(fraction);
+    if f == 0 || f > 7 || ((fraction >> (8 * f)) as u8) | 0x20 == b'e' {
+        return None;
+    }
+    let significand = digits_value(integer, n) * POW10_U64[f] + digits_value(fraction, f);
+    Some((sign(significand as f64 / POW10[f]), fraction_at + f))
+}
 
 /// Scans a body (BOM already stripped) of at most `max_rows` rows, checking
 /// `cancelled` every `check_every` rows.
@@ -105,6 +276,9 @@ impl Scanner<'_> {
         let mut trips = Vec::with_capacity(capacity);
         let check_every = check_every.max(1);
         let mut until_check = check_every;
+        // Which key each position of a row held in the row before: rows
+        // written by one serializer repeat their order.
+        let mut order = [0, 1, 2, 3, 4];
         loop {
             if trips.len() == max_rows {
                 return None;
@@ -116,7 +290,7 @@ impl Scanner<'_> {
                 until_check = check_every;
             }
             until_check -= 1;
-            trips.push(self.row()?);
+            trips.push(self.row(&mut order)?);
             match self.next()? {
                 b',' => {}
                 b']' => break,
@@ -129,18 +303,32 @@ impl Scanner<'_> {
     }
 
     /// One row: the five fields, each once, with plain numbers that pass
-    /// the trip rules.
-    fn row(&mut self) -> Option<Trip> {
+    /// the trip rules. Each key is first tried as the one `order` says the
+    /// row before had at its position, quotes and colon included, in three
+    /// word comparisons; any other key, or whitespace around it, takes
+    /// [`Scanner::field`], and its position is learned for the next row.
+    fn row(&mut self, order: &mut [usize; 5]) -> Option<Trip> {
         self.expect(b'{')?;
         let mut values = [0.0; 5];
         let mut seen = 0u8;
+        let mut position = 0;
         loop {
-            let field = self.field()?;
+            let field = match order.get(position) {
+                Some(&field) if self.quoted_key(field) => field,
+                _ => {
+                    let field = self.field()?;
+                    self.expect(b':')?;
+                    if let Some(learned) = order.get_mut(position) {
+                        *learned = field;
+                    }
+                    field
+                }
+            };
+            position += 1;
             if seen & (1 << field) != 0 {
                 return None;
             }
             seen |= 1 << field;
-            self.expect(b':')?;
             values[field] = self.number()?;
             match self.next()? {
                 b',' => {}
@@ -151,37 +339,58 @@ impl Scanner<'_> {
         if seen != 0b1_1111 {
             return None;
         }
-        Trip::from_values(values).ok()
+        Trip::checked(values)
+    }
+
+    /// Consumes `"name":` of `field` when it is exactly what comes next
+    /// (no whitespace inside; at least 24 bytes left, which every key but
+    /// perhaps a body's very last one has).
+    #[inline(always)]
+    fn quoted_key(&mut self, field: usize) -> bool {
+        let Some(key) = QUOTED_KEYS.get(field) else { return false };
+        let Some(chunk) = self.bytes.get(self.at..).and_then(<[u8]>::first_chunk::<24>) else {
+            return false;
+        };
+        let word = |i: usize| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&chunk[8 * i..8 * i + 8]);
+            u64::from_le_bytes(bytes)
+        };
+        let matches = word(0) == key.words[0]
+            && word(1) == key.words[1]
+            && word(2) & key.mask == key.words[2];
+        if matches {
+            self.at += key.len;
+        }
+        matches
     }
 
     /// A key that is one of the five fields, as its index in
-    /// [`Field::ALL`]; any other key (or one with an escape) fails.
+    /// [`Field::ALL`]; any other key (or one with an escape) fails. Every
+    /// valid row has at least eighteen bytes after a key's opening quote
+    /// (the shortest name, its quote, `:0}]}`).
     fn field(&mut self) -> Option<usize> {
         self.expect(b'"')?;
-        let rest = &self.bytes[self.at..];
-        // Two bytes tell the five names apart: the first two, then the
-        // first letter after `pickup_` or `dropoff_` and one more.
-        let field = match (rest.first()?, rest.get(1)?) {
-            (b'p', b'a') => 4,
-            (b'p', _) => match rest.get(8)? {
-                b'a' => 0,
-                _ => 1,
-            },
-            _ => match rest.get(9)? {
-                b'a' => 2,
-                _ => 3,
-            },
+        let head = [word(self.bytes, self.at)?, word(self.bytes, self.at + 8)?];
+        let tail = self.bytes.get(self.at + 16..self.at + 18)?;
+        let tail = u16::from_le_bytes([tail[0], tail[1]]);
+        // The first word tells `pickup_l…`, `dropoff_…` and `passenge…`
+        // apart, the second which of a pair; then the whole key is checked.
+        const PICKUP: u64 = KEYS[0].head[0];
+        const DROPOFF: u64 = KEYS[2].head[0];
+        let i = match head[0] {
+            PICKUP if head[1] == KEYS[0].head[1] => 0,
+            PICKUP => 1,
+            DROPOFF if head[1] == KEYS[2].head[1] => 2,
+            DROPOFF => 3,
+            _ => 4,
         };
-        // Each name a constant, so that the comparison is a few loads
-        // rather than a call to memcmp.
-        match field {
-            0 => self.name(FIELD_NAMES[0])?,
-            1 => self.name(FIELD_NAMES[1])?,
-            2 => self.name(FIELD_NAMES[2])?,
-            3 => self.name(FIELD_NAMES[3])?,
-            _ => self.name(FIELD_NAMES[4])?,
+        let key = &KEYS[i];
+        if head == key.head && tail & key.tail_mask == key.tail {
+            self.at += key.len;
+            return Some(i);
         }
-        Some(field)
+        None
     }
 
     /// Consumes `name` and the closing quote of a key that must be it.
@@ -195,35 +404,43 @@ impl Scanner<'_> {
         Some(())
     }
 
-    /// A JSON number that converts exactly (see the module doc).
+    /// A JSON number that converts exactly (see the module doc): the
+    /// shapes of coordinates and counts from two words at most
+    /// ([`plain_number`]), any other the long way.
+    #[inline(always)]
     fn number(&mut self) -> Option<f64> {
-        self.skip_whitespace();
+        if let Some((value, len)) = self.bytes.get(self.at..).and_then(plain_number) {
+            self.at += len;
+            return Some(value);
+        }
+        self.any_number()
+    }
+
+    /// A JSON number that converts exactly, of any shape.
+    fn any_number(&mut self) -> Option<f64> {
+        if self.peek()? <= b' ' {
+            self.skip_whitespace();
+        }
         let negative = self.peek() == Some(b'-');
         if negative {
             self.at += 1;
         }
-        let mut significand: u64 = 0;
         let integer_start = self.at;
-        match self.peek()? {
-            b'0' => {
-                self.at += 1;
-                // No leading zeros in JSON.
-                if self.peek().is_some_and(|b| b.is_ascii_digit()) {
-                    return None;
-                }
-            }
-            b'1'..=b'9' => significand = self.digits(0)?.0,
-            _ => return None,
+        let (mut significand, integer_digits) = self.digit_run()?;
+        // At least one digit, and no leading zeros in JSON.
+        if integer_digits == 0 || (integer_digits > 1 && self.bytes[integer_start] == b'0') {
+            return None;
         }
         let mut exponent: i32 = 0;
         if self.peek() == Some(b'.') {
             self.at += 1;
-            let (s, count) = self.digits(significand)?;
+            let (fraction, count) = self.digit_run()?;
             // At least one digit, and at most MAX_DIGITS in all.
-            if count == 0 || self.at - integer_start > MAX_DIGITS as usize + 1 {
+            if count == 0 || integer_digits + count > MAX_DIGITS {
                 return None;
             }
-            significand = s;
+            // At most 19 digits: no overflow.
+            significand = significand * POW10_U64[count] + fraction;
             exponent = -i32::try_from(count).ok()?;
         }
         if matches!(self.peek(), Some(b'e' | b'E')) {
@@ -239,7 +456,7 @@ impl Scanner<'_> {
                 }
                 _ => 1,
             };
-            let (e, count) = self.digits(0)?;
+            let (e, count) = self.digit_run()?;
             // More than three digits is far out of the exact range anyway.
             if count == 0 || count > 3 {
                 return None;
@@ -255,23 +472,57 @@ impl Scanner<'_> {
         Some(if negative { -magnitude } else { magnitude })
     }
 
-    /// Digits appended to `significand`, and how many there were; `None`
-    /// past [`MAX_DIGITS`] (left to the parser), so no sum can overflow.
-    fn digits(&mut self, mut significand: u64) -> Option<(u64, u32)> {
-        let start = self.at;
+    /// The run of digits at `at`, consumed: its value and length, eight
+    /// digits a word while eight bytes are left; `None` past
+    /// [`MAX_DIGITS`] (left to the parser), so that a value that wrapped
+    /// is never used.
+    #[inline(always)]
+    fn digit_run(&mut self) -> Option<(u64, usize)> {
+        let mut value: u64 = 0;
+        let mut count = 0;
+        while let Some(word) = word(self.bytes, self.at) {
+            let n = leading_digits(word);
+            if n > 0 {
+                value = value.wrapping_mul(POW10_U64[n]).wrapping_add(digits_value(word, n));
+                count += n;
+                self.at += n;
+            }
+            if n < 8 {
+                return (count <= MAX_DIGITS).then_some((value, count));
+            }
+            if count > MAX_DIGITS {
+                return None;
+            }
+        }
+        // Fewer than eight bytes left.
         while let Some(&b) = self.bytes.get(self.at) {
             if !b.is_ascii_digit() {
                 break;
             }
-            significand = significand.wrapping_mul(10).wrapping_add(u64::from(b - b'0'));
+            value = value.wrapping_mul(10).wrapping_add(u64::from(b - b'0'));
+            count += 1;
             self.at += 1;
         }
-        let count = u32::try_from(self.at - start).ok()?;
-        (count <= MAX_DIGITS).then_some((significand, count))
+        (count <= MAX_DIGITS).then_some((value, count))
     }
 
     /// The next byte after whitespace, consumed.
+    ///
+    /// Bodies seldom hold whitespace between tokens, so the byte at hand is
+    /// tried first: every JSON whitespace byte is at most `b' '`.
+    #[inline(always)]
     fn next(&mut self) -> Option<u8> {
+        match self.bytes.get(self.at) {
+            Some(&b) if b > b' ' => {
+                self.at += 1;
+                Some(b)
+            }
+            _ => self.next_after_whitespace(),
+        }
+    }
+
+    #[inline(never)]
+    fn next_after_whitespace(&mut self) -> Option<u8> {
         self.skip_whitespace();
         let b = *self.bytes.get(self.at)?;
         self.at += 1;
@@ -279,6 +530,7 @@ impl Scanner<'_> {
     }
 
     /// Consumes `byte` after whitespace, or fails.
+    #[inline(always)]
     fn expect(&mut self, byte: u8) -> Option<()> {
         (self.next()? == byte).then_some(())
     }
@@ -287,6 +539,7 @@ impl Scanner<'_> {
         self.bytes.get(self.at).copied()
     }
 
+    #[inline(always)]
     fn skip_whitespace(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(self.at) {
             self.at += 1;
@@ -304,8 +557,15 @@ mod tests {
         scan(body.as_bytes(), 3, 512, &AtomicBool::new(false))
     }
 
+    /// The value of `text`, read alone (shorter than a word: the long way)
+    /// and followed by the rest of a row (the words), which must agree.
     fn one_value(text: &str) -> Option<f64> {
-        Scanner { bytes: text.as_bytes(), at: 0 }.number()
+        let alone = Scanner { bytes: text.as_bytes(), at: 0 }.number();
+        let padded = format!("{text},\"pickup_latitude\":1}}");
+        let mut scanner = Scanner { bytes: padded.as_bytes(), at: 0 };
+        let in_row = scanner.number().filter(|_| scanner.peek() == Some(b','));
+        assert_eq!(alone.map(f64::to_bits), in_row.map(f64::to_bits), "{text}");
+        alone
     }
 
     #[test]
@@ -379,14 +639,83 @@ mod tests {
             let got = one_value(text).unwrap_or_else(|| panic!("{text} not converted"));
             assert_eq!(got.to_bits(), want.to_bits(), "{text}");
         }
+        // Every length of run, on either side of the point, and the last
+        // bytes of a body (fewer than eight left).
+        for text in [
+            "12345678",
+            "123456789",
+            "1234567890123456",
+            "40.12345678",
+            "40.123456789012",
+            "-73.1234567890123",
+            "0.0000000000000001",
+            "1.00000000000000",
+            "4.5e3",
+            "40.704563e1",
+            "-74.010984E-2",
+            "1234567.1234567",
+            "12345678.5",
+            "1.12345678",
+            "-0",
+            "5",
+            "-74",
+        ] {
+            let want: f64 = serde_json::from_str(text).unwrap();
+            let got = one_value(text).unwrap_or_else(|| panic!("{text} not converted"));
+            assert_eq!(got.to_bits(), want.to_bits(), "{text}");
+        }
         // Beyond the exact range: left to serde_json.
-        for text in ["9007199254740993", "1e23", "1e-23", "123456789012345678901"] {
+        for text in
+            ["9007199254740993", "1e23", "1e-23", "123456789012345678901", "1.0000000000000000000"]
+        {
             assert_eq!(one_value(text), None, "{text}");
         }
     }
 
-    /// The scanner and the full parser agree to the bit on every body the
-    /// scanner accepts, over numbers written every way JSON allows.
+    /// The word helpers against the byte-by-byte reading they replace, on
+    /// every count of leading digits and on bytes of every value.
+    #[test]
+    fn words_read_digits_as_bytes_do() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..100_000 {
+            let mut bytes: [u8; 8] = next().to_le_bytes();
+            // Mostly digits, so that every count is met often.
+            let digits = round % 9;
+            for b in &mut bytes[..digits] {
+                *b = b'0' + (next() % 10) as u8;
+            }
+            if round % 3 == 0 && digits < 8 {
+                bytes[digits] = [b'.', b',', b'e', b'/', b':', b'"', 0x30 | 0x80][round % 7];
+            }
+            let word = u64::from_le_bytes(bytes);
+            let count = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
+            assert_eq!(leading_digits(word), count, "{bytes:?}");
+            if count > 0 {
+                let want = bytes[..count].iter().fold(0u64, |v, b| v * 10 + u64::from(b - b'0'));
+                assert_eq!(digits_value(word, count), want, "{bytes:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn key_patterns_are_the_names_and_their_quote() {
+        for (field, key) in Field::ALL.into_iter().zip(KEYS) {
+            let quoted = format!("{}\"", field.name());
+            assert_eq!(key.len, quoted.len());
+            let mut bytes = quoted.into_bytes();
+            bytes.resize(18, b'?');
+            let head = [word(&bytes, 0).unwrap(), word(&bytes, 8).unwrap()];
+            assert_eq!(head, key.head, "{field:?}");
+            assert_eq!(u16::from_le_bytes([bytes[16], bytes[17]]) & key.tail_mask, key.tail);
+        }
+    }
+
     #[test]
     fn a_gone_request_stops_the_scan() {
         let rows = [ROW; 5].join(",");

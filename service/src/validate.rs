@@ -689,6 +689,179 @@ mod tests {
         check(&body, &[(r#"["body","data",0,"passenger_count"]"#, "int_type")]);
     }
 
+    /// A xorshift generator: the same bodies on every run.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+
+        fn digits(&mut self, n: usize) -> String {
+            (0..n).map(|_| char::from(b'0' + self.below(10) as u8)).collect()
+        }
+
+        fn pick<'a>(&mut self, of: &[&'a str]) -> &'a str {
+            of[self.below(of.len() as u64) as usize]
+        }
+
+        /// A number as JSON may write it, or nearly: every integer and
+        /// fraction length up to past the scanner's 19 digits (so that
+        /// every lane count of its eight-digit words is met), leading
+        /// zeros, exponents, and now and then something that is not a
+        /// number at all.
+        fn number(&mut self) -> String {
+            let sign = self.pick(&["", "", "-"]);
+            let integer = match self.below(8) {
+                0 => "0".to_owned(),
+                1 => {
+                    let n = self.below(3) as usize;
+                    format!("0{}", self.digits(n))
+                }
+                2 => {
+                    let n = self.below(22) as usize;
+                    self.digits(n)
+                }
+                _ => {
+                    let (first, n) = (1 + self.below(9), self.below(3) as usize);
+                    format!("{first}{}", self.digits(n))
+                }
+            };
+            let fraction = match self.below(6) {
+                0 => String::new(),
+                1 => ".".to_owned(),
+                2 => {
+                    let n = self.below(24) as usize;
+                    format!(".{}", self.digits(n))
+                }
+                _ => {
+                    let n = self.below(9) as usize + 1;
+                    format!(".{}", self.digits(n))
+                }
+            };
+            let exponent = match self.below(10) {
+                0 => format!("e{}", self.below(30)),
+                1 => format!("E-{}", self.below(30)),
+                2 => {
+                    let n = self.below(5) as usize;
+                    format!("e+{}", self.digits(n))
+                }
+                _ => String::new(),
+            };
+            let junk = match self.below(60) {
+                0 => "x",
+                1 => "\"",
+                2 => "-",
+                3 => ".5",
+                _ => "",
+            };
+            format!("{sign}{integer}{fraction}{exponent}{junk}")
+        }
+
+        fn space(&mut self) -> &'static str {
+            match self.below(12) {
+                0 => " ",
+                1 => "\n\t",
+                2 => "\r\n  ",
+                _ => "",
+            }
+        }
+    }
+
+    /// The fast path changes no answer: on every body, valid or not, the
+    /// scanner and parser together give exactly what the full parser
+    /// alone gives — the same trips to the bit, or the same errors.
+    #[test]
+    fn the_fast_path_gives_the_full_parsers_answer_on_every_body() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut scanned = 0;
+        let bodies = 100_000;
+        for _ in 0..bodies {
+            let rows = 1 + rng.below(4) as usize;
+            let mut body =
+                format!("{}{{{}\"data\"{}:{}[", rng.space(), rng.space(), rng.space(), rng.space());
+            for row in 0..rows {
+                if row > 0 {
+                    body.push_str(rng.space());
+                    body.push(',');
+                }
+                let mut fields: Vec<usize> = (0..5).collect();
+                for i in (1..5).rev() {
+                    fields.swap(i, rng.below(i as u64 + 1) as usize);
+                }
+                match rng.below(40) {
+                    0 => {
+                        fields.pop();
+                    }
+                    1 => fields.push(fields[0]),
+                    _ => {}
+                }
+                body.push_str(rng.space());
+                body.push('{');
+                for (i, &f) in fields.iter().enumerate() {
+                    if i > 0 {
+                        body.push(',');
+                    }
+                    let name = Field::ALL[f].name();
+                    let name = match rng.below(80) {
+                        0 => &name[..name.len() - 1],
+                        1 => "pickup_latitudes",
+                        2 => "extra",
+                        _ => name,
+                    };
+                    let value = match (f, rng.below(8)) {
+                        (4, 0..=5) => rng.below(11).to_string(),
+                        (_, 0) => format!("{}{}", rng.pick(&["", "-"]), rng.below(200)),
+                        (_, 1) => rng.number(),
+                        // A coordinate as clients write them: every length
+                        // of fraction a double prints with.
+                        _ => {
+                            let (whole, n) = (rng.below(90), 1 + rng.below(17) as usize);
+                            format!("{}{whole}.{}", rng.pick(&["", "-"]), rng.digits(n))
+                        }
+                    };
+                    let value = match rng.below(200) {
+                        0 => "null".to_owned(),
+                        1 => format!("\"{value}\""),
+                        _ => value,
+                    };
+                    body.push_str(&format!(
+                        "{}\"{name}\"{}:{}{value}{}",
+                        rng.space(),
+                        rng.space(),
+                        rng.space(),
+                        rng.space()
+                    ));
+                }
+                body.push('}');
+            }
+            body.push_str(&format!("{}]{}}}{}", rng.space(), rng.space(), rng.space()));
+            if rng.below(100) == 0 {
+                body.truncate(rng.below(body.len() as u64) as usize);
+            }
+            let fast = parse_batch(body.as_bytes(), 3);
+            let full = parse_batch_full(body.as_bytes(), 3);
+            let bits =
+                |t: &[Trip]| t.iter().map(|t| t.values().map(f64::to_bits)).collect::<Vec<_>>();
+            match (&fast, &full) {
+                (Ok(a), Ok(b)) => assert_eq!(bits(a), bits(b), "{body}"),
+                (Err(a), Err(b)) => assert_eq!(a, b, "{body}"),
+                _ => panic!("{body}: {fast:?} against {full:?}"),
+            }
+            if matches!(
+                scan::scan(body.as_bytes(), 3, 512, &AtomicBool::new(false)),
+                scan::Scan::Trips(_)
+            ) {
+                scanned += 1;
+            }
+        }
+        // Enough of them take the fast path for the test to mean something.
+        assert!(scanned > bodies / 40, "only {scanned} of {bodies} bodies scanned");
+    }
+
     /// The scanner's trips are the full parser's, to the bit.
     #[test]
     fn trips_are_the_full_parsers_to_the_bit() {
