@@ -3,8 +3,8 @@
 //! would — through nginx, `docker ps`, the controller's /status and CLI.
 
 use std::fs;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use xtask::effects::poll::{self, Poll};
 use xtask::effects::process::{cmd, output, run};
 use xtask::images::static_binary;
 use xtask::rollout::{self, Finished, Phase, Status, StepName, Verdict};
-use xtask::stack::{self, Notify};
+use xtask::stack::{self, Notify, Platform, swarm};
 use xtask::stages::artifacts::{self, Built};
 
 /// How long a rollout may take in a scenario (the level-1 image needs
@@ -31,6 +31,20 @@ pub const CONTROLLER: &str = "taxi-fare_controller_1";
 pub struct Fixture {
     pub tool: Tool,
     pub built: Built,
+}
+
+/// The platform the stack of every scenario runs on, chosen once by the
+/// suite (compose when never chosen). Process-wide rather than a field of
+/// [`Fixture`]: the deploy benchmark builds its fixture too, on compose.
+static PLATFORM: OnceLock<Platform> = OnceLock::new();
+
+/// Chooses the platform of the scenarios' stacks; the first word stands.
+pub fn use_platform(platform: Platform) {
+    let _ = PLATFORM.set(platform);
+}
+
+pub fn platform() -> Platform {
+    PLATFORM.get().copied().unwrap_or_default()
 }
 
 /// What `GET /` through nginx answered.
@@ -72,7 +86,11 @@ impl Fixture {
         self.clear()?;
         stack::prepare_dir()?;
         fs::write(live_manifest(), manifest(tag, 1)?)?;
-        stack::launch(self.tool, &self.built_as(tag), ROLLOUT, &Notify::default())?;
+        let built = self.built_as(tag);
+        match platform() {
+            Platform::Compose => stack::launch(self.tool, &built, ROLLOUT, &Notify::default())?,
+            Platform::Swarm => swarm::launch(&built, ROLLOUT, &Notify::default())?,
+        }
         self.expect_live("blue", tag, 1)
     }
 
@@ -81,10 +99,20 @@ impl Fixture {
         Built { tag: tag.to_owned(), ..self.built.clone() }
     }
 
-    /// Removes the stack's containers and runtime directory.
+    /// Removes the stack's containers (or services) and runtime
+    /// directory. On Swarm the swarm stays, for the next scenario: the
+    /// suite leaves it at the end, if `up`'s code made it.
     pub fn clear(&self) -> Result<()> {
-        stack::remove_stack()?;
-        paths::remove_dir_if_present(&stack_dir())
+        match platform() {
+            Platform::Compose => {
+                stack::remove_stack()?;
+                paths::remove_dir_if_present(&stack_dir())
+            }
+            Platform::Swarm => {
+                swarm::remove_stack()?;
+                swarm::clear_dir()
+            }
+        }
     }
 
     pub fn status(&self) -> Result<Status> {
@@ -159,16 +187,20 @@ impl Fixture {
             label::COLOR,
             label::TAG
         );
-        let out = output(docker([
-            "ps",
-            "-a",
-            "--filter",
-            &format!("label={}={PROJECT}", label::PROJECT),
-            "--filter",
-            &format!("label={}={}", label::ROLE, label::ROLE_APP),
-            "--format",
-            &format,
-        ]))?;
+        // Swarm keeps a failed task's container until the service goes:
+        // only the running ones are the color's replicas there.
+        let (all, owner) = match platform() {
+            Platform::Compose => (Some("-a"), label::PROJECT),
+            Platform::Swarm => (None, label::STACK),
+        };
+        let out = output(docker(["ps"].into_iter().chain(all).map(str::to_owned).chain([
+            "--filter".to_owned(),
+            format!("label={owner}={PROJECT}"),
+            "--filter".to_owned(),
+            format!("label={}={}", label::ROLE, label::ROLE_APP),
+            "--format".to_owned(),
+            format.clone(),
+        ])))?;
         let mut apps: Vec<App> = out
             .lines()
             .filter_map(|l| {
@@ -260,15 +292,25 @@ impl Fixture {
     /// bring it back.
     pub fn kill_controller(&self) -> Result<()> {
         let restarts = self.restart_count()?;
-        self.kill_process_of(CONTROLLER)?;
+        self.kill_process_of(&self.controller()?)?;
         self.wait_restarted(restarts)
+    }
+
+    /// The controller's container: compose's, or the current task's of
+    /// the Swarm service.
+    pub fn controller(&self) -> Result<String> {
+        match platform() {
+            Platform::Compose => Ok(CONTROLLER.to_owned()),
+            Platform::Swarm => swarm::container_of(&swarm::controller_service())?
+                .context("no running task of the controller's service"),
+        }
     }
 
     /// Waits for the controller to be restarted (count past `restarts`)
     /// and to answer again.
     pub fn wait_restarted(&self, restarts: u32) -> Result<()> {
         poll::until(Duration::from_secs(30), Duration::from_millis(100), || {
-            let now: u32 = docker::inspect(CONTROLLER, "{{.RestartCount}}")?.parse().unwrap_or(0);
+            let now = self.restart_count()?;
             if now <= restarts {
                 return Ok(Poll::Pending(format!("restarted {now} times")));
             }
@@ -280,8 +322,20 @@ impl Fixture {
         .context("waiting for the controller's restart")
     }
 
+    /// How often the controller was restarted: Docker's count on compose;
+    /// on Swarm, which starts a new task each time, its tasks but the
+    /// first (Swarm keeps the last five).
     pub fn restart_count(&self) -> Result<u32> {
-        Ok(docker::inspect(CONTROLLER, "{{.RestartCount}}")?.parse().unwrap_or(0))
+        match platform() {
+            Platform::Compose => {
+                Ok(docker::inspect(CONTROLLER, "{{.RestartCount}}")?.parse().unwrap_or(0))
+            }
+            Platform::Swarm => {
+                let tasks = output(docker(["service", "ps", "-q", &swarm::controller_service()]))?;
+                let count = u32::try_from(tasks.lines().count()).unwrap_or(u32::MAX);
+                Ok(count.saturating_sub(1))
+            }
+        }
     }
 
     /// Arms a crash point: the controller aborts there once.
@@ -323,7 +377,8 @@ impl Fixture {
 
     /// What the controller printed lately, for a failure report.
     pub fn controller_log(&self) -> String {
-        docker::logs(CONTROLLER)
+        let container = self.controller().unwrap_or_else(|e| format!("({e:#})"));
+        docker::logs(&container)
             .lines()
             .rev()
             .take(25)

@@ -14,9 +14,24 @@ use anyhow::{Context, Result, bail};
 
 use xtask::effects::compose::Tool;
 use xtask::effects::{docker, registry};
+use xtask::stack::{Platform, swarm};
 use xtask::stages::artifacts::Built;
 
 use crate::{fixture, images, scenarios};
+
+/// The scenarios run on Swarm (`--platform swarm`), by name: the rollout's
+/// main paths and failures, a crash of the controller and the load test.
+/// The others stay compose's for now: they name containers, networks or
+/// tiers the compose way (`taxi-fare_app_blue_1`, Prometheus, the status
+/// page), or test what the Swarm backend shares with compose's.
+pub const ON_SWARM: &[&str] = &[
+    "good deploy",
+    "level 1: never healthy",
+    "tag not in the registry",
+    "SIGKILL while waiting for health",
+    "controller rollback",
+    "under load: deploys and rollbacks lose no request",
+];
 
 /// The deployment controller's end-to-end scenarios on the real Docker
 /// Engine, nginx and registry (needs `cargo xtask build` first).
@@ -26,6 +41,10 @@ pub struct E2eArgs {
     /// Run only the scenarios whose name contains this text (repeatable).
     #[arg(long)]
     pub only: Vec<String>,
+    /// The platform of the stacks: compose, or a one-node Docker Swarm
+    /// (the scenarios of `ON_SWARM` only).
+    #[arg(long, value_enum, default_value_t = Platform::Compose)]
+    pub platform: Platform,
 }
 
 pub fn run(args: &E2eArgs) -> Result<()> {
@@ -35,19 +54,26 @@ pub fn run(args: &E2eArgs) -> Result<()> {
         .context("no build recorded in artifacts/images.json: run `cargo xtask build` first")?;
     let registry = registry::ensure_running()?;
     images::prepare(&built)?;
+    fixture::use_platform(args.platform);
     let fx = fixture::Fixture { tool, built };
 
     let chosen: Vec<_> = scenarios::ALL
         .iter()
+        .filter(|(name, _)| args.platform == Platform::Compose || ON_SWARM.contains(name))
         .filter(|(name, _)| {
             args.only.is_empty() || args.only.iter().any(|o| name.contains(o.as_str()))
         })
         .collect();
+    if args.platform == Platform::Swarm && chosen.len() < ON_SWARM.len() && args.only.is_empty() {
+        bail!("a scenario of ON_SWARM was renamed: {ON_SWARM:?}");
+    }
     let mut rows = Vec::new();
     for (name, scenario) in &chosen {
         println!("e2e: {name} …");
         let started = Instant::now();
-        let outcome = scenario(&fx);
+        // A panic is a failure like any other: the stack still goes.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(&fx)))
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the scenario panicked")));
         let seconds = started.elapsed().as_secs_f64();
         match &outcome {
             Ok(what) => println!("ok    {name} ({seconds:.0} s): {what}"),
@@ -58,7 +84,11 @@ pub fn run(args: &E2eArgs) -> Result<()> {
         }
         rows.push((name, seconds, outcome));
     }
-    let cleared = fx.clear();
+    let mut cleared = fx.clear();
+    if args.platform == Platform::Swarm {
+        // Left only if `up`'s code made it, as `down` does.
+        cleared = cleared.and(swarm::leave_if_ours().map(|_| ()));
+    }
     drop(registry);
 
     println!();

@@ -10,6 +10,11 @@
 //! the app slots: it is their one owner. Running `up` again converges on
 //! the same state. `down` removes every container of the compose project
 //! (the controller's slots included) and stops the registry `up` started.
+//!
+//! `up --platform swarm` runs the same parts as Swarm services instead
+//! ([`swarm`]); `down` removes whichever of the two stacks is up.
+
+pub mod swarm;
 
 use std::fs;
 use std::net::TcpListener;
@@ -34,8 +39,23 @@ use crate::stages::build::{self, BuildArgs};
 use crate::stages::integration;
 use crate::stages::train;
 
+/// Where the stack runs.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Platform {
+    /// Containers of the compose project `taxi-fare` (manifests/compose.yaml).
+    #[default]
+    Compose,
+    /// Services of the Swarm stack `taxi-fare` (manifests/swarm.yaml) on a
+    /// one-node swarm of this Engine, the controller run with
+    /// `--platform swarm`.
+    Swarm,
+}
+
 #[derive(clap::Args, Debug)]
 pub struct UpArgs {
+    /// Where the stack runs: compose, or Docker Swarm.
+    #[arg(long, value_enum, default_value_t = Platform::Compose)]
+    pub platform: Platform,
     /// Reuse the model artifact already in artifacts/ instead of training.
     #[arg(long)]
     pub no_train: bool,
@@ -69,6 +89,7 @@ const DEFAULT_TIMEOUT_S: u64 = 180;
 impl Default for UpArgs {
     fn default() -> Self {
         UpArgs {
+            platform: Platform::Compose,
             no_train: false,
             timeout: DEFAULT_TIMEOUT_S,
             notify: Notify { webhook: None, webhook_format: "json".into() },
@@ -107,8 +128,17 @@ pub fn up(args: &UpArgs) -> Result<()> {
     // on demand), so a fresh machine gets every package in one go.
     deps::ensure(&[deps::REGISTRY, deps::NGINX_ROOTFS].concat())?;
     docker::ensure_running()?;
-    let tool = Tool::ensure()?;
-    check_ports()?;
+    let tool = match args.platform {
+        Platform::Compose => {
+            let tool = Tool::ensure()?;
+            check_ports()?;
+            Some(tool)
+        }
+        Platform::Swarm => {
+            swarm::check_ports()?;
+            None
+        }
+    };
     // Started (and kept) first: a taken port 5000 fails before any work,
     // the build's push finds it running, and it stays for the controller.
     registry::ensure_running()?.keep();
@@ -129,7 +159,10 @@ pub fn up(args: &UpArgs) -> Result<()> {
     let built = build::build(&build)?;
 
     let timeout = Duration::from_secs(args.timeout);
-    launch(tool, &built, timeout, &args.notify)?;
+    match tool {
+        Some(tool) => launch(tool, &built, timeout, &args.notify)?,
+        None => swarm::launch(&built, timeout, &args.notify)?,
+    }
     wait_for_prediction(timeout)?;
 
     let s = rollout::status()?;
@@ -138,10 +171,16 @@ pub fn up(args: &UpArgs) -> Result<()> {
     println!("The stack is up ({:.0} s), {live} live:", started.elapsed().as_secs_f64());
     println!("  front (nginx)   http://localhost:{}/", front_port());
     println!("  controller      http://{}/status", rollout::ADDR);
-    println!("  app_blue        http://127.0.0.1:{}/", published_port(bluegreen::Color::Blue));
-    println!("  app_green       http://127.0.0.1:{}/", published_port(bluegreen::Color::Green));
+    if args.platform == Platform::Compose {
+        println!("  app_blue        http://127.0.0.1:{}/", published_port(bluegreen::Color::Blue));
+        println!("  app_green       http://127.0.0.1:{}/", published_port(bluegreen::Color::Green));
+    } else {
+        println!("  services        docker stack services {PROJECT}");
+    }
     println!("  registry        http://{REGISTRY_ADDR}/v2/");
-    println!("  prometheus      http://127.0.0.1:{PROMETHEUS_PORT}/targets");
+    if args.platform == Platform::Compose {
+        println!("  prometheus      http://127.0.0.1:{PROMETHEUS_PORT}/targets");
+    }
     println!("  status page     http://{}/", rollout::ADDR);
     if let Some(url) = &args.notify.webhook {
         println!("  webhook         {url} ({})", args.notify.webhook_format);
@@ -282,7 +321,7 @@ pub fn controller_user() -> Result<ControllerUser> {
 /// Fails, naming the file, unless everything the controller writes is the
 /// user's: it has no capability to write what another user owns (a
 /// directory left by a run as someone else, say).
-fn check_owned(user: ControllerUser) -> Result<()> {
+pub(crate) fn check_owned(user: ControllerUser) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     for sub in RUNTIME_DIRS {
         let dir = stack_dir().join(sub);
@@ -357,7 +396,7 @@ fn container_of(tool: Tool, service: &str) -> Result<String> {
         .with_context(|| format!("compose started no {service} container"))
 }
 
-fn wait_for_prediction(timeout: Duration) -> Result<()> {
+pub fn wait_for_prediction(timeout: Duration) -> Result<()> {
     let documented = api::documented_request();
     let front = front();
     poll::until(timeout, Duration::from_millis(500), || {
@@ -375,11 +414,18 @@ fn wait_for_prediction(timeout: Duration) -> Result<()> {
 
 pub fn down() -> Result<()> {
     let mut problems = Vec::new();
+    let mut left_swarm = Ok(false);
     match docker::ensure_running() {
         Ok(_) => {
+            // Swarm's first: its tasks are containers too, and compose's
+            // removal does not know them.
+            if let Err(e) = swarm::remove_stack() {
+                problems.push(format!("{e:#}"));
+            }
             if let Err(e) = remove_stack() {
                 problems.push(format!("{e:#}"));
             }
+            left_swarm = swarm::leave_if_ours();
         }
         Err(e) => problems.push(format!("{e:#}")),
     }
@@ -388,7 +434,13 @@ pub fn down() -> Result<()> {
         Ok(false) => {}
         Err(e) => problems.push(format!("cannot stop the registry: {e:#}")),
     }
-    paths::remove_dir_if_present(&stack_dir())?;
+    match left_swarm {
+        Ok(true) => eprintln!("left the swarm `up` made"),
+        Ok(false) => {}
+        // The marker stays, so the next `down` leaves it.
+        Err(e) => problems.push(format!("cannot leave the swarm `up` made: {e:#}")),
+    }
+    swarm::clear_dir()?;
     if !problems.is_empty() {
         bail!("{}", problems.join("; "));
     }

@@ -247,3 +247,36 @@ fn docker_message(e: &BollardError) -> String {
         other => other.to_string(),
     }
 }
+
+/// Forwards an engine's event stream to `hints` as wake-ups, for as long as
+/// the process runs: `open(since)` is asked again, from the last event's
+/// time, whenever the stream fails or ends. Hints only: whatever is
+/// missed in between is found by the reconcile the reconnection wakes.
+pub async fn forward_events<S>(
+    open: impl Fn(Option<i64>) -> S,
+    hints: tokio::sync::mpsc::Sender<String>,
+) where
+    S: futures_util::Stream<Item = Result<bollard::models::EventMessage>>,
+{
+    let mut since: Option<i64> = None;
+    loop {
+        let mut events = std::pin::pin!(open(since));
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(e) => {
+                    since = e.time.or(since);
+                    let what = e.action.unwrap_or_default();
+                    tracing::debug!(event = %what, "docker event");
+                    // A full channel already holds a wake-up.
+                    let _ = hints.try_send(what);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the Docker event stream failed; reconnecting");
+                    break;
+                }
+            }
+        }
+        let _ = hints.try_send("reconnect".into());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

@@ -7,15 +7,14 @@ pub mod docker;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::time::Duration;
 
 use bluegreen::Color;
 use controller_core::observed::{Capabilities, Replica, Traffic};
-use futures_util::StreamExt;
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tracing::warn;
 
 use self::docker::Engine;
+use super::docker::forward_events;
 use super::nginx::{Instances, Nginx};
 use super::{AppRange, Result, Router, Spec, Workloads};
 
@@ -120,30 +119,7 @@ impl Workloads for Compose {
 
     fn events(&self, hints: mpsc::Sender<String>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         let engine = self.engine.clone();
-        Box::pin(async move {
-            let mut since: Option<i64> = None;
-            loop {
-                let mut events = engine.events(since);
-                while let Some(event) = events.next().await {
-                    match event {
-                        Ok(e) => {
-                            since = e.time.or(since);
-                            let what = e.action.unwrap_or_default();
-                            debug!(event = %what, "docker event");
-                            // A full channel already holds a wake-up.
-                            let _ = hints.try_send(what);
-                        }
-                        Err(e) => {
-                            warn!(error = %e, "the Docker event stream failed; reconnecting");
-                            break;
-                        }
-                    }
-                }
-                // Whatever was missed is found by the reconcile this wakes.
-                let _ = hints.try_send("reconnect".into());
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        })
+        Box::pin(forward_events(move |since| engine.events(since), hints))
     }
 }
 

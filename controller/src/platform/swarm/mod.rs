@@ -23,13 +23,12 @@ use std::time::Duration;
 use bluegreen::{Color, Upstream};
 use bollard::models::{Service, Task, TaskState};
 use controller_core::observed::{Capabilities, Replica, State, Traffic};
-use futures_util::StreamExt;
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tracing::warn;
 
 use self::services::Services;
 use self::spec::{Layout, Local};
-use super::docker::{CALL, Engine, PULL, STOP_GRACE, is_for_good};
+use super::docker::{CALL, Engine, PULL, STOP_GRACE, forward_events, is_for_good};
 use super::nginx::{Instances, Nginx};
 use super::{AppRange, PlatformError, Result, Router, Spec, Workloads};
 
@@ -325,7 +324,23 @@ impl Workloads for Swarm {
                 warn!(service = %name, "its tasks did not stop in time; removing it anyway");
             }
         }
-        self.services.delete(&name).await
+        self.services.delete(&name).await?;
+        // Swarm stops and removes the containers after the service is
+        // gone: wait for that on this node, as compose's remove returns
+        // with its containers gone, so a removed color serves nothing.
+        let gone = async {
+            while self.services.local_containers(&name).await? > 0 {
+                tokio::time::sleep(POLL).await;
+            }
+            Ok::<(), PlatformError>(())
+        };
+        match tokio::time::timeout(STOP_GRACE + CALL, gone).await {
+            Ok(result) => result,
+            Err(_) => Err(PlatformError::Unavailable {
+                backend: "swarm",
+                message: format!("the containers of {name} were still there after its removal"),
+            }),
+        }
     }
 
     async fn endpoints(&self, color: Color) -> Result<Vec<String>> {
@@ -374,30 +389,7 @@ impl Workloads for Swarm {
     fn events(&self, hints: mpsc::Sender<String>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         let services = self.services.clone();
         let stack = self.layout.stack.clone();
-        Box::pin(async move {
-            let mut since: Option<i64> = None;
-            loop {
-                let mut events = Box::pin(services.events(&stack, since));
-                while let Some(event) = events.next().await {
-                    match event {
-                        Ok(e) => {
-                            since = e.time.or(since);
-                            let what = e.action.unwrap_or_default();
-                            debug!(event = %what, "docker event");
-                            // A full channel already holds a wake-up.
-                            let _ = hints.try_send(what);
-                        }
-                        Err(e) => {
-                            warn!(error = %e, "the Docker event stream failed; reconnecting");
-                            break;
-                        }
-                    }
-                }
-                // Whatever was missed is found by the reconcile this wakes.
-                let _ = hints.try_send("reconnect".into());
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        })
+        Box::pin(forward_events(move |since| services.events(&stack, since), hints))
     }
 }
 

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use bollard::models::{EventMessage, HealthStatusEnum, Service, ServiceSpec, Task};
 use bollard::query_parameters::{
     EventsOptions, InspectContainerOptions, InspectNetworkOptions, InspectServiceOptions,
-    ListServicesOptions, ListTasksOptions, UpdateServiceOptions,
+    ListContainersOptions, ListServicesOptions, ListTasksOptions, UpdateServiceOptions,
 };
 use controller_core::clock::Timestamp;
 use controller_core::observed::Health;
@@ -117,6 +117,21 @@ impl Services {
                 Err(e) if !is_status(&e, &[404]) => Err(e.into()),
                 _ => Ok(()),
             }
+        })
+        .await
+    }
+
+    /// How many containers of a service this node still has, stopped
+    /// ones included: a removed service's go a while after the removal.
+    pub async fn local_containers(&self, service: &str) -> Result<usize> {
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![format!("com.docker.swarm.service.name={service}")],
+        )]);
+        let options =
+            ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
+        within(&format!("listing the containers of {service}"), CALL, async {
+            Ok(self.engine.docker.list_containers(Some(options)).await?.len())
         })
         .await
     }
