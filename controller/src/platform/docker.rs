@@ -280,3 +280,15 @@ pub async fn forward_events<S>(
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
+
+/// A container's Docker health, in the core's words.
+pub fn health_of(state: &bollard::models::ContainerState) -> controller_core::observed::Health {
+    use bollard::models::HealthStatusEnum;
+    use controller_core::observed::Health;
+    match state.health.as_ref().and_then(|h| h.status) {
+        Some(HealthStatusEnum::HEALTHY) => Health::Healthy,
+        Some(HealthStatusEnum::UNHEALTHY) => Health::Unhealthy,
+        Some(HealthStatusEnum::STARTING) => Health::Starting,
+        _ => Health::None,
+    }
+}

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use bluegreen::{Color, NGINX_RELOAD, NGINX_TEST, Upstream};
 use controller_core::clock::Timestamp;
+use controller_core::observed::{Capabilities, Traffic};
 use tracing::warn;
 
 use super::docker::Engine;
@@ -27,6 +28,19 @@ const FILE: &str = "upstream.conf";
 const PREVIEW: &str = "preview.conf";
 
 #[derive(Clone)]
+/// upstream.conf as last read: the live color it names, or why it
+/// cannot be read.
+pub struct ReadBack {
+    upstream: std::result::Result<Upstream, String>,
+}
+
+impl ReadBack {
+    /// The live color the file names, if it could be read and names one.
+    pub fn live(&self) -> Option<Color> {
+        self.upstream.as_ref().ok().and_then(|u| u.live)
+    }
+}
+
 pub struct Nginx<I> {
     engine: Engine,
     instances: I,
@@ -75,6 +89,38 @@ impl<I: Instances> Nginx<I> {
     }
 
     /// The color preview.conf shows, if any (an unreadable file: none).
+    /// What upstream.conf says, read once for [`Nginx::traffic`].
+    pub async fn read_back(&self) -> ReadBack {
+        ReadBack { upstream: self.upstream().await }
+    }
+
+    /// The router read back, as the core sees it: `read`'s file, the
+    /// preview, whether the backend must route again (`stale`) and which
+    /// parts of its tier are down — a tier that cannot be listed is not
+    /// called down: the next observation tries again.
+    pub async fn traffic(
+        &self,
+        read: ReadBack,
+        stale: bool,
+        down: Result<Vec<String>>,
+        capabilities: Capabilities,
+    ) -> Traffic {
+        let down = down.unwrap_or_else(|e| {
+            warn!(error = %e, "cannot list the traffic tier");
+            Vec::new()
+        });
+        let upstream = read.upstream;
+        Traffic {
+            fallback: upstream.as_ref().ok().and_then(|u| u.backup),
+            servers: upstream.as_ref().map_or(0, |u| u.replicas),
+            live: upstream.map(|u| u.live),
+            preview: self.preview().await,
+            down,
+            stale,
+            capabilities,
+        }
+    }
+
     pub async fn preview(&self) -> Option<Color> {
         self.read(PREVIEW).await.ok().and_then(|u| u.live)
     }

@@ -11,9 +11,8 @@ use std::collections::HashMap;
 
 use bluegreen::{Color, label};
 use bollard::models::{
-    ContainerCreateBody, ContainerStateStatusEnum, EndpointSettings, EventMessage,
-    HealthStatusEnum, HostConfig, NetworkingConfig, PortBinding, RestartPolicy,
-    RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerStateStatusEnum, EndpointSettings, EventMessage, HostConfig,
+    NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, EventsOptions, InspectContainerOptions, ListContainersOptions,
@@ -22,9 +21,9 @@ use bollard::query_parameters::{
 use futures_util::{Stream, TryStreamExt};
 
 use controller_core::clock::Timestamp;
-use controller_core::observed::{Health, Replica, State};
+use controller_core::observed::{Replica, State};
 
-use crate::platform::docker::{CALL, STOP_GRACE, is_status, within};
+use crate::platform::docker::{CALL, STOP_GRACE, health_of, is_status, within};
 pub use crate::platform::docker::{Engine, reference_of};
 use crate::platform::{PlatformError, Resources, Result, Spec};
 
@@ -74,12 +73,7 @@ impl Engine {
                     Err(e) => return Err(e.into()),
                 };
             let state = inspect.state.unwrap_or_default();
-            let health = match state.health.and_then(|h| h.status) {
-                Some(HealthStatusEnum::HEALTHY) => Health::Healthy,
-                Some(HealthStatusEnum::UNHEALTHY) => Health::Unhealthy,
-                Some(HealthStatusEnum::STARTING) => Health::Starting,
-                _ => Health::None,
-            };
+            let health = health_of(&state);
             let started_at = state.started_at.as_deref().and_then(Timestamp::parse);
             let status = self::state(state.status);
             let running = status == State::Running;

@@ -129,37 +129,18 @@ impl Router for Compose {
     }
 
     async fn read(&self, replicas: &[Replica]) -> Traffic {
-        let upstream = self.nginx.upstream().await;
-        let fallback = upstream.as_ref().ok().and_then(|u| u.backup);
-        let servers = upstream.as_ref().map_or(0, |u| u.replicas);
-        let live = upstream.map(|u| u.live);
+        let read = self.nginx.read_back().await;
         // nginx resolves container names when it loads its configuration:
         // a live container Docker restarted since has a new address.
         let loaded_at = self.nginx.loaded_at().await;
-        let stale = match (live.as_ref().ok().copied().flatten(), loaded_at) {
+        let stale = match (read.live(), loaded_at) {
             (Some(color), Some(loaded)) => replicas.iter().any(|c| {
                 c.color == color && c.is_running() && c.started_at.is_some_and(|s| s > loaded)
             }),
             _ => false,
         };
-        // A tier that cannot be listed is not called down: the next
-        // observation tries again.
-        let down = match self.engine.tier_down().await {
-            Ok(down) => down.into_iter().map(|(name, _)| name).collect(),
-            Err(e) => {
-                warn!(error = %e, "cannot list the traffic tier");
-                Vec::new()
-            }
-        };
-        Traffic {
-            live,
-            fallback,
-            preview: self.nginx.preview().await,
-            servers,
-            down,
-            stale,
-            capabilities: self.capabilities(),
-        }
+        let down = self.engine.tier_down().await.map(|d| d.into_iter().map(|(n, _)| n).collect());
+        self.nginx.traffic(read, stale, down, self.capabilities()).await
     }
 
     async fn route(

@@ -410,11 +410,8 @@ impl Router for Swarm {
     /// serve. The backup servers are not compared (they only take what
     /// the live color refuses, while a switch is verified).
     async fn read(&self, _replicas: &[Replica]) -> Traffic {
-        let upstream = self.nginx.upstream().await;
-        let fallback = upstream.as_ref().ok().and_then(|u| u.backup);
-        let servers = upstream.as_ref().map_or(0, |u| u.replicas);
-        let live = upstream.map(|u| u.live);
-        let stale = match live.as_ref().ok().copied().flatten() {
+        let read = self.nginx.read_back().await;
+        let stale = match read.live() {
             Some(color) => {
                 match (self.nginx.upstream_hosts().await, self.serving(color, None).await) {
                     (Ok(named), Ok(serving)) => {
@@ -432,24 +429,11 @@ impl Router for Swarm {
             }
             None => false,
         };
-        // A tier that cannot be listed is not called down: the next
-        // observation tries again.
-        let down = match self.tier_down().await {
-            Ok(down) => down.into_iter().filter_map(|s| s.spec.and_then(|s| s.name)).collect(),
-            Err(e) => {
-                warn!(error = %e, "cannot list the traffic tier");
-                Vec::new()
-            }
-        };
-        Traffic {
-            live,
-            fallback,
-            preview: self.nginx.preview().await,
-            servers,
-            down,
-            stale,
-            capabilities: self.capabilities(),
-        }
+        let down = self
+            .tier_down()
+            .await
+            .map(|d| d.into_iter().filter_map(|s| s.spec.and_then(|s| s.name)).collect());
+        self.nginx.traffic(read, stale, down, self.capabilities()).await
     }
 
     /// Names the serving tasks of `to` (at most `replicas`, by slot) and

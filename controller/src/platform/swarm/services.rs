@@ -5,17 +5,16 @@
 
 use std::collections::HashMap;
 
-use bollard::models::{EventMessage, HealthStatusEnum, Service, ServiceSpec, Task};
+use bollard::models::{EventMessage, Service, ServiceSpec, Task};
 use bollard::query_parameters::{
     EventsOptions, InspectContainerOptions, InspectNetworkOptions, InspectServiceOptions,
     ListContainersOptions, ListServicesOptions, ListTasksOptions, UpdateServiceOptions,
 };
 use controller_core::clock::Timestamp;
-use controller_core::observed::Health;
 use futures_util::{Stream, TryStreamExt};
 
 use super::spec::Local;
-use crate::platform::docker::{CALL, Engine, is_status, within};
+use crate::platform::docker::{CALL, Engine, health_of, is_status, within};
 use crate::platform::{PlatformError, Result};
 
 /// A task's container as this node's Engine sees it.
@@ -161,12 +160,7 @@ impl Services {
         .await?;
         let Some(inspect) = inspect else { return Ok(None) };
         let state = inspect.state.unwrap_or_default();
-        let health = match state.health.and_then(|h| h.status) {
-            Some(HealthStatusEnum::HEALTHY) => Health::Healthy,
-            Some(HealthStatusEnum::UNHEALTHY) => Health::Unhealthy,
-            Some(HealthStatusEnum::STARTING) => Health::Starting,
-            _ => Health::None,
-        };
+        let health = health_of(&state);
         let started_at = state.started_at.as_deref().and_then(Timestamp::parse);
         let address = inspect
             .network_settings
