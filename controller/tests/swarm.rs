@@ -7,8 +7,8 @@
 //! and the images `cargo xtask build` makes:
 //! `cargo test -p controller --test swarm -- --ignored`. It fails, not
 //! skips, without Docker or without the images. `SWARMTEST_APP_IMAGE`
-//! (default: the newest local `localhost:5000/taxi/service:*`, which has a
-//! HEALTHCHECK) and `SWARMTEST_NGINX_IMAGE` (default `taxi/nginx:latest`)
+//! (default: the last build's `localhost:5000/taxi/service:latest`, which
+//! has a HEALTHCHECK) and `SWARMTEST_NGINX_IMAGE` (default `taxi/nginx:latest`)
 //! name others.
 //!
 //! Everything it creates is named `taxi-fare-swarmtest*` and removed by a
@@ -78,16 +78,16 @@ fn app_image() -> String {
     if let Ok(image) = std::env::var("SWARMTEST_APP_IMAGE") {
         return image;
     }
-    let listed =
-        docker(&["images", bluegreen::SERVICE_REPOSITORY, "--format", "{{.Repository}}:{{.Tag}}"])
-            .unwrap_or_default();
-    match listed.lines().find(|l| !l.ends_with(":<none>")) {
-        Some(image) => image.to_owned(),
-        None => panic!(
-            "no {} image on this Engine: run `cargo xtask build` first, or set SWARMTEST_APP_IMAGE",
-            bluegreen::SERVICE_REPOSITORY
-        ),
+    // The last build's service (`cargo xtask build` tags it `latest` too),
+    // never the newest image of the repository: e2e tags hostile and
+    // broken variants of it there.
+    let image = format!("{}:latest", bluegreen::SERVICE_REPOSITORY);
+    if docker(&["image", "inspect", "--format", "{{.Id}}", &image]).is_err() {
+        panic!(
+            "no {image} on this Engine: run `cargo xtask build` first, or set SWARMTEST_APP_IMAGE"
+        );
     }
+    image
 }
 
 /// Until `check` is true, at most `limit`.
