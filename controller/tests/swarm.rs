@@ -3,7 +3,8 @@
 //! started, observed healthy, routed to, read back and removed through
 //! the `Swarm` backend itself.
 //!
-//! Ignored by the Docker-less unit stage; run it on a machine with Docker
+//! Ignored by the Docker-less unit stage; `cargo xtask ci` runs it after
+//! the build (step `swarm-engine`), and by hand on a machine with Docker
 //! and the images `cargo xtask build` makes:
 //! `cargo test -p controller --test swarm -- --ignored`. It fails, not
 //! skips, without Docker or without the images. `SWARMTEST_APP_IMAGE`
@@ -116,7 +117,9 @@ fn write(dir: &Path, name: &str, text: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs Docker: run by cargo xtask … (cargo test -p controller --test swarm -- --ignored)"]
+// The unit stage has no Docker; `cargo xtask ci` runs it after the build
+// (its `swarm-engine` step), with the images just built.
+#[ignore = "needs Docker and the built images: run by `cargo xtask ci` (step swarm-engine)"]
 async fn a_color_starts_healthy_takes_traffic_and_goes() {
     let state = match docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]) {
         Ok(s) => s,

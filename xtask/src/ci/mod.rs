@@ -2,7 +2,8 @@
 //!
 //! The CI jobs in their order (lint → smoke → unit → train → build & push
 //! → integration → deploy), plus what a CI runner has and this machine
-//! lacks: before deploy, the production stack (`up`, reusing the trained
+//! lacks: after integration, the Swarm backend's engine test on the
+//! images just built (`swarm-engine`); before deploy, the production stack (`up`, reusing the trained
 //! model), so the deploy stage meets a running controller as the CI job
 //! does; after it, the controller's end-to-end tests. The stack is torn
 //! down at the end whatever happened, and a table of each step's duration
@@ -14,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
 
+use crate::effects::process::{self, cmd};
+use crate::stages::artifacts::Built;
 use crate::stages::{build, deploy, integration, lint, smoke, train, unit};
 use crate::{e2e, stack};
 
@@ -40,6 +43,8 @@ pub fn steps() -> Vec<Step> {
         job("train", || train::run(&train::TrainArgs::default()).map(drop)),
         job("build", || build::build(&build::BuildArgs::default()).map(drop)),
         job("integration", || integration::run(&integration::IntegrationArgs::default())),
+        // The Swarm backend against this engine, on the images just built.
+        local("swarm-engine", swarm_engine),
         // The runner's production stack, serving the tag just built.
         local("up", || stack::up(&stack::UpArgs { no_train: true, ..Default::default() })),
         // That tag is live: deploy checks the registry and the controller
@@ -49,6 +54,18 @@ pub fn steps() -> Vec<Step> {
         // each starts from a clean stack of its own.
         local("e2e", || e2e::scenarios(&[])),
     ]
+}
+
+/// `controller/tests/swarm.rs` (ignored by the unit stage, which has no
+/// Docker): a one-node swarm of its own, the Swarm backend driving the
+/// last build's service and nginx images, everything it made removed.
+fn swarm_engine() -> Result<()> {
+    let built = Built::last()?.ok_or_else(|| {
+        anyhow!("no build recorded in artifacts/images.json: run `cargo xtask build` first")
+    })?;
+    let mut test = cmd("cargo", ["test", "-p", "controller", "--test", "swarm", "--", "--ignored"]);
+    test.env("SWARMTEST_APP_IMAGE", &built.service).env("SWARMTEST_NGINX_IMAGE", &built.nginx);
+    process::run(test)
 }
 
 /// What one step came to.
