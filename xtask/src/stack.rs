@@ -214,16 +214,9 @@ pub fn launch(tool: Tool, built: &Built, timeout: Duration, notify: &Notify) -> 
     docker::wait_healthy(&container_of(tool, MONITORING_SERVICES[0])?, timeout)
 }
 
-/// Fails, naming the port, when a port of the stack is taken by anything
-/// but this stack's own containers.
+/// Fails, naming the port, when a port of compose's stack is taken by
+/// anything but this stack's own containers.
 fn check_ports() -> Result<()> {
-    let ours = output(docker([
-        "ps",
-        "--filter",
-        &format!("label={}={PROJECT}", label::PROJECT),
-        "--format",
-        "{{.Ports}}",
-    ]))?;
     let ports = [
         (front_port(), "nginx"),
         (CONTROLLER_PORT, "controller"),
@@ -232,14 +225,28 @@ fn check_ports() -> Result<()> {
         (published_port(bluegreen::Color::Blue), "app_blue"),
         (published_port(bluegreen::Color::Green), "app_green"),
     ];
+    check_ports_free(label::PROJECT, &ports, "another program; stop it")
+}
+
+/// Fails, naming the port, when one of `ports` (number, what publishes it)
+/// is taken by anything but containers whose label `owner` names the
+/// project; `taken_by` says by whom it likely is.
+pub(crate) fn check_ports_free(owner: &str, ports: &[(u16, &str)], taken_by: &str) -> Result<()> {
+    let ours = output(docker([
+        "ps",
+        "--filter",
+        &format!("label={owner}={PROJECT}"),
+        "--format",
+        "{{.Ports}}",
+    ]))?;
     for (port, what) in ports {
         if ours.contains(&format!(":{port}->")) {
             continue;
         }
-        if TcpListener::bind(("0.0.0.0", port)).is_err() {
+        if TcpListener::bind(("0.0.0.0", *port)).is_err() {
             bail!(
-                "port {port} (the stack's {what}) is taken by another program; stop it, or find it \
-                 with `ss -ltnp 'sport = :{port}'`"
+                "port {port} (the stack's {what}) is taken by {taken_by}, or find it with \
+                 `ss -ltnp 'sport = :{port}'`"
             );
         }
     }

@@ -16,7 +16,6 @@
 //! when that marker is there, so a swarm someone else made outlives us.
 
 use std::fs;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -81,27 +80,13 @@ pub fn ensure_swarm() -> Result<()> {
 /// Fails, naming the port, when a port the swarm stack publishes is taken
 /// by anything but this stack's own tasks.
 pub fn check_ports() -> Result<()> {
-    let ours = output(docker([
-        "ps",
-        "--filter",
-        &format!("label={}={PROJECT}", label::STACK),
-        "--format",
-        "{{.Ports}}",
-    ]))?;
-    for (port, what) in
-        [(front_port(), "edge"), (PREVIEW_PORT, "preview"), (CONTROLLER_PORT, "controller")]
-    {
-        if ours.contains(&format!(":{port}->")) {
-            continue;
-        }
-        if TcpListener::bind(("0.0.0.0", port)).is_err() {
-            bail!(
-                "port {port} (the swarm stack's {what}) is taken (by compose's stack? `cargo \
-                 xtask down` first), or find it with `ss -ltnp 'sport = :{port}'`"
-            );
-        }
-    }
-    Ok(())
+    let ports =
+        [(front_port(), "edge"), (PREVIEW_PORT, "preview"), (CONTROLLER_PORT, "controller")];
+    super::check_ports_free(
+        label::STACK,
+        &ports,
+        "another program (compose's stack? `cargo xtask down` first); stop it",
+    )
 }
 
 /// The runtime directory and live manifest as compose's `launch` lays
