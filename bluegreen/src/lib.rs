@@ -15,4 +15,4 @@ mod upstream;
 
 pub use color::{Color, ParseColorError};
 pub use naming::*;
-pub use upstream::{Upstream, UpstreamError};
+pub use upstream::{Split, Upstream, UpstreamError};

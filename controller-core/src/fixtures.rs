@@ -19,6 +19,8 @@ pub fn desired(tag: &str) -> Desired {
         analysis: Analysis { window: Duration::ZERO, ..Default::default() },
         auto_promote: true,
         resources: Default::default(),
+        strategy: Default::default(),
+        shadow: None,
     }
 }
 

@@ -21,6 +21,21 @@
 //! from a clean idle color; after the switch the rollout runs to its end,
 //! skipping the scale-down delay, and the new tag rolls on after it. So
 //! there is never more than one rollout, nor more than two colors.
+//!
+//! A canary (`spec.strategy.canary`) replaces the one switch with its
+//! steps, each a stage: `setWeight` asks the router for a split (the
+//! stable color keeps the rest), `pause` waits for its deadline or the
+//! operator, `analysis` reads both colors every second and compares them
+//! ([`crate::compare`]); past the last step (or at `setWeight: 100`, or on
+//! `promote --full`) the switch, the probe and the scale-down follow as in
+//! blue-green. A failed comparison, an abort or a refused step gives the
+//! canary's share back to the stable color (level 4), and so does a new
+//! tag mid-canary (superseded) before the new tag rolls on. A shadow
+//! (`spec.shadow`) runs after the gates, before the switch or the first
+//! step: the router mirrors live predictions to the new color, and both
+//! colors' answers are compared ([`crate::shadow`]); a refusal is level 1.
+//! The split and the mirror are undone first whenever the rollout leaves
+//! the stage that needs them.
 
 use std::time::Duration;
 
@@ -29,10 +44,15 @@ use model::Trip;
 
 use crate::analysis::{self, Reading};
 use crate::clock::Timestamp;
+use crate::compare::{self, Decision, Pair};
 use crate::gates::{self, Evidence, Known};
 use crate::manifest::{Desired, Probe};
 use crate::observed::{Health, Observed};
-use crate::record::{Finished, Level, Operator, Origin, Record, Rollout, Stage, StepName, Watch};
+use crate::record::{
+    CanaryAt, Finished, Level, Operator, Origin, Record, Rollout, Stage, StepName, Watch,
+};
+use crate::shadow::{self, Answers};
+use crate::strategy::CanaryStep;
 
 /// Requests in one warm-up burst of the latency budget.
 pub const WARM_UP_REQUESTS: usize = 40;
@@ -89,6 +109,22 @@ pub enum Step {
     Finish,
     /// Bring back the parts of the traffic tier that are down.
     Heal { down: Vec<String> },
+    /// Split live traffic by a sticky key: `weight` percent to `canary`'s
+    /// replicas, the rest to `stable`'s (a canary's `setWeight`).
+    Split { stable: (Color, u32), canary: (Color, u32), weight: u8 },
+    /// Mirror live predictions to `to`'s replicas, their answers
+    /// discarded (`None`: mirror nothing).
+    Mirror { to: Option<(Color, u32)> },
+    /// Collect what each color answered, by request id, since the mirror
+    /// was turned on: `stable` to the requests themselves, `canary` to
+    /// their mirrored copies. Answered by [`Outcome::Answered`].
+    Answers { stable: Color, canary: Color },
+    /// Read both colors' counters, one right after the other, for a
+    /// canary's analysis step. Answered by [`Outcome::Compared`].
+    Compare { stable: Color, canary: Color },
+    /// Record that canary step `from` is over (its pause or analysis
+    /// ended, or the operator promoted); `full`: skip every step left.
+    CanaryNext { from: usize, full: bool },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +160,10 @@ pub enum Outcome {
     /// The new color's counters, and what the controller's own requests
     /// met.
     Sampled(Result<Reading, String>),
+    /// Both colors' counters of a [`Step::Compare`].
+    Compared(Result<Pair, String>),
+    /// Both colors' answers of a [`Step::Answers`].
+    Answered(Result<Box<Answers>, String>),
 }
 
 /// What [`apply`] did with an outcome.
@@ -242,17 +282,24 @@ fn decide_rollout(r: &Rollout, desired: Option<&Desired>, o: &Observed, now: Tim
         | Stage::Gates
         | Stage::WarmUp { .. }
         | Stage::Paused
+        | Stage::Shadow { .. }
+        | Stage::Canary { .. }
             if superseded.is_some() =>
         {
             Step::Supersede { reason: superseded.unwrap_or_default() }
         }
         // A rollback whose way back fails is overtaken by a new tag: the
-        // new rollout starts from what serves now.
-        Stage::Rollback { .. } if superseded.is_some() => Step::Finish,
+        // new rollout starts from what serves now (once no split or
+        // mirror of this one is left behind).
+        Stage::Rollback { .. } if superseded.is_some() && r.split.is_none() && !r.mirroring => {
+            Step::Finish
+        }
         // Backing off after a transient failure.
         _ if r.attempt.is_some_and(|a| now < a.next_at) => {
             Step::Wait { until: r.attempt.map(|a| a.next_at) }
         }
+        // The shadow is over (or given up): the mirror goes first.
+        _ if r.mirroring && !matches!(r.stage, Stage::Shadow { .. }) => Step::Mirror { to: None },
         Stage::Prepare if !new.is_empty() => Step::Remove { color, why: Removal::Stale },
         Stage::Prepare | Stage::Start => Step::Start {
             color,
@@ -303,7 +350,7 @@ fn decide_rollout(r: &Rollout, desired: Option<&Desired>, o: &Observed, now: Tim
             Step::Wait { until: Some(*deadline) }
         }
         Stage::Paused => match r.operator {
-            Some(Operator::Promote) => Step::Promote,
+            Some(Operator::Promote | Operator::PromoteFull) => Step::Promote,
             Some(Operator::Abort) => fail("aborted by the operator".to_owned()),
             None if traffic.capabilities.preview && traffic.preview != Some(color) => {
                 Step::Preview { to: Some((color, replicas)) }
@@ -315,6 +362,16 @@ fn decide_rollout(r: &Rollout, desired: Option<&Desired>, o: &Observed, now: Tim
             Step::Preview { to: None }
         }
         Stage::Gates => Step::Gates { color, live: old, golden: r.desired.gates.golden },
+        Stage::Shadow { .. } if r.operator == Some(Operator::Abort) => {
+            fail("aborted by the operator during the shadow comparison".to_owned())
+        }
+        Stage::Shadow { until: None } => Step::Mirror { to: Some((color, replicas)) },
+        Stage::Shadow { until: Some(until) } if now < *until => Step::Wait { until: Some(*until) },
+        Stage::Shadow { .. } => match old {
+            Some(stable) => Step::Answers { stable, canary: color },
+            None => fail("shadow: the live color is gone, nothing to compare with".to_owned()),
+        },
+        Stage::Canary { index, weight, at } => canary(r, o, *index, *weight, at, now),
         Stage::WarmUp { next_at, .. } if now < *next_at => Step::Wait { until: Some(*next_at) },
         Stage::WarmUp { trip, .. } => {
             Step::WarmUp { color, trip: *trip, requests: WARM_UP_REQUESTS }
@@ -358,6 +415,16 @@ fn decide_rollout(r: &Rollout, desired: Option<&Desired>, o: &Observed, now: Tim
             }
         }
         Stage::ScaleDown { .. } => scale_down(r, o, superseded.is_some(), now),
+        // A canary's split is undone first: all traffic back to the stable
+        // color while it runs, else to the new one, which then serves.
+        Stage::Rollback { .. } if r.split.is_some() => {
+            match old.filter(|c| o.of(*c).iter().any(|x| x.is_running())) {
+                Some(old) => {
+                    Step::Route { to: Some(old), replicas: r.from_replicas.max(1), fallback: None }
+                }
+                None => Step::Route { to: Some(color), replicas, fallback: None },
+            }
+        }
         Stage::Rollback { .. } => {
             let back = old.filter(|c| o.of(*c).iter().any(|x| x.is_running()));
             if o.live_color() == Some(color) {
@@ -384,6 +451,106 @@ fn decide_rollout(r: &Rollout, desired: Option<&Desired>, o: &Observed, now: Tim
             }
         }
     }
+}
+
+/// A canary step: its split set, its pause or its analysis run, both
+/// colors watched throughout (a stable color gone, or a new replica
+/// down, gives the traffic back).
+fn canary(
+    r: &Rollout,
+    o: &Observed,
+    index: usize,
+    weight: u8,
+    at: &CanaryAt,
+    now: Timestamp,
+) -> Step {
+    let color = r.summary.color;
+    let replicas = r.desired.replicas;
+    let level = if weight == 0 { Level::BeforeSwitch } else { Level::Canary };
+    let fail = |reason: String| Step::Fail { level, reason };
+    let here = format!("canary step {index} ({weight}% of traffic)");
+    let next = |full: bool| Step::CanaryNext { from: index, full };
+    match r.operator {
+        Some(Operator::Abort) => return fail(format!("aborted by the operator at {here}")),
+        Some(Operator::PromoteFull) => return next(true),
+        _ => {}
+    }
+    // Never entered without a previous color: the guard is for a record
+    // that says otherwise.
+    let Some(stable) = r.old_color() else { return next(true) };
+    if !o.of(stable).iter().any(|c| c.is_running()) {
+        return fail(format!("{here}: the stable color {stable} has no running replica"));
+    }
+    let new = o.of(color);
+    if new.len() < replicas as usize {
+        return fail(format!("{here}: {} of {replicas} replicas of {color} exist", new.len()));
+    }
+    if let Some(c) = new.iter().find(|c| !c.is_running() || c.health == Health::Unhealthy) {
+        return fail(format!("{here}: {} is {} ({})", c.name, c.state, c.health));
+    }
+    let promoted = r.operator == Some(Operator::Promote);
+    match at {
+        CanaryAt::SetWeight { to } => Step::Split {
+            stable: (stable, r.from_replicas.max(1)),
+            canary: (color, replicas),
+            weight: *to,
+        },
+        _ if promoted => next(false),
+        CanaryAt::Pause { until: Some(until) } if now >= *until => next(false),
+        CanaryAt::Pause { until } => Step::Wait { until: *until },
+        CanaryAt::Analysis { until, next_at, .. } if now < *until && now < *next_at => {
+            Step::Wait { until: Some(*next_at) }
+        }
+        CanaryAt::Analysis { until, .. } if now < *until => Step::Compare { stable, canary: color },
+        // The interval is over: only a passing comparison passes.
+        CanaryAt::Analysis { .. } => match r.summary.comparisons.iter().find(|c| c.step == index) {
+            Some(c) if c.passed() => next(false),
+            Some(c) => fail(c.reason.clone().unwrap_or_else(|| format!("{here}: not passed"))),
+            None => fail(format!(
+                "canary analysis ({here}): the two colors' figures could not be read during \
+                 the interval"
+            )),
+        },
+    }
+}
+
+/// Where a proven rollout (its gates and warm-up passed) goes: the shadow
+/// when one is asked for and a color is live to compare with, else what
+/// follows it.
+fn proven(d: &Desired, has_old: bool, now: Timestamp) -> Stage {
+    if d.shadow.is_some() && has_old {
+        return Stage::Shadow { until: None };
+    }
+    shadowed(d, has_old, now)
+}
+
+/// Where a rollout goes once its shadow passed (or none was asked for):
+/// the pause for the operator, the first canary step (a first deploy has
+/// no stable color to share traffic with: it switches), or the switch.
+fn shadowed(d: &Desired, has_old: bool, now: Timestamp) -> Stage {
+    if !d.auto_promote {
+        Stage::Paused
+    } else if has_old && !d.strategy.is_blue_green() {
+        canary_step(d, 0, 0, now)
+    } else {
+        Stage::Switch
+    }
+}
+
+/// The stage of canary step `index`, the new color having `weight`
+/// percent so far; past the last step, or at `setWeight: 100`, the switch.
+fn canary_step(d: &Desired, index: usize, weight: u8, now: Timestamp) -> Stage {
+    let at = match d.strategy.steps().get(index) {
+        None | Some(CanaryStep::SetWeight(100..)) => return Stage::Switch,
+        Some(CanaryStep::SetWeight(to)) => CanaryAt::SetWeight { to: *to },
+        Some(CanaryStep::Pause { duration }) => {
+            CanaryAt::Pause { until: duration.map(|d| now.plus(d)) }
+        }
+        Some(CanaryStep::Analysis(c)) => {
+            CanaryAt::Analysis { until: now.plus(c.duration), next_at: now, baseline: None }
+        }
+    };
+    Stage::Canary { index, weight, at }
 }
 
 /// After the switch (and its analysis): the old color is unlisted, then
@@ -472,8 +639,11 @@ pub fn apply(record: &mut Record, step: &Step, outcome: Outcome, now: Timestamp)
         record.enter(Stage::Rollback { level, reason }, now);
         Applied::Moved
     };
+    let has_old = r.old_color().is_some();
+    // Traffic that moved by a canary's split goes back at level 4.
+    let split_level = if r.split.is_some() { Level::Canary } else { Level::BeforeSwitch };
     // Where a rollout goes once its gates (and warm-up) passed.
-    let proven = if desired.auto_promote { Stage::Switch } else { Stage::Paused };
+    let proven = proven(&desired, has_old, now);
     match (step, outcome) {
         (Step::Start { .. }, Outcome::Done) => {
             record.enter(Stage::Health { deadline: now.plus(desired.health_timeout) }, now);
@@ -556,6 +726,10 @@ pub fn apply(record: &mut Record, step: &Step, outcome: Outcome, now: Timestamp)
             Applied::Moved
         }
         (Step::Route { .. }, Outcome::Done) => {
+            // A plain route replaces any split.
+            if let Some(r) = record.rollout.as_mut() {
+                r.split = None;
+            }
             match stage {
                 Stage::Switch => {
                     let deadline = now.plus(desired.probe.timeout);
@@ -572,8 +746,116 @@ pub fn apply(record: &mut Record, step: &Step, outcome: Outcome, now: Timestamp)
         }
         // The router kept its old configuration: traffic never moved.
         (Step::Route { .. }, Outcome::Refused(reason)) if stage == Stage::Switch => {
-            back(record, Level::BeforeSwitch, reason)
+            back(record, split_level, reason)
         }
+        (Step::Split { weight, .. }, Outcome::Done) => {
+            let Stage::Canary { index, at: CanaryAt::SetWeight { .. }, .. } = stage else {
+                return Applied::Moved;
+            };
+            if let Some(r) = record.rollout.as_mut() {
+                r.split = Some(*weight);
+            }
+            record.enter(canary_step(&desired, index + 1, *weight, now), now);
+            Applied::Moved
+        }
+        (Step::Split { weight, .. }, Outcome::Refused(reason)) => {
+            let why = format!("canary: the router refused {weight}% to the new color: {reason}");
+            back(record, split_level, why)
+        }
+        (Step::CanaryNext { from, full }, _) => {
+            let Stage::Canary { index, weight, .. } = stage else { return Applied::Moved };
+            if index != *from {
+                return Applied::Moved;
+            }
+            if let Some(r) = record.rollout.as_mut() {
+                r.operator = None;
+            }
+            let next = if *full { usize::MAX } else { index + 1 };
+            record.enter(canary_step(&desired, next, weight, now), now);
+            Applied::Moved
+        }
+        (Step::Compare { .. }, Outcome::Compared(Err(e))) => {
+            Applied::Retry(format!("canary analysis: {e}"))
+        }
+        (Step::Compare { .. }, Outcome::Refused(reason)) => {
+            back(record, Level::Canary, format!("canary analysis: {reason}"))
+        }
+        (Step::Compare { .. }, Outcome::Compared(Ok(pair))) => {
+            let Stage::Canary { index, weight, at: CanaryAt::Analysis { until, baseline, .. } } =
+                stage
+            else {
+                return Applied::Moved;
+            };
+            let Some(CanaryStep::Analysis(limits)) = desired.strategy.steps().get(index) else {
+                return Applied::Moved;
+            };
+            let Some(r) = record.rollout.as_mut() else { return Applied::Moved };
+            let next_at = now.plus(ANALYSIS_EVERY);
+            let Some(baseline) = baseline else {
+                let baseline = Some(pair);
+                r.stage = Stage::Canary {
+                    index,
+                    weight,
+                    at: CanaryAt::Analysis { until, next_at, baseline },
+                };
+                return Applied::Moved;
+            };
+            let compared = compare::judge(limits, index, weight, &baseline, &pair);
+            let failed = (compared.decision == Decision::Failed).then(|| compared.reason.clone());
+            r.summary.comparisons.retain(|c| c.step != index);
+            r.summary.comparisons.push(compared);
+            r.summary.comparisons.sort_by_key(|c| c.step);
+            if let Some(reason) = failed {
+                let reason = reason.unwrap_or_else(|| "canary analysis failed".to_owned());
+                return back(record, Level::Canary, reason);
+            }
+            let baseline = Some(baseline);
+            r.stage = Stage::Canary {
+                index,
+                weight,
+                at: CanaryAt::Analysis { until, next_at, baseline },
+            };
+            Applied::Moved
+        }
+        (Step::Mirror { to: Some(_) }, Outcome::Done) => {
+            let Some(r) = record.rollout.as_mut() else { return Applied::Moved };
+            r.mirroring = true;
+            if let (Stage::Shadow { until: until @ None }, Some(s)) =
+                (&mut r.stage, &desired.shadow)
+            {
+                *until = Some(now.plus(s.duration));
+            }
+            Applied::Moved
+        }
+        (Step::Mirror { to: Some(_) }, Outcome::Refused(reason)) => {
+            back(record, Level::BeforeSwitch, format!("shadow: the router cannot mirror: {reason}"))
+        }
+        (Step::Mirror { to: None }, Outcome::Done) => {
+            if let Some(r) = record.rollout.as_mut() {
+                r.mirroring = false;
+            }
+            Applied::Moved
+        }
+        (Step::Answers { .. }, Outcome::Answered(Ok(answers))) => {
+            let Some(limits) = &desired.shadow else { return Applied::Moved };
+            let judged = shadow::judge(limits, &answers);
+            let reason = judged.reason.clone();
+            if let Some(r) = record.rollout.as_mut() {
+                r.summary.shadow = Some(judged);
+            }
+            match reason {
+                Some(reason) => back(record, Level::BeforeSwitch, reason),
+                None => {
+                    record.enter(shadowed(&desired, has_old, now), now);
+                    Applied::Moved
+                }
+            }
+        }
+        (Step::Answers { .. }, Outcome::Answered(Err(e)) | Outcome::Refused(e)) => back(
+            record,
+            Level::BeforeSwitch,
+            format!("shadow: the answers could not be collected: {e}"),
+        ),
         (Step::Probe { .. }, Outcome::Probed(Ok(()))) => {
             // The old color stays through the analysis window, so a
             // rollback in it is instant.
@@ -650,7 +932,7 @@ pub fn apply(record: &mut Record, step: &Step, outcome: Outcome, now: Timestamp)
             if let Some(r) = record.rollout.as_mut() {
                 r.superseded = true;
             }
-            back(record, Level::BeforeSwitch, reason.clone())
+            back(record, split_level, reason.clone())
         }
         (_, Outcome::Unavailable(error)) => {
             let failures =
@@ -671,15 +953,21 @@ pub fn apply(record: &mut Record, step: &Step, outcome: Outcome, now: Timestamp)
     }
 }
 
-/// Takes an operator's word for the paused rollout; refused when none is
-/// paused.
+/// Takes an operator's word for the paused rollout, or for a canary at
+/// any step (promote skips the step under way, `PromoteFull` every step
+/// left, abort gives the traffic back); a shadow comparison can only be
+/// aborted. Refused otherwise.
 pub fn command(record: &mut Record, word: Operator) -> Result<(), &'static str> {
-    match record.rollout.as_mut().filter(|r| r.stage == Stage::Paused) {
-        Some(r) => {
+    let Some(r) = record.rollout.as_mut() else { return Err("no rollout is paused") };
+    match (&r.stage, word) {
+        (Stage::Paused | Stage::Canary { .. }, _) | (Stage::Shadow { .. }, Operator::Abort) => {
             r.operator = Some(word);
             Ok(())
         }
-        None => Err("no rollout is paused"),
+        (Stage::Shadow { .. }, _) => {
+            Err("the shadow comparison cannot be skipped; `controller abort` ends the rollout")
+        }
+        _ => Err("no rollout is paused"),
     }
 }
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::reference;
+use crate::strategy::{self, RawShadow, RawStrategy, Shadow, Strategy};
 
 pub const API_VERSION: &str = "deploy.taxi-fare.io/v1";
 pub const KIND: &str = "Rollout";
@@ -57,6 +58,14 @@ pub struct Desired {
     /// existed keeps its fingerprint (a failed tag stays not retried).
     #[serde(default, skip_serializing_if = "Resources::is_default")]
     pub resources: Resources,
+    /// How traffic moves to the new color; left out of the JSON while
+    /// blue-green, for the same reason.
+    #[serde(default, skip_serializing_if = "Strategy::is_blue_green")]
+    pub strategy: Strategy,
+    /// Live predictions mirrored to the new color and its answers compared
+    /// with the live color's before traffic moves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<Shadow>,
 }
 
 fn yes() -> bool {
@@ -205,7 +214,7 @@ impl Desired {
     }
 }
 
-mod millis_opt {
+pub(crate) mod millis_opt {
     use std::time::Duration;
 
     use serde::Deserialize;
@@ -224,7 +233,7 @@ mod millis_opt {
     }
 }
 
-mod millis {
+pub(crate) mod millis {
     use std::time::Duration;
 
     use serde::Deserialize;
@@ -249,7 +258,7 @@ pub struct ManifestError {
 }
 
 impl ManifestError {
-    fn at(text: &str, field: &str, message: impl Into<String>) -> ManifestError {
+    pub(crate) fn at(text: &str, field: &str, message: impl Into<String>) -> ManifestError {
         let path: Vec<&str> = field.split('.').collect();
         ManifestError {
             field: field.to_owned(),
@@ -292,6 +301,8 @@ struct RawSpec {
     analysis: Option<RawAnalysis>,
     auto_promote: Option<bool>,
     resources: Option<RawResources>,
+    strategy: Option<RawStrategy>,
+    shadow: Option<RawShadow>,
 }
 
 #[derive(Deserialize)]
@@ -557,6 +568,12 @@ pub fn parse(text: &str) -> Result<Desired, ManifestError> {
         None => Resources::default(),
         Some(raw) => resources(text, raw)?,
     };
+    let auto_promote = spec.auto_promote.unwrap_or(true);
+    let strategy = match spec.strategy {
+        None => Strategy::BlueGreen,
+        Some(raw) => strategy::strategy(text, raw, auto_promote)?,
+    };
+    let shadow = spec.shadow.map(|raw| strategy::shadow(text, raw)).transpose()?;
     Ok(Desired {
         repository: spec.image.repository,
         tag: spec.image.tag,
@@ -566,8 +583,10 @@ pub fn parse(text: &str) -> Result<Desired, ManifestError> {
         scale_down_delay,
         gates,
         analysis,
-        auto_promote: spec.auto_promote.unwrap_or(true),
+        auto_promote,
         resources,
+        strategy,
+        shadow,
     })
 }
 
@@ -664,7 +683,7 @@ fn nano_cpus(text: &str) -> Option<u64> {
 }
 
 /// `5%` → 0.05.
-fn percent(text: &str) -> Option<f64> {
+pub(crate) fn percent(text: &str) -> Option<f64> {
     let value: f64 = text.trim().strip_suffix('%')?.trim().parse().ok()?;
     (value.is_finite() && (0.0..=1000.0).contains(&value)).then_some(value / 100.0)
 }

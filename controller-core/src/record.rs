@@ -13,14 +13,16 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::analysis::{Figures, Sample};
 use crate::clock::Timestamp;
+use crate::compare::{Compared, Pair};
 use crate::gates::{Diff, Known, Reading};
 use crate::manifest::Desired;
+use crate::shadow::Judgement;
 
 /// How many finished rollouts the history keeps.
 const HISTORY: usize = 100;
 
 /// How far a failed rollout had gone when it was rolled back. In JSON the
-/// number 1, 2 or 3.
+/// number 1, 2, 3 or 4.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Level {
     /// 1: refused before traffic moved.
@@ -29,6 +31,9 @@ pub enum Level {
     AfterProbe,
     /// 3: traffic restored after the analysis of live traffic failed.
     AfterAnalysis,
+    /// 4: a canary's share of traffic given back to the stable color (a
+    /// comparison failed, an operator aborted, a step was refused).
+    Canary,
 }
 
 impl Level {
@@ -37,6 +42,7 @@ impl Level {
             Level::BeforeSwitch => 1,
             Level::AfterProbe => 2,
             Level::AfterAnalysis => 3,
+            Level::Canary => 4,
         }
     }
 
@@ -45,6 +51,7 @@ impl Level {
             1 => Some(Level::BeforeSwitch),
             2 => Some(Level::AfterProbe),
             3 => Some(Level::AfterAnalysis),
+            4 => Some(Level::Canary),
             _ => None,
         }
     }
@@ -82,7 +89,10 @@ pub enum Verdict {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Operator {
+    /// The pause ends; on a canary, the current step is skipped.
     Promote,
+    /// A canary skips its remaining steps: all traffic to the new color.
+    PromoteFull,
     Abort,
 }
 
@@ -101,16 +111,20 @@ pub enum StepName {
     Verify,
     ScaleDown,
     Rollback,
+    Shadow,
+    Canary,
 }
 
 impl StepName {
-    pub const ALL: [StepName; 10] = [
+    pub const ALL: [StepName; 12] = [
         StepName::Prepare,
         StepName::Start,
         StepName::Health,
         StepName::Gates,
         StepName::WarmUp,
+        StepName::Shadow,
         StepName::Paused,
+        StepName::Canary,
         StepName::Switch,
         StepName::Verify,
         StepName::ScaleDown,
@@ -129,6 +143,8 @@ impl StepName {
             StepName::Verify => "verify",
             StepName::ScaleDown => "scale_down",
             StepName::Rollback => "rollback",
+            StepName::Shadow => "shadow",
+            StepName::Canary => "canary",
         }
     }
 }
@@ -192,8 +208,15 @@ pub enum Stage {
     /// Warm-up bursts to the new color until one is within the latency
     /// budget; the next burst at `next_at`.
     WarmUp { deadline: Timestamp, next_at: Timestamp, trip: Trip },
+    /// Live predictions mirrored to the new color (once `until` is set,
+    /// when the mirror is on) until `until`; then both colors' answers
+    /// are collected and compared.
+    Shadow { until: Option<Timestamp> },
     /// Proven, on the preview entry point, waiting for the operator.
     Paused,
+    /// Carrying out step `index` of the canary, the new color having
+    /// `weight` percent of live traffic so far.
+    Canary { index: usize, weight: u8, at: CanaryAt },
     /// Sending traffic to the new color.
     Switch,
     /// Checking through the front that the new color answers; the next
@@ -206,10 +229,35 @@ pub enum Stage {
     Rollback { level: Level, reason: String },
 }
 
+/// What a canary step waits for. Every wait has its deadline or the
+/// operator's word.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CanaryAt {
+    /// The router is to give the new color `to` percent.
+    SetWeight { to: u8 },
+    /// Until `until`, or (`None`) until `controller promote`.
+    Pause { until: Option<Timestamp> },
+    /// Both colors read every second until `until`; the first reading is
+    /// the interval's baseline.
+    Analysis { until: Timestamp, next_at: Timestamp, baseline: Option<Pair> },
+}
+
 impl Stage {
     /// Whether traffic has not moved yet: a failure here is level 1.
     pub fn before_switch(&self) -> bool {
-        !matches!(self, Stage::Verify { .. } | Stage::ScaleDown { .. } | Stage::Rollback { .. })
+        match self {
+            Stage::Canary { weight, .. } => *weight == 0,
+            s => !matches!(
+                s,
+                Stage::Verify { .. } | Stage::ScaleDown { .. } | Stage::Rollback { .. }
+            ),
+        }
+    }
+
+    /// Whether the rollout waits for an operator's word alone.
+    pub fn awaits_operator(&self) -> bool {
+        matches!(self, Stage::Paused | Stage::Canary { at: CanaryAt::Pause { until: None }, .. })
     }
 
     pub fn name(&self) -> StepName {
@@ -224,6 +272,8 @@ impl Stage {
             Stage::Verify { .. } => StepName::Verify,
             Stage::ScaleDown { .. } => StepName::ScaleDown,
             Stage::Rollback { .. } => StepName::Rollback,
+            Stage::Shadow { .. } => StepName::Shadow,
+            Stage::Canary { .. } => StepName::Canary,
         }
     }
 }
@@ -266,6 +316,12 @@ pub struct Summary {
     /// could not be reached), by step, and the last one's words.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retries: Vec<Retries>,
+    /// The shadow comparison's figures and verdict, when one ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<Judgement>,
+    /// Each canary analysis step's latest comparison, in step order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub comparisons: Vec<Compared>,
 }
 
 /// How often a step failed transiently, and how it last failed.
@@ -322,6 +378,17 @@ pub struct Rollout {
     pub superseded: bool,
     /// What an operator asked of it while paused.
     pub operator: Option<Operator>,
+    /// The new color's share of traffic the router was last told to give
+    /// it by a canary step (`None` once a plain route replaced the split).
+    /// Kept because the router's read-back does not carry a split yet:
+    /// a rollback undoes it before anything else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<u8>,
+    /// Live predictions are being mirrored to the new color: stopped
+    /// before anything else once the shadow is over (the read-back does
+    /// not carry the mirror yet either).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mirroring: bool,
 }
 
 impl Rollout {
@@ -399,6 +466,8 @@ impl Record {
                 analysis: None,
                 retries: Vec::new(),
                 digest: None,
+                shadow: None,
+                comparisons: Vec::new(),
             },
             from_replicas: from.map_or(0, |o| o.replicas),
             desired: desired.clone(),
@@ -413,6 +482,8 @@ impl Record {
             attempt: None,
             superseded: false,
             operator: None,
+            split: None,
+            mirroring: false,
         });
     }
 
@@ -610,7 +681,8 @@ mod tests {
         assert_eq!(json["tag"], "v1");
         assert_eq!(json["revision"], 1);
         assert_eq!(json["steps"][0]["step"], "prepare");
-        assert!(serde_json::from_value::<Level>(serde_json::json!(4)).is_err());
+        assert_eq!(serde_json::from_value::<Level>(serde_json::json!(4)).unwrap(), Level::Canary);
+        assert!(serde_json::from_value::<Level>(serde_json::json!(5)).is_err());
         for name in StepName::ALL {
             let text = serde_json::to_value(name).unwrap();
             assert_eq!(text, name.as_str());

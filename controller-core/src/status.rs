@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Timestamp;
 use crate::manifest::{Analysis, Desired, Gates};
 use crate::observed::{Health, Observed, Replica, State};
-use crate::record::{Finished, Record, Stage, StepName, Summary};
+use crate::record::{CanaryAt, Finished, Record, Stage, StepName, Summary};
+use crate::strategy::{Shadow, Strategy};
 
 /// How the deployment stands, in one word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +82,12 @@ pub struct DesiredView {
     pub analysis: Option<Analysis>,
     #[serde(default)]
     pub auto_promote: Option<bool>,
+    /// How traffic moves (`None` without a desired state), and the shadow
+    /// comparison's thresholds, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<Strategy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<Shadow>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -164,13 +171,53 @@ pub struct RolloutView {
     /// When the current step began.
     #[serde(default)]
     pub step_started_at: Option<Timestamp>,
+    /// Where a canary is, while one runs its steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryView>,
+}
+
+/// A canary under way: step `step` of `steps`, the new color's share of
+/// traffic, and what the step waits for.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CanaryView {
+    pub step: usize,
+    pub steps: usize,
+    pub weight: u8,
+    /// `set_weight`, `pause` or `analysis`.
+    pub at: String,
+    /// A timed pause's or an analysis interval's end.
+    pub until: Option<Timestamp>,
+    /// Only `controller promote` (or abort) moves it on.
+    pub awaiting_promote: bool,
 }
 
 impl Status {
-    /// The tag of the paused rollout, if one is paused.
+    /// The tag of the rollout that takes an operator's word, if any: one
+    /// paused for promotion, a canary at any step, a shadow comparison
+    /// (which only an abort ends early).
     pub fn paused_tag(&self) -> Option<&str> {
-        self.rollout.as_ref().filter(|r| r.step == StepName::Paused).map(|r| r.tag.as_str())
+        let takes_word = |r: &&RolloutView| {
+            matches!(r.step, StepName::Paused | StepName::Canary | StepName::Shadow)
+        };
+        self.rollout.as_ref().filter(takes_word).map(|r| r.tag.as_str())
     }
+}
+
+fn canary_view(r: &crate::record::Rollout) -> Option<CanaryView> {
+    let Stage::Canary { index, weight, at } = &r.stage else { return None };
+    let (name, until) = match at {
+        CanaryAt::SetWeight { .. } => ("set_weight", None),
+        CanaryAt::Pause { until } => ("pause", *until),
+        CanaryAt::Analysis { until, .. } => ("analysis", Some(*until)),
+    };
+    Some(CanaryView {
+        step: *index,
+        steps: r.desired.strategy.steps().len(),
+        weight: *weight,
+        at: name.to_owned(),
+        until,
+        awaiting_promote: r.stage.awaits_operator(),
+    })
 }
 
 /// Ready and desired replicas of the live color, when it is short.
@@ -217,45 +264,59 @@ pub fn build(
         (Some(d), Some(f)) if f.fingerprint == d.fingerprint() => Some(f),
         _ => None,
     };
-    let (phase, reason) =
-        if let Some(r) = record.rollout.as_ref().filter(|r| r.stage == Stage::Paused) {
-            (
-                Phase::Paused,
-                Some(format!(
-                    "{} passed its gates in {}: `controller promote` or `controller abort`",
-                    r.tag(),
-                    r.summary.color
-                )),
-            )
-        } else if let Some(r) = &record.rollout {
-            (Phase::Progressing, Some(format!("rolling out {} to {}", r.tag(), r.summary.color)))
-        } else if let Some(f) = failed {
-            let outcome = if live_tag.as_deref() == Some(f.tag.as_str()) {
-                "failed, and still serves: the previous color was gone"
-            } else {
-                "was rolled back"
-            };
-            (
-                Phase::Degraded,
-                Some(format!("tag {} {outcome} (level {}): {}", f.tag, f.level, f.reason)),
-            )
-        } else if desired.is_none() {
-            (Phase::Degraded, Some("no valid desired state".to_owned()))
-        } else if let Some(o) = observed.filter(|o| o.traffic.live.is_err()) {
-            (Phase::Degraded, o.traffic.live.clone().err())
-        } else if !serving {
-            (Phase::Degraded, Some("no healthy replica serves traffic".to_owned()))
-        } else if let Some(Err(e)) = observed.and_then(|o| o.front.as_ref()) {
-            (Phase::Degraded, Some(format!("the front does not answer: {e}")))
-        } else if let Some(o) = observed.filter(|o| !o.traffic.down.is_empty()) {
-            (Phase::Degraded, Some(format!("down: {}", o.traffic.down.join(", "))))
-        } else if desired.map(|d| &d.tag) != live_tag.as_ref() {
-            (Phase::Progressing, Some("a rollout of the desired tag is about to begin".to_owned()))
-        } else if let Some((ready, want)) = short(observed, desired) {
-            (Phase::Degraded, Some(format!("{ready} of {want} replicas of the live color ready")))
+    let (phase, reason) = if let Some((r, Some(c))) =
+        record.rollout.as_ref().filter(|r| r.stage.awaits_operator()).map(|r| (r, canary_view(r)))
+    {
+        (
+            Phase::Paused,
+            Some(format!(
+                "{} in {} has {}% of traffic at canary step {} of {}: `controller promote` \
+                 (`--full` for every step left) or `controller abort`",
+                r.tag(),
+                r.summary.color,
+                c.weight,
+                c.step,
+                c.steps
+            )),
+        )
+    } else if let Some(r) = record.rollout.as_ref().filter(|r| r.stage == Stage::Paused) {
+        (
+            Phase::Paused,
+            Some(format!(
+                "{} passed its gates in {}: `controller promote` or `controller abort`",
+                r.tag(),
+                r.summary.color
+            )),
+        )
+    } else if let Some(r) = &record.rollout {
+        (Phase::Progressing, Some(format!("rolling out {} to {}", r.tag(), r.summary.color)))
+    } else if let Some(f) = failed {
+        let outcome = if live_tag.as_deref() == Some(f.tag.as_str()) {
+            "failed, and still serves: the previous color was gone"
         } else {
-            (Phase::Healthy, None)
+            "was rolled back"
         };
+        (
+            Phase::Degraded,
+            Some(format!("tag {} {outcome} (level {}): {}", f.tag, f.level, f.reason)),
+        )
+    } else if desired.is_none() {
+        (Phase::Degraded, Some("no valid desired state".to_owned()))
+    } else if let Some(o) = observed.filter(|o| o.traffic.live.is_err()) {
+        (Phase::Degraded, o.traffic.live.clone().err())
+    } else if !serving {
+        (Phase::Degraded, Some("no healthy replica serves traffic".to_owned()))
+    } else if let Some(Err(e)) = observed.and_then(|o| o.front.as_ref()) {
+        (Phase::Degraded, Some(format!("the front does not answer: {e}")))
+    } else if let Some(o) = observed.filter(|o| !o.traffic.down.is_empty()) {
+        (Phase::Degraded, Some(format!("down: {}", o.traffic.down.join(", "))))
+    } else if desired.map(|d| &d.tag) != live_tag.as_ref() {
+        (Phase::Progressing, Some("a rollout of the desired tag is about to begin".to_owned()))
+    } else if let Some((ready, want)) = short(observed, desired) {
+        (Phase::Degraded, Some(format!("{ready} of {want} replicas of the live color ready")))
+    } else {
+        (Phase::Healthy, None)
+    };
     let history = record.history.clone();
     Status {
         desired: DesiredView {
@@ -268,6 +329,8 @@ pub fn build(
             gates: desired.map(|d| d.gates.clone()),
             analysis: desired.map(|d| d.analysis.clone()),
             auto_promote: desired.map(|d| d.auto_promote),
+            strategy: desired.map(|d| d.strategy.clone()),
+            shadow: desired.and_then(|d| d.shadow.clone()),
         },
         active: ActiveView {
             color: live,
@@ -282,6 +345,7 @@ pub fn build(
             summary: r.summary.clone(),
             step: r.stage.name(),
             step_started_at: Some(r.stage_started_at),
+            canary: canary_view(r),
         }),
         colors: Colors { blue: colors_of(Color::Blue), green: colors_of(Color::Green) },
         replicas: counts(observed, desired, record),
@@ -375,5 +439,42 @@ mod tests {
         assert_eq!(s["desired"]["analysis"]["max_error_rate"], 0.01);
         assert_eq!(s["desired"]["analysis"]["max_p99"], 1000);
         assert_eq!(s["desired"]["auto_promote"], true);
+    }
+
+    #[test]
+    fn a_canary_shows_its_step_and_waits_for_promote_as_paused() {
+        use crate::strategy::{CanaryStep, Strategy};
+        let mut d = desired("v2");
+        d.strategy = Strategy::Canary {
+            steps: vec![CanaryStep::SetWeight(10), CanaryStep::Pause { duration: None }],
+        };
+        let o = observed(
+            Some(Color::Blue),
+            vec![
+                replica(Color::Blue, 1, "v1", Health::Healthy),
+                replica(Color::Green, 1, "v2", Health::Healthy),
+            ],
+        );
+        let mut r = Record::default();
+        r.begin(&d, Color::Green, None, Timestamp(0));
+        let at = CanaryAt::Pause { until: None };
+        r.enter(Stage::Canary { index: 1, weight: 10, at }, Timestamp(1));
+        let m = ManifestState { desired: Some(&d), error: None, source: "m.yaml" };
+        let s = build(&m, Some(&o), &r, None, Timestamp(2));
+        assert_eq!(s.phase, Phase::Paused);
+        assert!(s.reason.as_deref().unwrap().contains("10% of traffic at canary step 1 of 2"));
+        assert_eq!(s.paused_tag(), Some("v2"));
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["rollout"]["canary"]["weight"], 10);
+        assert_eq!(json["rollout"]["canary"]["awaiting_promote"], true);
+        assert_eq!(json["rollout"]["step"], "canary");
+        assert_eq!(json["desired"]["strategy"]["canary"]["steps"][0]["set_weight"], 10);
+        // A timed pause is progress, not a pause for the operator; the
+        // operator's word is still taken.
+        let at = CanaryAt::Pause { until: Some(Timestamp(30_000)) };
+        r.enter(Stage::Canary { index: 1, weight: 10, at }, Timestamp(3));
+        let s = build(&m, Some(&o), &r, None, Timestamp(4));
+        assert_eq!(s.phase, Phase::Progressing);
+        assert_eq!(s.paused_tag(), Some("v2"));
     }
 }

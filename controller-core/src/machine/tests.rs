@@ -690,6 +690,10 @@ fn start_at(stage: StepName, d: &Desired) -> Record {
         StepName::Verify => verify(),
         StepName::ScaleDown => Stage::ScaleDown { not_before: at(3000) },
         StepName::Rollback => l1("before"),
+        StepName::Shadow => Stage::Shadow { until: Some(at(3000)) },
+        StepName::Canary => {
+            Stage::Canary { index: 0, weight: 0, at: CanaryAt::SetWeight { to: 10 } }
+        }
     };
     let mut r = rolling_with(d, s);
     if stage == StepName::ScaleDown {
@@ -761,6 +765,10 @@ fn apply_over_every_stage_and_outcome() {
         Own { sent: 1, failed: 0, wrong: Some("a known-answer request was priced at 3".into()) };
     let fail = Step::Supersede { reason: "superseded by tag v3".into() };
     let remove = |why| Step::Remove { color: Green, why };
+    let shadowed = with_shadow(desired("v2"));
+    let canaried = six_steps();
+    let answers_step = Step::Answers { stable: Blue, canary: Green };
+    let split = Step::Split { stable: (Blue, 1), canary: (Green, 1), weight: 10 };
     #[rustfmt::skip]
     let table: Vec<(StepName, &Desired, Step, Outcome, Timestamp, Then)> = vec![
         (S::Prepare,   &plain,    remove(Removal::Stale), Outcome::Done, T0, At(S::Prepare)),
@@ -804,6 +812,15 @@ fn apply_over_every_stage_and_outcome() {
         (S::Rollback,  &plain,    back.clone(),  Outcome::Refused("unreachable".into()), T0, Retried),
         (S::Rollback,  &plain,    remove(Removal::Failed), Outcome::Done,            T0, Back(BeforeSwitch, "before")),
         (S::Rollback,  &plain,    Step::Finish,  Outcome::Done,                      T0, Ended(Verdict::RolledBack)),
+        (S::Shadow,    &shadowed, answers_step.clone(), answered(0.0),               at(3000), At(S::Switch)),
+        (S::Shadow,    &shadowed, answers_step.clone(), answered(3.0),               at(3000), Back(BeforeSwitch, "shadow: 300 of 300")),
+        (S::Shadow,    &shadowed, answers_step.clone(), Outcome::Answered(Err("gone".into())), at(3000), Back(BeforeSwitch, "could not be collected")),
+        (S::Shadow,    &shadowed, Step::Mirror { to: None }, Outcome::Done,          T0, At(S::Shadow)),
+        (S::Canary,    &canaried, split.clone(), Outcome::Done,                      T0, At(S::Canary)),
+        (S::Canary,    &canaried, split.clone(), Outcome::Refused("no split".into()), T0, Back(BeforeSwitch, "refused 10%")),
+        (S::Canary,    &canaried, split.clone(), Outcome::Unavailable("engine".into()), T0, At(S::Canary)),
+        (S::Canary,    &canaried, Step::CanaryNext { from: 0, full: true }, Outcome::Done, T0, At(S::Switch)),
+        (S::Canary,    &canaried, Step::CanaryNext { from: 3, full: true }, Outcome::Done, T0, At(S::Canary)),
     ];
     for name in StepName::ALL {
         assert!(table.iter().any(|row| row.0 == name), "no row starts at {name}");
@@ -878,4 +895,485 @@ fn apply_keeps_what_each_stage_promises() {
     let rollout = r.rollout.as_ref().unwrap();
     assert_eq!((rollout.stage.name(), rollout.summary.revision), (StepName::Prepare, 1));
     assert_eq!(rollout.summary.from_tag.as_deref(), Some("v1"));
+}
+
+// ---------------------------------------------------------------------
+// The canary and the shadow.
+
+use crate::analysis::Sample as Counters;
+use crate::record::CanaryAt;
+use crate::shadow::Answer;
+use crate::strategy::{CanaryStep, Comparison, Shadow, Strategy};
+
+const S30: Duration = Duration::from_secs(30);
+
+fn canary_of(steps: Vec<CanaryStep>) -> Desired {
+    let mut d = desired("v2");
+    d.strategy = Strategy::Canary { steps };
+    d
+}
+
+/// 10% → pause 30 s → analysis 30 s → 50% → pause for promote → 100%.
+fn six_steps() -> Desired {
+    canary_of(vec![
+        CanaryStep::SetWeight(10),
+        CanaryStep::Pause { duration: Some(S30) },
+        CanaryStep::Analysis(Comparison::defaults(S30)),
+        CanaryStep::SetWeight(50),
+        CanaryStep::Pause { duration: None },
+        CanaryStep::SetWeight(100),
+    ])
+}
+
+fn with_shadow(mut d: Desired) -> Desired {
+    d.shadow = Some(Shadow {
+        duration: S30,
+        min_requests: 200,
+        tolerance: 0.5,
+        max_changed: Some(0.01),
+        max_psi: None,
+        max_mean_change: None,
+    });
+    d
+}
+
+fn stage_of(r: &Record) -> Stage {
+    r.rollout.as_ref().unwrap().stage.clone()
+}
+
+fn canary_at(index: usize, weight: u8, at: CanaryAt) -> Stage {
+    Stage::Canary { index, weight, at }
+}
+
+/// `requests` predictions of which `faults` failed, all small batches
+/// answered within 10 ms.
+fn counters(requests: f64, faults: f64) -> Counters {
+    Counters { requests, errors: faults, shed: 0.0, buckets: vec![(0.01, requests - faults)] }
+}
+
+fn compared(stable: Counters, canary: Counters) -> Outcome {
+    Outcome::Compared(Ok(Pair { stable, canary }))
+}
+
+/// 300 requests both colors answered, the new color's fares `shift`
+/// dollars off.
+fn answered(shift: f64) -> Outcome {
+    let answer = |i: usize, d: f64| Answer {
+        request_id: format!("r{i}"),
+        fares: vec![10.0 + (i % 40) as f64 + d],
+    };
+    Outcome::Answered(Ok(Box::new(Answers {
+        stable: (0..300).map(|i| answer(i, 0.0)).collect(),
+        canary: (0..300).map(|i| answer(i, shift)).collect(),
+    })))
+}
+
+/// A canary of `d` at `stage`, with the router last told `split`.
+fn canarying(d: &Desired, stage: Stage, split: Option<u8>) -> Record {
+    let mut r = rolling_with(d, stage);
+    r.rollout.as_mut().unwrap().split = split;
+    r
+}
+
+/// Carries out what `decide` picks with `outcome`, and returns the step.
+fn take(d: &Desired, o: &Observed, r: &mut Record, now: Timestamp, outcome: Outcome) -> Step {
+    let step = decide(Some(d), o, r, now);
+    apply(r, &step, outcome, now);
+    step
+}
+
+#[test]
+fn a_canary_walks_its_steps_then_switches() {
+    let d = six_steps();
+    let o = both(Blue);
+    let mut r = rolling_with(&d, Stage::Gates);
+    let gates = Step::Gates { color: Green, live: Some(Blue), golden: true };
+    apply(&mut r, &gates, evidence(4.0, 0.0), T0);
+    assert_eq!(stage_of(&r), canary_at(0, 0, CanaryAt::SetWeight { to: 10 }));
+    // 10%: the split, the stable color keeping the rest.
+    let split = Step::Split { stable: (Blue, 1), canary: (Green, 1), weight: 10 };
+    assert_eq!(take(&d, &o, &mut r, T0, Outcome::Done), split);
+    assert_eq!(r.rollout.as_ref().unwrap().split, Some(10));
+    // A timed pause.
+    assert_eq!(stage_of(&r), canary_at(1, 10, CanaryAt::Pause { until: Some(at(30_000)) }));
+    check(&d, &o, &r, at(10), Step::Wait { until: Some(at(30_000)) });
+    let next = Step::CanaryNext { from: 1, full: false };
+    assert_eq!(take(&d, &o, &mut r, at(30_000), Outcome::Done), next);
+    // The analysis: a baseline, then a reading a second, both colors.
+    let compare = Step::Compare { stable: Blue, canary: Green };
+    let zero = || compared(counters(0.0, 0.0), counters(0.0, 0.0));
+    assert_eq!(take(&d, &o, &mut r, at(30_000), zero()), compare);
+    check(&d, &o, &r, at(30_500), Step::Wait { until: Some(at(31_000)) });
+    let good = || compared(counters(1000.0, 2.0), counters(100.0, 0.0));
+    assert_eq!(take(&d, &o, &mut r, at(31_000), good()), compare);
+    let c = &r.rollout.as_ref().unwrap().summary.comparisons;
+    assert_eq!((c.len(), c[0].step, c[0].weight, c[0].decision), (1, 2, 10, Decision::Passed));
+    // A second passing reading replaces the first: one per step.
+    take(&d, &o, &mut r, at(32_000), good());
+    assert_eq!(r.rollout.as_ref().unwrap().summary.comparisons.len(), 1);
+    // The interval over, passed: 50%.
+    let next = Step::CanaryNext { from: 2, full: false };
+    assert_eq!(take(&d, &o, &mut r, at(60_000), Outcome::Done), next);
+    let split = Step::Split { stable: (Blue, 1), canary: (Green, 1), weight: 50 };
+    assert_eq!(take(&d, &o, &mut r, at(60_000), Outcome::Done), split);
+    // Waiting for the operator, who promotes: 100% is the switch.
+    assert_eq!(stage_of(&r), canary_at(4, 50, CanaryAt::Pause { until: None }));
+    check(&d, &o, &r, at(99_000_000), Step::Wait { until: None });
+    assert_eq!(command(&mut r, Operator::Promote), Ok(()));
+    let next = Step::CanaryNext { from: 4, full: false };
+    assert_eq!(take(&d, &o, &mut r, at(61_000), Outcome::Done), next);
+    assert_eq!(r.rollout.as_ref().unwrap().operator, None, "the word is used up");
+    assert_eq!(stage_of(&r), Stage::Switch);
+    let route = Step::Route { to: Some(Green), replicas: 1, fallback: Some((Blue, 1)) };
+    assert_eq!(take(&d, &o, &mut r, at(61_000), Outcome::Done), route);
+    let rollout = r.rollout.as_ref().unwrap();
+    assert_eq!((rollout.stage.name(), rollout.split), (StepName::Verify, None));
+    let ms: Vec<StepName> = rollout.summary.steps.iter().map(|s| s.step).collect();
+    assert!(ms.contains(&StepName::Canary), "{ms:?}");
+}
+
+#[test]
+fn promote_skips_a_step_and_promote_full_skips_them_all() {
+    let d = six_steps();
+    let o = both(Blue);
+    let pause = canary_at(1, 10, CanaryAt::Pause { until: Some(at(30_000)) });
+    let mut r = canarying(&d, pause.clone(), Some(10));
+    command(&mut r, Operator::Promote).unwrap();
+    let next = Step::CanaryNext { from: 1, full: false };
+    assert_eq!(take(&d, &o, &mut r, at(10), Outcome::Done), next);
+    assert!(matches!(stage_of(&r), Stage::Canary { index: 2, .. }));
+    // Repeated (a crash before the record was saved): no second skip.
+    apply(&mut r, &next, Outcome::Done, at(10));
+    assert!(matches!(stage_of(&r), Stage::Canary { index: 2, .. }));
+    // --full: straight to the switch, from any step.
+    let mut r = canarying(&d, pause, Some(10));
+    command(&mut r, Operator::PromoteFull).unwrap();
+    let full = Step::CanaryNext { from: 1, full: true };
+    assert_eq!(take(&d, &o, &mut r, at(10), Outcome::Done), full);
+    assert_eq!(stage_of(&r), Stage::Switch);
+    // A promote never skips setting a weight: the weight is set first and
+    // the word moves the step after it on.
+    let mut r = canarying(&d, canary_at(0, 0, CanaryAt::SetWeight { to: 10 }), None);
+    command(&mut r, Operator::Promote).unwrap();
+    assert!(matches!(take(&d, &o, &mut r, T0, Outcome::Done), Step::Split { weight: 10, .. }));
+    let next = Step::CanaryNext { from: 1, full: false };
+    check(&d, &o, &r, T0, next);
+}
+
+#[test]
+fn a_failed_comparison_gives_the_traffic_back_at_level_4_with_its_figures() {
+    let d = six_steps();
+    let o = both(Blue);
+    let analysis =
+        CanaryAt::Analysis { until: at(30_000), next_at: T0, baseline: Some(Pair::default()) };
+    let mut r = canarying(&d, canary_at(2, 10, analysis), Some(10));
+    // The new color fails 20% of its predictions, the stable one none.
+    let step = take(&d, &o, &mut r, T0, compared(counters(1000.0, 0.0), counters(100.0, 20.0)));
+    assert_eq!(step, Step::Compare { stable: Blue, canary: Green });
+    let Stage::Rollback { level: Level::Canary, reason } = stage_of(&r) else {
+        panic!("{:?}", stage_of(&r))
+    };
+    assert!(reason.contains("fault rate is 20.00% of 100"), "{reason}");
+    // The split is undone first, then the new color goes.
+    let back = Step::Route { to: Some(Blue), replicas: 1, fallback: None };
+    assert_eq!(take(&d, &o, &mut r, T0, Outcome::Done), back);
+    assert_eq!(r.rollout.as_ref().unwrap().split, None);
+    let remove = Step::Remove { color: Green, why: Removal::Failed };
+    assert_eq!(take(&d, &o, &mut r, T0, Outcome::Done), remove);
+    let blue = observed(Some(Blue), vec![replica(Blue, 1, "v1", Healthy)]);
+    check(&d, &blue, &r, T0, Step::Finish);
+    let Applied::Finished(f) = apply(&mut r, &Step::Finish, Outcome::Done, T0) else { panic!() };
+    assert_eq!((f.result, f.level), (Verdict::RolledBack, Some(Level::Canary)));
+    let c = &f.summary.comparisons[0];
+    assert_eq!((c.step, c.weight, c.decision), (2, 10, Decision::Failed));
+    let errors = c.checks.iter().find(|k| k.criterion == compare::Criterion::ErrorRate).unwrap();
+    assert_eq!((errors.measured, errors.limit, errors.passed), (Some(0.2), 0.01, false));
+    let json = serde_json::to_value(&*f).unwrap();
+    assert_eq!(json["level"], 4);
+    assert_eq!(json["comparisons"][0]["checks"][1]["criterion"], "error_rate");
+    assert_eq!(r.failed.as_ref().map(|f| f.level), Some(Level::Canary));
+}
+
+#[test]
+fn an_analysis_that_could_not_judge_never_passes() {
+    let d = six_steps();
+    let o = both(Blue);
+    let over = CanaryAt::Analysis { until: at(30_000), next_at: T0, baseline: None };
+    // Never read: fails closed when the interval ends.
+    let r = canarying(&d, canary_at(2, 10, over.clone()), Some(10));
+    let Step::Fail { level: Level::Canary, reason } = decide(Some(&d), &o, &r, at(30_000)) else {
+        panic!("an unread interval passed")
+    };
+    assert!(reason.contains("could not be read"), "{reason}");
+    // Read, but too few predictions of the new color: inconclusive, fails.
+    let mut r = canarying(&d, canary_at(2, 10, over), Some(10));
+    let zero = compared(counters(0.0, 0.0), counters(0.0, 0.0));
+    take(&d, &o, &mut r, T0, zero);
+    take(&d, &o, &mut r, at(1000), compared(counters(1000.0, 0.0), counters(5.0, 0.0)));
+    assert_eq!(r.rollout.as_ref().unwrap().summary.comparisons[0].decision, Decision::Inconclusive);
+    assert!(matches!(stage_of(&r), Stage::Canary { index: 2, .. }), "inconclusive waits");
+    let Step::Fail { level: Level::Canary, reason } = decide(Some(&d), &o, &r, at(30_000)) else {
+        panic!("an inconclusive interval passed")
+    };
+    assert!(reason.contains("only 5 judged predictions"), "{reason}");
+    // A reading that failed is retried, the record untouched.
+    let before = r.clone();
+    let step = Step::Compare { stable: Blue, canary: Green };
+    let applied = apply(&mut r, &step, Outcome::Compared(Err("no answer".into())), at(2000));
+    assert!(matches!(applied, Applied::Retry(_)) && r == before);
+    // A platform that cannot compare refuses: level 4 at once.
+    apply(&mut r, &step, Outcome::Refused("not here".into()), at(2000));
+    assert!(matches!(stage_of(&r), Stage::Rollback { level: Level::Canary, .. }));
+}
+
+#[test]
+fn abort_at_any_step_gives_the_traffic_back() {
+    let d = six_steps();
+    let o = both(Blue);
+    for (stage, split, level) in [
+        (canary_at(0, 0, CanaryAt::SetWeight { to: 10 }), None, Level::BeforeSwitch),
+        (canary_at(1, 10, CanaryAt::Pause { until: Some(at(30_000)) }), Some(10), Level::Canary),
+        (
+            canary_at(2, 10, CanaryAt::Analysis { until: at(30_000), next_at: T0, baseline: None }),
+            Some(10),
+            Level::Canary,
+        ),
+        (canary_at(4, 50, CanaryAt::Pause { until: None }), Some(50), Level::Canary),
+    ] {
+        let mut r = canarying(&d, stage, split);
+        assert_eq!(command(&mut r, Operator::Abort), Ok(()));
+        let Step::Fail { level: got, reason } = take(&d, &o, &mut r, T0, Outcome::Done) else {
+            panic!("no abort")
+        };
+        assert_eq!(got, level);
+        assert!(reason.contains("aborted by the operator at canary step"), "{reason}");
+        let expected = match split {
+            Some(_) => Step::Route { to: Some(Blue), replicas: 1, fallback: None },
+            None => Step::Remove { color: Green, why: Removal::Failed },
+        };
+        check(&d, &o, &r, T0, expected);
+    }
+}
+
+#[test]
+fn a_new_tag_mid_canary_sets_the_weight_back_first_then_rolls_on() {
+    let d3 = desired("v3");
+    let o = both(Blue);
+    let pause = canary_at(4, 50, CanaryAt::Pause { until: None });
+    let mut r = canarying(&six_steps(), pause, Some(50));
+    let Step::Supersede { reason } = take(&d3, &o, &mut r, T0, Outcome::Done) else {
+        panic!("not superseded")
+    };
+    assert!(reason.contains("superseded by tag v3"), "{reason}");
+    assert!(matches!(stage_of(&r), Stage::Rollback { level: Level::Canary, .. }));
+    // Weight back to 0 before anything else, even superseded.
+    let back = Step::Route { to: Some(Blue), replicas: 1, fallback: None };
+    assert_eq!(take(&d3, &o, &mut r, T0, Outcome::Done), back);
+    // Then the rollout ends with no verdict, and v3 rolls on.
+    let Applied::Finished(f) = apply(&mut r, &Step::Finish, Outcome::Done, T0) else { panic!() };
+    assert_eq!(f.level, Some(Level::Canary));
+    assert_eq!(r.failed, None, "a superseded canary marked its tag failed");
+    assert!(matches!(decide(Some(&d3), &o, &r, T0), Step::Begin { color: Green, .. }));
+}
+
+#[test]
+fn a_refused_split_is_level_1_first_and_level_4_once_traffic_moved() {
+    let d = six_steps();
+    let o = both(Blue);
+    let mut first = canarying(&d, canary_at(0, 0, CanaryAt::SetWeight { to: 10 }), None);
+    take(&d, &o, &mut first, T0, Outcome::Refused("canary routing is not here".into()));
+    let Stage::Rollback { level: Level::BeforeSwitch, reason } = stage_of(&first) else {
+        panic!("{:?}", stage_of(&first))
+    };
+    assert!(reason.contains("refused 10%") && reason.contains("not here"), "{reason}");
+    // Nothing moved: no route back, the new color goes.
+    check(&d, &o, &first, T0, Step::Remove { color: Green, why: Removal::Failed });
+    let mut later = canarying(&d, canary_at(3, 10, CanaryAt::SetWeight { to: 50 }), Some(10));
+    take(&d, &o, &mut later, T0, Outcome::Refused("no".into()));
+    assert!(matches!(stage_of(&later), Stage::Rollback { level: Level::Canary, .. }));
+    check(&d, &o, &later, T0, Step::Route { to: Some(Blue), replicas: 1, fallback: None });
+    // The final switch refused after a split: level 4 too.
+    let mut switch = canarying(&d, Stage::Switch, Some(50));
+    take(&d, &o, &mut switch, T0, Outcome::Refused("no".into()));
+    assert!(matches!(stage_of(&switch), Stage::Rollback { level: Level::Canary, .. }));
+}
+
+#[test]
+fn both_colors_are_watched_through_the_canary() {
+    let d = six_steps();
+    let pause = canary_at(1, 10, CanaryAt::Pause { until: Some(at(30_000)) });
+    // The stable color gone: the new one takes all the traffic, and the
+    // rollout ends rolled back, still serving.
+    let green = observed(Some(Blue), vec![replica(Green, 1, "v2", Healthy)]);
+    let mut r = canarying(&d, pause.clone(), Some(10));
+    let Step::Fail { level: Level::Canary, reason } = take(&d, &green, &mut r, T0, Outcome::Done)
+    else {
+        panic!("the stable color's loss went unseen")
+    };
+    assert!(reason.contains("stable color blue has no running replica"), "{reason}");
+    let all = Step::Route { to: Some(Green), replicas: 1, fallback: None };
+    assert_eq!(take(&d, &green, &mut r, T0, Outcome::Done), all);
+    let served = observed(Some(Green), vec![replica(Green, 1, "v2", Healthy)]);
+    check(&d, &served, &r, T0, Step::Finish);
+    // A new replica unhealthy: the traffic goes back.
+    let sick = observed(
+        Some(Blue),
+        vec![replica(Blue, 1, "v1", Healthy), replica(Green, 1, "v2", Unhealthy)],
+    );
+    let r = canarying(&d, pause, Some(10));
+    let Step::Fail { level: Level::Canary, reason } = decide(Some(&d), &sick, &r, T0) else {
+        panic!("an unhealthy canary went on")
+    };
+    assert!(reason.contains("unhealthy"), "{reason}");
+}
+
+#[test]
+fn a_canary_on_a_first_deploy_switches() {
+    let d = six_steps();
+    let mut r = Record::default();
+    r.begin(&d, Blue, None, T0);
+    r.enter(Stage::Gates, T0);
+    let gates = Step::Gates { color: Blue, live: None, golden: true };
+    apply(&mut r, &gates, evidence(4.0, 0.0), T0);
+    assert_eq!(stage_of(&r), Stage::Switch);
+}
+
+#[test]
+fn the_shadow_mirrors_compares_then_stops_the_mirror_before_the_switch() {
+    let d = with_shadow(desired("v2"));
+    let o = both(Blue);
+    let mut r = rolling_with(&d, Stage::Gates);
+    let gates = Step::Gates { color: Green, live: Some(Blue), golden: true };
+    apply(&mut r, &gates, evidence(4.0, 0.0), T0);
+    assert_eq!(stage_of(&r), Stage::Shadow { until: None });
+    let mirror = Step::Mirror { to: Some((Green, 1)) };
+    assert_eq!(take(&d, &o, &mut r, T0, Outcome::Done), mirror);
+    assert!(r.rollout.as_ref().unwrap().mirroring);
+    assert_eq!(stage_of(&r), Stage::Shadow { until: Some(at(30_000)) });
+    check(&d, &o, &r, at(10), Step::Wait { until: Some(at(30_000)) });
+    let collect = Step::Answers { stable: Blue, canary: Green };
+    assert_eq!(take(&d, &o, &mut r, at(30_000), answered(0.0)), collect);
+    let judged = r.rollout.as_ref().unwrap().summary.shadow.clone().unwrap();
+    assert!(judged.passed && judged.compared == 300, "{judged:?}");
+    assert_eq!(stage_of(&r), Stage::Switch);
+    // The mirror goes first, then the switch.
+    assert_eq!(take(&d, &o, &mut r, at(30_000), Outcome::Done), Step::Mirror { to: None });
+    assert!(!r.rollout.as_ref().unwrap().mirroring);
+    assert!(matches!(decide(Some(&d), &o, &r, at(30_000)), Step::Route { to: Some(Green), .. }));
+    // With a canary, the shadow comes before its first step; with a
+    // manual promotion, before the pause.
+    for (d, then) in [
+        (with_shadow(six_steps()), canary_at(0, 0, CanaryAt::SetWeight { to: 10 })),
+        (with_shadow(Desired { auto_promote: false, ..desired("v2") }), Stage::Paused),
+    ] {
+        let mut r = rolling_with(&d, Stage::Shadow { until: Some(at(30_000)) });
+        r.rollout.as_mut().unwrap().mirroring = true;
+        apply(&mut r, &collect, answered(0.0), at(30_000));
+        assert_eq!(stage_of(&r), then);
+        check(&d, &o, &r, at(30_000), Step::Mirror { to: None });
+    }
+}
+
+#[test]
+fn a_shadow_that_sees_answers_change_is_refused_before_traffic_moves() {
+    let d = with_shadow(desired("v2"));
+    let o = both(Blue);
+    let mut r = rolling_with(&d, Stage::Shadow { until: Some(at(30_000)) });
+    r.rollout.as_mut().unwrap().mirroring = true;
+    let collect = Step::Answers { stable: Blue, canary: Green };
+    apply(&mut r, &collect, answered(3.0), at(30_000));
+    let Stage::Rollback { level: Level::BeforeSwitch, reason } = stage_of(&r) else {
+        panic!("a $3 shift passed")
+    };
+    assert!(reason.contains("300 of 300 answers"), "{reason}");
+    // The mirror goes, then the new color; the figures stay in the history.
+    assert_eq!(take(&d, &o, &mut r, at(30_000), Outcome::Done), Step::Mirror { to: None });
+    check(&d, &o, &r, at(30_000), Step::Remove { color: Green, why: Removal::Failed });
+    let f = r.finish(at(30_000)).unwrap();
+    let judged = f.summary.shadow.unwrap();
+    assert_eq!((judged.changed, judged.passed), (300, false));
+    // Too few requests, a router that cannot mirror, answers that cannot
+    // be had: refused too, never passed.
+    let mut few = rolling_with(&d, Stage::Shadow { until: Some(at(30_000)) });
+    let short = Outcome::Answered(Ok(Box::default()));
+    apply(&mut few, &collect, short, at(30_000));
+    assert!(matches!(stage_of(&few), Stage::Rollback { level: Level::BeforeSwitch, .. }));
+    let mut refused = rolling_with(&d, Stage::Shadow { until: None });
+    let mirror = Step::Mirror { to: Some((Green, 1)) };
+    apply(&mut refused, &mirror, Outcome::Refused("no mirror here".into()), T0);
+    let Stage::Rollback { reason, .. } = stage_of(&refused) else { panic!() };
+    assert!(reason.contains("cannot mirror: no mirror here"), "{reason}");
+    assert!(!refused.rollout.as_ref().unwrap().mirroring);
+}
+
+#[test]
+fn a_shadow_is_aborted_or_superseded_but_never_skipped() {
+    let d = with_shadow(desired("v2"));
+    let o = both(Blue);
+    let mut r = rolling_with(&d, Stage::Shadow { until: Some(at(30_000)) });
+    r.rollout.as_mut().unwrap().mirroring = true;
+    assert!(command(&mut r, Operator::Promote).is_err());
+    assert!(command(&mut r, Operator::PromoteFull).is_err());
+    let mut aborted = r.clone();
+    command(&mut aborted, Operator::Abort).unwrap();
+    let Step::Fail { level: Level::BeforeSwitch, reason } = decide(Some(&d), &o, &aborted, T0)
+    else {
+        panic!("no abort")
+    };
+    assert!(reason.contains("aborted"), "{reason}");
+    // A new tag: superseded, the mirror stopped before the rollout ends.
+    let d3 = with_shadow(desired("v3"));
+    assert!(matches!(take(&d3, &o, &mut r, T0, Outcome::Done), Step::Supersede { .. }));
+    assert_eq!(take(&d3, &o, &mut r, T0, Outcome::Done), Step::Mirror { to: None });
+    check(&d3, &o, &r, T0, Step::Finish);
+    // No live color to compare with: no shadow.
+    let mut first = Record::default();
+    first.begin(&d, Blue, None, T0);
+    first.enter(Stage::Gates, T0);
+    let gates = Step::Gates { color: Blue, live: None, golden: true };
+    apply(&mut first, &gates, evidence(4.0, 0.0), T0);
+    assert_eq!(stage_of(&first), Stage::Switch);
+}
+
+#[test]
+fn operators_words_are_taken_at_canary_steps() {
+    let d = six_steps();
+    for stage in [
+        canary_at(0, 0, CanaryAt::SetWeight { to: 10 }),
+        canary_at(4, 50, CanaryAt::Pause { until: None }),
+    ] {
+        for word in [Operator::Promote, Operator::PromoteFull, Operator::Abort] {
+            assert_eq!(command(&mut rolling_with(&d, stage.clone()), word), Ok(()));
+        }
+    }
+    assert!(
+        command(
+            &mut rolling_with(&d, Stage::Verify { deadline: T0, next_at: T0 }),
+            Operator::Abort
+        )
+        .is_err()
+    );
+    // `--full` on a blue-green pause promotes as promote does.
+    let mut paused = rolling("v2", Stage::Paused);
+    command(&mut paused, Operator::PromoteFull).unwrap();
+    let mut previewing = both(Blue);
+    previewing.traffic.preview = Some(Green);
+    check(&desired("v2"), &previewing, &paused, T0, Step::Promote);
+}
+
+#[test]
+fn a_canary_record_survives_json_and_a_blue_green_one_keeps_its_form() {
+    let analysis = CanaryAt::Analysis {
+        until: at(30_000),
+        next_at: T0,
+        baseline: Some(Pair { stable: counters(10.0, 0.0), canary: counters(1.0, 0.0) }),
+    };
+    let mut r = canarying(&six_steps(), canary_at(2, 10, analysis), Some(10));
+    r.rollout.as_mut().unwrap().mirroring = true;
+    let json = serde_json::to_string(&r).unwrap();
+    assert_eq!(serde_json::from_str::<Record>(&json).unwrap(), r);
+    let plain = serde_json::to_string(&rolling("v2", Stage::Switch)).unwrap();
+    for key in ["split", "mirroring", "comparisons", "shadow", "strategy"] {
+        assert!(!plain.contains(key), "{key} in {plain}");
+    }
 }
