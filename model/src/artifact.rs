@@ -277,17 +277,86 @@ impl ModelArtifact {
     }
 
     /// The linear response for one trip, its features clamped into the
-    /// training ranges (may still be negative).
+    /// training ranges (may still be negative): [`LinearModel`]'s, when the
+    /// artifact has a coefficient and a range per feature (every validated
+    /// one), else over the pairs it has.
     pub fn linear_response(&self, trip: &Trip) -> f64 {
-        features(trip)
-            .iter()
-            .zip(&self.feature_ranges)
-            .zip(&self.coefficients)
-            .fold(self.intercept, |acc, ((x, r), c)| acc + r.clamp(*x) * c)
+        match LinearModel::try_from(self) {
+            Ok(linear) => linear.linear_response(trip),
+            Err(_) => features(trip)
+                .iter()
+                .zip(&self.feature_ranges)
+                .zip(&self.coefficients)
+                .fold(self.intercept, |acc, ((x, r), c)| acc + r.clamp(*x) * c),
+        }
     }
 
     /// The predicted fare in USD: the linear response, floored at zero since
     /// no fare is negative. Trainer metrics use this same function.
+    pub fn predict(&self, trip: &Trip) -> f64 {
+        self.linear_response(trip).max(0.0)
+    }
+
+    /// Predicts a batch, in order.
+    pub fn predict_batch(&self, trips: &[Trip]) -> Vec<f64> {
+        match LinearModel::try_from(self) {
+            Ok(linear) => linear.predict_batch(trips),
+            Err(_) => trips.iter().map(|t| self.predict(t)).collect(),
+        }
+    }
+}
+
+/// What [`ModelArtifact::predict`] reads of an artifact, in arrays of one
+/// entry per feature: a caller that predicts often (the service) builds it
+/// once, and the clamps and the dot product run over fixed-size arrays
+/// with no length to check. It computes exactly what the artifact's
+/// vectors did: the same clamps, products and sums in the same order.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinearModel {
+    intercept: f64,
+    coefficients: [f64; N_FEATURES],
+    min: [f64; N_FEATURES],
+    max: [f64; N_FEATURES],
+}
+
+impl TryFrom<&ModelArtifact> for LinearModel {
+    type Error = ArtifactError;
+
+    /// Fails when the artifact has not one coefficient and one range per
+    /// feature (which [`ModelArtifact::validate`] refuses).
+    fn try_from(artifact: &ModelArtifact) -> Result<LinearModel, ArtifactError> {
+        let coefficients: [f64; N_FEATURES] =
+            artifact.coefficients.as_slice().try_into().map_err(|_| {
+                ArtifactError::CoefficientCount { found: artifact.coefficients.len() }
+            })?;
+        let ranges: &[FeatureRange; N_FEATURES] = artifact
+            .feature_ranges
+            .as_slice()
+            .try_into()
+            .map_err(|_| ArtifactError::RangeCount { found: artifact.feature_ranges.len() })?;
+        Ok(LinearModel {
+            intercept: artifact.intercept,
+            coefficients,
+            min: ranges.map(|r| r.min),
+            max: ranges.map(|r| r.max),
+        })
+    }
+}
+
+impl LinearModel {
+    /// [`ModelArtifact::linear_response`]: the intercept plus each clamped
+    /// feature times its coefficient, added in feature order.
+    pub fn linear_response(&self, trip: &Trip) -> f64 {
+        let x = features(trip);
+        // `FeatureRange::clamp` with the same operands; the products in a
+        // pass of their own (no order to keep), then the sum in order.
+        let terms: [f64; N_FEATURES] = std::array::from_fn(|i| {
+            FeatureRange { min: self.min[i], max: self.max[i] }.clamp(x[i]) * self.coefficients[i]
+        });
+        terms.iter().fold(self.intercept, |acc, term| acc + term)
+    }
+
+    /// [`ModelArtifact::predict`].
     pub fn predict(&self, trip: &Trip) -> f64 {
         self.linear_response(trip).max(0.0)
     }
@@ -330,6 +399,53 @@ pub(crate) mod tests {
         let expected = 3.0 + 2.0 * features(&far)[0];
         assert_eq!(a.predict(&far), expected);
         assert_eq!(a.predict_batch(&[t, far]), vec![4.0, expected]);
+    }
+
+    /// `linear_response` as it was before [`LinearModel`], frozen: a fold
+    /// over the artifact's vectors.
+    fn linear_response_before(a: &ModelArtifact, trip: &Trip) -> f64 {
+        features(trip)
+            .iter()
+            .zip(&a.feature_ranges)
+            .zip(&a.coefficients)
+            .fold(a.intercept, |acc, ((x, r), c)| acc + x.max(r.min).min(r.max) * c)
+    }
+
+    /// The arrays change no bit of any prediction, with ranges that clamp
+    /// every feature, some of them or none, and coefficients of every sign
+    /// and magnitude.
+    #[test]
+    fn the_linear_model_is_the_frozen_fold_to_the_bit() {
+        let mut fitted = sample();
+        fitted.coefficients = vec![2.1, -0.7, 0.35, 1e-3, -2e-3, 0.5, 0.25, -1.5, 3.0, 0.125];
+        fitted.intercept = -1.75;
+        fitted.feature_ranges = vec![
+            FeatureRange { min: 0.05, max: 60.0 },
+            FeatureRange { min: 0.2, max: 7.7 },
+            FeatureRange { min: 0.0, max: 90.0 },
+            FeatureRange { min: 0.5, max: 40.0 },
+            FeatureRange { min: 0.5, max: 40.0 },
+            FeatureRange { min: -0.0, max: 30.0 },
+            FeatureRange { min: 1.0, max: 1.0 },
+            FeatureRange { min: 2.0, max: 45.0 },
+            FeatureRange { min: 2.0, max: 45.0 },
+            FeatureRange { min: 1.0, max: 6.0 },
+        ];
+        let models = [sample(), fitted];
+        for model in &models {
+            let linear = LinearModel::try_from(model).unwrap();
+            for trip in crate::features::tests::random_trips(200_000) {
+                let want = linear_response_before(model, &trip);
+                assert_eq!(model.linear_response(&trip).to_bits(), want.to_bits(), "{trip:?}");
+                assert_eq!(linear.linear_response(&trip).to_bits(), want.to_bits(), "{trip:?}");
+                assert_eq!(linear.predict(&trip).to_bits(), want.max(0.0).to_bits());
+            }
+        }
+        let mut short = sample();
+        short.coefficients.pop();
+        let trip = Trip::from_values([40.7, -74.0, 40.8, -73.9, 1.0]).unwrap();
+        assert!(LinearModel::try_from(&short).is_err());
+        assert_eq!(short.linear_response(&trip), linear_response_before(&short, &trip));
     }
 
     #[test]

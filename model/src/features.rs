@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
 
-use crate::geo::{EWR, JFK, LGA, Point, Radians, manhattan_km};
+use crate::geo::{EWR, JFK, LGA, Point, Radians, km_of_haversine, manhattan_km};
 use crate::trip::Trip;
 
 /// Identifies the feature definitions below; bump it whenever any changes.
@@ -129,27 +129,42 @@ static AIRPORTS: LazyLock<[Radians; 3]> =
 /// Each distance is [`crate::geo::haversine_km`] to the bit; each end of
 /// the trip and each airport is converted to [`Radians`] once rather than
 /// once per distance.
+///
+/// The seven haversines are all computed before the first `asin`, so that
+/// only they (not the four points' values) are kept across its calls: the
+/// same operations on the same values as one distance after the other,
+/// with fewer spills.
 pub fn features(trip: &Trip) -> [f64; N_FEATURES] {
     let (p, d) = (trip.pickup(), trip.dropoff());
     let (rp, rd) = (Radians::of(p), Radians::of(d));
     let [jfk, lga, ewr] = &*AIRPORTS;
-    let dist = rp.haversine_km(&rd);
+    let h = [
+        rp.haversine(&rd),
+        rp.haversine(jfk),
+        rd.haversine(jfk),
+        rp.haversine(lga),
+        rd.haversine(lga),
+        rp.haversine(ewr),
+        rd.haversine(ewr),
+    ];
+    let [dist, pickup_jfk, dropoff_jfk, pickup_lga, dropoff_lga, pickup_ewr, dropoff_ewr] =
+        h.map(km_of_haversine);
     [
         dist,
         dist.sqrt(),
         manhattan_km(p, d),
-        rp.haversine_km(jfk),
-        rd.haversine_km(jfk),
-        rp.haversine_km(lga),
-        rd.haversine_km(lga),
-        rp.haversine_km(ewr),
-        rd.haversine_km(ewr),
+        pickup_jfk,
+        dropoff_jfk,
+        pickup_lga,
+        dropoff_lga,
+        pickup_ewr,
+        dropoff_ewr,
         f64::from(trip.passenger_count),
     ]
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -206,6 +221,82 @@ mod tests {
         assert_eq!(f[4], f[0]);
         assert_eq!(f[9], 2.0);
         assert!(f.iter().all(|v| v.is_finite()));
+    }
+
+    /// Random valid trips: anywhere on the globe, in and around New York,
+    /// a few metres long, and with both ends at one point.
+    pub(crate) fn random_trips(n: usize) -> impl Iterator<Item = Trip> {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |lo: f64, hi: f64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            lo + (hi - lo) * (x >> 11) as f64 / (1u64 << 53) as f64
+        };
+        (0..n).map(move |i| {
+            let (a, b) = match i % 4 {
+                0 => (next(-90.0, 90.0), next(-180.0, 180.0)),
+                _ => (next(40.4, 41.1), next(-74.5, -72.8)),
+            };
+            let (c, d) = match i % 4 {
+                0 | 1 => (next(-90.0, 90.0), next(-180.0, 180.0)),
+                2 => (a + next(-1e-4, 1e-4), b + next(-1e-4, 1e-4)),
+                _ => (a, b),
+            };
+            let passengers = (next(0.0, 10.0) as u8).min(crate::trip::MAX_PASSENGERS);
+            Trip::from_values([
+                a,
+                b,
+                c.clamp(-90.0, 90.0),
+                d.clamp(-180.0, 180.0),
+                passengers.into(),
+            ])
+            .expect("every generated trip is valid")
+        })
+    }
+
+    /// `features` as it was before the haversines were computed ahead of
+    /// the `asin` calls, frozen: one distance after the other.
+    fn features_before(trip: &Trip) -> [f64; N_FEATURES] {
+        fn haversine_km(a: &[f64; 5], b: &[f64; 5]) -> f64 {
+            let [a_sin_lat, a_cos_lat, a_sin_lon, a_cos_lon, a_cos] = *a;
+            let [b_sin_lat, b_cos_lat, b_sin_lon, b_cos_lon, b_cos] = *b;
+            let half_dlat = b_sin_lat * a_cos_lat - b_cos_lat * a_sin_lat;
+            let half_dlon = b_sin_lon * a_cos_lon - b_cos_lon * a_sin_lon;
+            let h = half_dlat * half_dlat + a_cos * b_cos * half_dlon * half_dlon;
+            2.0 * crate::geo::EARTH_RADIUS_KM * h.sqrt().min(1.0).asin()
+        }
+        fn radians(p: Point) -> [f64; 5] {
+            let (sin_half_lat, cos_half_lat) = (p.lat.to_radians() / 2.0).sin_cos();
+            let (sin_half_lon, cos_half_lon) = (p.lon.to_radians() / 2.0).sin_cos();
+            let cos_lat = (cos_half_lat - sin_half_lat) * (cos_half_lat + sin_half_lat);
+            [sin_half_lat, cos_half_lat, sin_half_lon, cos_half_lon, cos_lat]
+        }
+        let (p, d) = (trip.pickup(), trip.dropoff());
+        let (rp, rd) = (radians(p), radians(d));
+        let [jfk, lga, ewr] = [radians(JFK), radians(LGA), radians(EWR)];
+        let dist = haversine_km(&rp, &rd);
+        [
+            dist,
+            dist.sqrt(),
+            (p.lat - d.lat).abs() * 111.2 + (p.lon - d.lon).abs() * 84.2,
+            haversine_km(&rp, &jfk),
+            haversine_km(&rd, &jfk),
+            haversine_km(&rp, &lga),
+            haversine_km(&rd, &lga),
+            haversine_km(&rp, &ewr),
+            haversine_km(&rd, &ewr),
+            f64::from(trip.passenger_count),
+        ]
+    }
+
+    /// Computing the haversines first changes no bit of any feature.
+    #[test]
+    fn features_are_the_frozen_formulas_to_the_bit() {
+        for trip in random_trips(200_000) {
+            let (got, want) = (features(&trip), features_before(&trip));
+            assert_eq!(got.map(f64::to_bits), want.map(f64::to_bits), "{trip:?}");
+        }
     }
 
     /// The features are defined by `haversine_km` on the plain points; the

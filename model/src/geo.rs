@@ -72,11 +72,25 @@ impl Radians {
 
     /// Haversine distance in kilometres from `self` to `to`.
     pub(crate) fn haversine_km(&self, to: &Radians) -> f64 {
+        km_of_haversine(self.haversine(to))
+    }
+
+    /// The haversine of the central angle from `self` to `to`, the part of
+    /// [`Radians::haversine_km`] before its `asin`: callers with several
+    /// distances compute every one of these first, so that no value is
+    /// live across the calls (which clobber every float register).
+    #[inline(always)]
+    pub(crate) fn haversine(&self, to: &Radians) -> f64 {
         let half_dlat = to.sin_half_lat * self.cos_half_lat - to.cos_half_lat * self.sin_half_lat;
         let half_dlon = to.sin_half_lon * self.cos_half_lon - to.cos_half_lon * self.sin_half_lon;
-        let h = half_dlat * half_dlat + self.cos_lat * to.cos_lat * half_dlon * half_dlon;
-        2.0 * EARTH_RADIUS_KM * h.sqrt().min(1.0).asin()
+        half_dlat * half_dlat + self.cos_lat * to.cos_lat * half_dlon * half_dlon
     }
+}
+
+/// The distance in kilometres of a haversine `h` ([`Radians::haversine`]).
+#[inline(always)]
+pub(crate) fn km_of_haversine(h: f64) -> f64 {
+    2.0 * EARTH_RADIUS_KM * h.sqrt().min(1.0).asin()
 }
 
 /// Kilometres per degree of latitude, and of longitude at New York's latitude:

@@ -16,7 +16,9 @@ pub mod metrics;
 pub mod scores;
 pub mod trip;
 
-pub use artifact::{ArtifactError, GoldenTrip, Lineage, MAX_GOLDEN, ModelArtifact, SCHEMA_VERSION};
+pub use artifact::{
+    ArtifactError, GoldenTrip, Lineage, LinearModel, MAX_GOLDEN, ModelArtifact, SCHEMA_VERSION,
+};
 pub use features::{
     FEATURE_NAMES, FEATURE_SET, FeatureRange, FeatureSpec, N_FEATURES, feature_domain,
     feature_specs, features,

@@ -9,7 +9,7 @@
 
 use std::hint::black_box;
 
-use model::{ModelArtifact, Trip};
+use model::{LinearModel, ModelArtifact, Trip};
 use service::api::{Answer, PredictResponse};
 use service::validate;
 
@@ -20,13 +20,15 @@ fn main() -> anyhow::Result<()> {
     };
     let full = rest.first().is_some_and(|m| m == "full");
     let artifact = ModelArtifact::from_json(&std::fs::read_to_string(model)?)?;
+    // Built once, as the service's `LoadedModel` does.
+    let linear = LinearModel::try_from(&artifact)?;
     let body = std::fs::read(body)?;
     let iterations: usize = iterations.parse()?;
     let mut bytes = 0;
     for _ in 0..iterations {
         let trips = stage_decode(&body, full);
         let Ok(trips) = trips else { anyhow::bail!("the body is not a valid batch") };
-        let predictions = stage_predict(&artifact, &trips);
+        let predictions = stage_predict(&linear, &trips);
         let out_of_area = stage_out_of_area(&trips);
         let json = stage_encode(&artifact, predictions, out_of_area, full)?;
         bytes += black_box(json).len();
@@ -46,8 +48,8 @@ fn stage_decode(body: &[u8], full: bool) -> Result<Vec<Trip>, Vec<service::error
 }
 
 #[inline(never)]
-fn stage_predict(artifact: &ModelArtifact, trips: &[Trip]) -> Vec<f64> {
-    artifact.predict_batch(trips)
+fn stage_predict(linear: &LinearModel, trips: &[Trip]) -> Vec<f64> {
+    linear.predict_batch(trips)
 }
 
 #[inline(never)]

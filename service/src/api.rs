@@ -462,7 +462,8 @@ async fn read_body(body: Body, limit: usize, declared: Option<u64>) -> Result<Re
 /// answer. The error of a cancelled parse is never seen: its request is
 /// already gone.
 fn price(state: &AppState, body: &[u8], cancelled: &AtomicBool) -> Result<Priced, ApiError> {
-    let artifact = model_or_503(state)?;
+    let loaded = loaded_or_503(state)?;
+    let artifact = loaded.artifact();
     if cancelled.load(Ordering::Relaxed) {
         state.metrics.record_cancelled();
         return Err(ApiError::Timeout(state.limits.request_timeout.as_secs_f64()));
@@ -474,7 +475,7 @@ fn price(state: &AppState, body: &[u8], cancelled: &AtomicBool) -> Result<Priced
             return Err(ApiError::Timeout(state.limits.request_timeout.as_secs_f64()));
         }
     };
-    let predictions = artifact.predict_batch(&trips);
+    let predictions = loaded.linear().predict_batch(&trips);
     let out_of_area: Vec<usize> = trips
         .iter()
         .enumerate()

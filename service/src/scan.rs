@@ -203,13 +203,31 @@ const MAX_EXACT: u64 = 1 << 53;
 /// A number of the shapes nearly every value has, `-?D{1,7}` or
 /// `-?D{1,7}.D{1,7}` not followed by an exponent, read from the word of its
 /// integer digits and the word of its fraction: its value and length.
-/// Anything else (another shape, fewer than eight bytes left in a word) is
-/// `None`, for [`Scanner::any_number`], which also refuses what JSON does.
+/// Anything else is `None`, for [`Scanner::any_number`], which also
+/// refuses what JSON does.
 /// With at most 14 digits the significand is below 2^53, and one division
 /// by an exact power of ten rounds as serde_json's does.
 #[inline(always)]
 fn plain_number(bytes: &[u8]) -> Option<(f64, usize)> {
-    let negative = *bytes.first()? == b'-';
+    match bytes.first_chunk::<17>() {
+        Some(window) => plain_number_in(window),
+        None => {
+            // A body's last bytes: the same on a copy padded with a byte
+            // that ends a number as the end of the body does.
+            let mut window = [b' '; 17];
+            window.get_mut(..bytes.len())?.copy_from_slice(bytes);
+            plain_number_in(&window)
+        }
+    }
+}
+
+/// [`plain_number`] in a window that holds every byte it may read (a sign,
+/// seven digits, a point and the word of the fraction): one length check
+/// for them all.
+#[inline(always)]
+fn plain_number_in(window: &[u8; 17]) -> Option<(f64, usize)> {
+    let bytes: &[u8] = window;
+    let negative = bytes[0] == b'-';
     let start = usize::from(negative);
     let integer = word(bytes, start)?;
     let n = leading_digits(integer);
@@ -218,7 +236,9 @@ fn plain_number(bytes: &[u8]) -> Option<(f64, usize)> {
         return None;
     }
     let after = (integer >> (8 * n)) as u8;
-    let sign = |magnitude: f64| if negative { -magnitude } else { magnitude };
+    // The magnitude is never negative (nor NaN): setting its sign bit is
+    // negating it, with no branch.
+    let sign = |magnitude: f64| f64::from_bits(magnitude.to_bits() | (u64::from(negative) << 63));
     if after != b'.' {
         if after | 0x20 == b'e' {
             return None;
@@ -231,8 +251,80 @@ fn plain_number(bytes: &[u8]) -> Option<(f64, usize)> {
     if f == 0 || f > 7 || ((fraction >> (8 * f)) as u8) | 0x20 == b'e' {
         return None;
     }
-    let significand = digits_value(integer, n) * POW10_U64[f] + digits_value(fraction, f);
-    Some((sign(significand as f64 / POW10[f]), fraction_at + f))
+    let significand = if n + f <= 8 {
+        // Every digit fits one word (a coordinate's usually do): the
+        // integer's, then the fraction's in place of the point, one sum.
+        let integer_digits = integer & ((1 << (8 * n)) - 1);
+        digits_value(integer_digits | (fraction << (8 * n)), n + f)
+    } else {
+        digits_value(integer, n) * POW10_U64[f] + digits_value(fraction, f)
+    };
+    // Below 10^14, so exact as an `i64` (whose conversion is one
+    // instruction, an unsigned one's several) and as an `f64`.
+    Some((sign(significand as i64 as f64 / POW10[f]), fraction_at + f))
+}
+
+/// The keys of a row in the order the row before had them (`fields`, a
+/// permutation of the five), each as [`QuotedKey`], for [`plain_row`].
+#[derive(Debug, Clone, Copy)]
+struct Template {
+    fields: [usize; 5],
+    keys: [QuotedKey; 5],
+}
+
+impl Template {
+    /// `order` must be a permutation of the five fields, as the order of a
+    /// row [`Scanner::row`] accepted is.
+    fn of(order: [usize; 5]) -> Template {
+        Template { fields: order, keys: order.map(|field| QUOTED_KEYS[field % 5]) }
+    }
+}
+
+/// The row at `at` when it is exactly what nearly every row is: `{`, then
+/// the keys of `template` in its order, each as `"name":` and a plain
+/// number ([`plain_number`]) and `,` (the last `}`), no whitespace; the
+/// trip and where the row ends. `None` for anything else, including a
+/// value a rule refuses: then [`Scanner::row`] reads the row, the general
+/// way. On locals only and calling nothing, so the position stays in a
+/// register: no key to tell apart and no duplicate to look for, since the
+/// template holds each field once.
+#[inline(always)]
+fn plain_row(bytes: &[u8], at: usize, template: &Template) -> Option<(Trip, usize)> {
+    if *bytes.get(at)? != b'{' {
+        return None;
+    }
+    let at = at + 1;
+    let [k0, k1, k2, k3, k4] = &template.keys;
+    // Unrolled: each key's words at a fixed place in the template.
+    let (v0, at) = plain_field(bytes, at, k0, b',')?;
+    let (v1, at) = plain_field(bytes, at, k1, b',')?;
+    let (v2, at) = plain_field(bytes, at, k2, b',')?;
+    let (v3, at) = plain_field(bytes, at, k3, b',')?;
+    let (v4, at) = plain_field(bytes, at, k4, b'}')?;
+    let mut values = [0.0; 5];
+    for (field, value) in template.fields.into_iter().zip([v0, v1, v2, v3, v4]) {
+        *values.get_mut(field)? = value;
+    }
+    Some((Trip::checked(values)?, at))
+}
+
+/// `"name":` of `key`, a plain number and `end` at `at`: the number and
+/// where `end` ends.
+#[inline(always)]
+fn plain_field(bytes: &[u8], at: usize, key: &QuotedKey, end: u8) -> Option<(f64, usize)> {
+    let chunk = bytes.get(at..)?.first_chunk::<24>()?;
+    let word = |i: usize| {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&chunk[8 * i..8 * i + 8]);
+        u64::from_le_bytes(word)
+    };
+    if word(0) != key.words[0] || word(1) != key.words[1] || word(2) & key.mask != key.words[2] {
+        return None;
+    }
+    let at = at + key.len;
+    let (value, len) = plain_number(bytes.get(at..)?)?;
+    let at = at + len;
+    (*bytes.get(at)? == end).then_some((value, at + 1))
 }
 
 /// Scans a body (BOM already stripped) of at most `max_rows` rows, checking
@@ -279,6 +371,10 @@ impl Scanner<'_> {
         // Which key each position of a row held in the row before: rows
         // written by one serializer repeat their order.
         let mut order = [0, 1, 2, 3, 4];
+        // The template of `order`, built when a second row comes (never
+        // for a one-row body): the first row takes the general way.
+        let mut template: Option<Template> = None;
+        let mut learned = false;
         loop {
             if trips.len() == max_rows {
                 return None;
@@ -290,8 +386,34 @@ impl Scanner<'_> {
                 until_check = check_every;
             }
             until_check -= 1;
-            trips.push(self.row(&mut order)?);
-            match self.next()? {
+            if learned {
+                template = Some(Template::of(order));
+                learned = false;
+            }
+            let plain = template.as_ref().and_then(|t| plain_row(self.bytes, self.at, t));
+            let trip = match plain {
+                Some((trip, end)) => {
+                    self.at = end;
+                    trip
+                }
+                None => {
+                    // The first row, another key order, whitespace or
+                    // anything else: the row the general way, whose order
+                    // the next rows try.
+                    learned = true;
+                    self.row(&mut order)?
+                }
+            };
+            trips.push(trip);
+            // The byte after a row, whitespace aside.
+            let after = match self.bytes.get(self.at) {
+                Some(&b @ (b',' | b']')) => {
+                    self.at += 1;
+                    b
+                }
+                _ => self.next()?,
+            };
+            match after {
                 b',' => {}
                 b']' => break,
                 _ => return None,

@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 
 use axum::body::Bytes;
 use bluegreen::Color;
-use model::{ArtifactError, ModelArtifact};
+use model::{ArtifactError, LinearModel, ModelArtifact};
 use tokio::sync::Semaphore;
 
 use crate::admission::Admission;
@@ -31,10 +31,12 @@ pub enum ModelSlot {
 
 /// A validated artifact and the JSON text it was parsed from, kept so that
 /// `GET /model` serves the artifact exactly as loaded (a cheap clone per
-/// answer): whoever parses that text gets this very artifact.
+/// answer): whoever parses that text gets this very artifact. Its
+/// [`LinearModel`] is built once here, not per request.
 #[derive(Debug)]
 pub struct LoadedModel {
     artifact: ModelArtifact,
+    linear: LinearModel,
     json: Bytes,
 }
 
@@ -42,7 +44,8 @@ impl LoadedModel {
     /// Parses and validates an artifact, keeping its text.
     pub fn from_json(text: String) -> Result<LoadedModel, ArtifactError> {
         let artifact = ModelArtifact::from_json(&text)?;
-        Ok(LoadedModel { artifact, json: Bytes::from(text) })
+        let linear = LinearModel::try_from(&artifact)?;
+        Ok(LoadedModel { artifact, linear, json: Bytes::from(text) })
     }
 
     /// An artifact made in memory (a stub, a test fixture), written as the
@@ -54,6 +57,11 @@ impl LoadedModel {
 
     pub fn artifact(&self) -> &ModelArtifact {
         &self.artifact
+    }
+
+    /// What predictions read of the artifact: they are its `predict`'s.
+    pub fn linear(&self) -> &LinearModel {
+        &self.linear
     }
 
     /// The artifact's JSON, byte for byte as loaded.
