@@ -230,8 +230,9 @@ impl Upstream {
 
     /// The canary's split a file makes, `None` for a file without one.
     pub fn split(text: &str) -> Result<Option<Split>, UpstreamError> {
-        let canary: Vec<Server> =
-            servers(text).filter(|s| s.block.as_deref() == Some(CANARY_BLOCK)).collect();
+        let canary: Vec<Server> = servers(text)
+            .filter(|s| s.block.as_deref() == Some(CANARY_BLOCK) && !s.backup)
+            .collect();
         let Some(first) = canary.first() else { return Ok(None) };
         let color = first.color.ok_or_else(|| UpstreamError::UnknownServer(first.host.clone()))?;
         for s in &canary {
@@ -382,9 +383,15 @@ fn split_file(
             "of {weight}% is no split: 0 and 100 are a plain route"
         )));
     }
+    // The stable color backs the canary up, as the old color backs a new
+    // one up while a switch is verified: a request the canary's replicas
+    // refuse (one stopping, the split being undone) is served, not lost.
+    let backup: Vec<String> =
+        stable_servers.lines().map(|l| l.replacen(';', " backup;", 1)).collect();
+    let canary_servers = format!("{canary_servers}\n{}", backup.join("\n"));
     Ok(SPLIT_TEMPLATE
         .replace("{{stable}}", stable_servers)
-        .replace("{{canary}}", canary_servers)
+        .replace("{{canary}}", &canary_servers)
         .replace("{{weight}}", &weight.to_string()))
 }
 

@@ -18,7 +18,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::{self, Figures, Sample};
-use crate::strategy::Comparison;
+use crate::manifest::strategy::Comparison;
 
 /// Both colors' counters at one moment, read one right after the other.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -5,7 +5,7 @@
 //! ([`status`]), and the judges of the model gates ([`gates`]), of the
 //! analysis after a switch ([`analysis`]), of a canary's comparison of
 //! the two colors ([`compare`]) and of the shadow's answers ([`shadow`]);
-//! how traffic moves is [`strategy`].
+//! how traffic moves is [`manifest::strategy`].
 //!
 //! Architecture invariant: no IO and no async runtime. Time, observations
 //! and outcomes come in as values, so every decision is a function that a
@@ -23,7 +23,6 @@ pub mod record;
 pub mod reference;
 pub mod shadow;
 pub mod status;
-pub mod strategy;
 pub mod traffic;
 
 #[cfg(test)]

@@ -46,13 +46,13 @@ use crate::analysis::{self, Reading};
 use crate::clock::Timestamp;
 use crate::compare::{self, Decision, Pair};
 use crate::gates::{self, Evidence, Known};
+use crate::manifest::strategy::CanaryStep;
 use crate::manifest::{Desired, Probe};
 use crate::observed::{Health, Observed};
 use crate::record::{
     CanaryAt, Finished, Level, Operator, Origin, Record, Rollout, Stage, StepName, Watch,
 };
 use crate::shadow::{self, Answers};
-use crate::strategy::CanaryStep;
 
 /// Requests in one warm-up burst of the latency budget.
 pub const WARM_UP_REQUESTS: usize = 40;

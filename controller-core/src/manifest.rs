@@ -12,7 +12,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::reference;
-use crate::strategy::{self, RawShadow, RawStrategy, Shadow, Strategy};
+pub mod strategy;
+
+use self::strategy::{RawShadow, RawStrategy, Shadow, Strategy};
 
 pub const API_VERSION: &str = "deploy.taxi-fare.io/v1";
 pub const KIND: &str = "Rollout";

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::compare::{Check, Criterion};
-use crate::strategy::Shadow;
+use crate::manifest::strategy::Shadow;
 
 /// The most answers of each color judged: what the shell keeps is
 /// bounded, and so is what this reads of it.

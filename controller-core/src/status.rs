@@ -5,10 +5,10 @@ use bluegreen::Color;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
+use crate::manifest::strategy::{Shadow, Strategy};
 use crate::manifest::{Analysis, Desired, Gates};
 use crate::observed::{Health, Observed, Replica, State};
 use crate::record::{CanaryAt, Finished, Record, Stage, StepName, Summary};
-use crate::strategy::{Shadow, Strategy};
 
 /// How the deployment stands, in one word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -443,7 +443,7 @@ mod tests {
 
     #[test]
     fn a_canary_shows_its_step_and_waits_for_promote_as_paused() {
-        use crate::strategy::{CanaryStep, Strategy};
+        use crate::manifest::strategy::{CanaryStep, Strategy};
         let mut d = desired("v2");
         d.strategy = Strategy::Canary {
             steps: vec![CanaryStep::SetWeight(10), CanaryStep::Pause { duration: None }],

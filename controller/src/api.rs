@@ -31,6 +31,8 @@ use crate::reconciler::{Shared, Trigger};
 pub const SET_IMAGE: &str = "/api/v1/image";
 pub const ROLLBACK: &str = "/api/v1/rollback";
 pub const PROMOTE: &str = "/api/v1/promote";
+/// A canary promoted past every step left, at once.
+pub const PROMOTE_FULL: &str = "/api/v1/promote-full";
 pub const ABORT: &str = "/api/v1/abort";
 
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -41,6 +43,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route(SET_IMAGE, post(set_image))
         .route(ROLLBACK, post(rollback))
         .route(PROMOTE, post(promote))
+        .route(PROMOTE_FULL, post(promote_full))
         .route(ABORT, post(abort))
         .merge(crate::page::routes())
         .with_state(shared)
@@ -141,6 +144,10 @@ async fn set_image(
 
 async fn promote(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     operator(&shared, &headers, Operator::Promote).await
+}
+
+async fn promote_full(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    operator(&shared, &headers, Operator::PromoteFull).await
 }
 
 async fn abort(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {

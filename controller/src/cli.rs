@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use serde::de::DeserializeOwned;
 
-use controller::api::{ABORT, Accepted, PROMOTE, ROLLBACK, SET_IMAGE, SetImage};
+use controller::api::{ABORT, Accepted, PROMOTE, PROMOTE_FULL, ROLLBACK, SET_IMAGE, SetImage};
 use controller_core::clock::Timestamp;
 use controller_core::gates::{Gate, Reading};
 use controller_core::record::{Finished, Verdict};
@@ -61,6 +61,12 @@ impl Client {
     pub async fn decide(&self, token: &str, promote: bool) -> Result<Accepted> {
         let (path, what) = if promote { (PROMOTE, "promote") } else { (ABORT, "abort") };
         self.read(self.http.post(format!("{}{path}", self.base)).bearer_auth(token), what).await
+    }
+
+    /// Promotes a canary past every step left.
+    pub async fn promote_full(&self, token: &str) -> Result<Accepted> {
+        let request = self.http.post(format!("{}{PROMOTE_FULL}", self.base)).bearer_auth(token);
+        self.read(request, "promote --full").await
     }
 
     pub async fn rollback(&self, token: &str) -> Result<Accepted> {

@@ -11,8 +11,10 @@ use std::time::{Duration, Instant};
 
 use bluegreen::Color;
 use controller_core::analysis::{self, Own, Reading, Sample};
+use controller_core::compare::Pair;
 use controller_core::gates::{Evidence, KNOWN_TRIP, Known};
 use controller_core::manifest::Probe;
+use controller_core::shadow::{self, Answer};
 use controller_core::traffic::Counters;
 use model::{ModelArtifact, Trip};
 use serde::Deserialize;
@@ -26,6 +28,15 @@ const MAX_MODEL: usize = 2 << 20;
 const MAX_ANSWER: usize = 256 << 10;
 /// The most read of a replica's /metrics.
 const MAX_METRICS: usize = 1 << 20;
+/// The most read of a replica's shadow answers (10,000 of them, each an
+/// id and a fare or a few, are well under it).
+const MAX_SHADOW: usize = 4 << 20;
+
+/// A replica's `GET /shadow/answers`.
+#[derive(Deserialize)]
+struct Recorded {
+    answers: Vec<Answer>,
+}
 
 /// An HTTP client that opens a connection per request (a probe must see
 /// nginx's current workers, not an old worker's kept-alive connection)
@@ -282,6 +293,48 @@ impl ColorHttp {
             sum.add(&self.counters_of(&base).await?);
         }
         Ok(sum)
+    }
+
+    /// Both colors' counters, read one right after the other (the
+    /// canary's analysis compares them over the same interval).
+    pub async fn pair<W: Workloads>(
+        &self,
+        w: &W,
+        stable: Color,
+        canary: Color,
+    ) -> Result<Pair, String> {
+        let stable = self.sample(w, stable).await?;
+        let canary = self.sample(w, canary).await?;
+        Ok(Pair { stable, canary })
+    }
+
+    /// What every running replica of `color` recorded it answered, by
+    /// request id, during a shadow (`GET /shadow/answers`), at most
+    /// [`shadow::MAX_ANSWERS`] in all: the newest of each replica's are
+    /// kept when there are more.
+    pub async fn answers_of<W: Workloads>(
+        &self,
+        w: &W,
+        color: Color,
+    ) -> Result<Vec<Answer>, String> {
+        let mut all = Vec::new();
+        for base in w.endpoints(color).await.map_err(|e| e.to_string())? {
+            let url = format!("{base}/shadow/answers");
+            let read = async {
+                let response = self.http.get(&url).send().await.map_err(|e| why(&e))?;
+                let status = response.status();
+                let text = body_within(response, MAX_SHADOW).await?;
+                if !status.is_success() {
+                    return Err(format!("answered {status}: {}", excerpt(&text)));
+                }
+                serde_json::from_str::<Recorded>(&text).map_err(|e| format!("not answers: {e}"))
+            };
+            let mut got = read.await.map_err(|e: String| format!("GET {url}: {e}"))?.answers;
+            let over = got.len().saturating_sub(shadow::MAX_ANSWERS);
+            all.extend(got.drain(over..));
+        }
+        let over = all.len().saturating_sub(shadow::MAX_ANSWERS);
+        Ok(all.split_off(over))
     }
 
     /// Each running replica of `color`'s counters, by its address; one

@@ -103,8 +103,12 @@ enum Command {
         #[command(flatten)]
         token: TokenArgs,
     },
-    /// Switch traffic to the paused rollout's color (autoPromote: false).
+    /// Switch traffic to the paused rollout's color (autoPromote: false),
+    /// or take a canary on to its next step.
     Promote {
+        /// A canary: past every step left, to the full switch.
+        #[arg(long)]
+        full: bool,
         #[command(flatten)]
         api: ApiArgs,
         #[command(flatten)]
@@ -292,9 +296,14 @@ async fn dispatch(command: Command) -> Result<()> {
             );
             Ok(())
         }
-        Command::Promote { api, token } => {
+        Command::Promote { full, api, token } => {
             let token = cli::read_token(&token.token_file)?;
-            let accepted = cli::Client::new(&api.url).decide(&token, true).await?;
+            let client = cli::Client::new(&api.url);
+            let accepted = if full {
+                client.promote_full(&token).await?
+            } else {
+                client.decide(&token, true).await?
+            };
             println!("promoting {}: follow it with `controller status`", accepted.tag);
             Ok(())
         }

@@ -54,8 +54,13 @@ const PHASES: [Phase; 4] = [Phase::Healthy, Phase::Progressing, Phase::Paused, P
 
 /// Every (result, level) a rollout can finish with, created at zero so
 /// that `increase()` sees a first rollback as a step from 0 to 1.
-const OUTCOMES: [(&str, &str); 4] =
-    [("succeeded", "none"), ("rolled_back", "1"), ("rolled_back", "2"), ("rolled_back", "3")];
+const OUTCOMES: [(&str, &str); 5] = [
+    ("succeeded", "none"),
+    ("rolled_back", "1"),
+    ("rolled_back", "2"),
+    ("rolled_back", "3"),
+    ("rolled_back", "4"),
+];
 
 fn seconds() -> Histogram {
     // 5 ms to about 3 minutes.

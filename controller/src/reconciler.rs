@@ -14,6 +14,7 @@ use controller_core::machine::{self, Applied, Outcome, Removal, Step};
 use controller_core::manifest::{self, Desired};
 use controller_core::observed::{Observed, Resolved};
 use controller_core::record::{Operator, Record, Stage};
+use controller_core::shadow::Answers;
 use controller_core::status::{self, ManifestState};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
@@ -425,21 +426,28 @@ impl<P: Platform + 'static> Reconciler<P> {
             Step::Analyze { color, own, queries } => {
                 Outcome::Sampled(self.http.reading(p, *color, own.as_ref(), queries).await)
             }
-            // issue 19: shell not built yet. A step of the record alone is
-            // done; nothing is ever mirrored here, so stopping is done too;
-            // the rest is refused, which fails the rollout closed.
-            Step::CanaryNext { .. } | Step::Mirror { to: None } => Outcome::Done,
-            Step::Split { .. } => {
-                Outcome::Refused("canary routing is not carried out by this platform yet".into())
+            Step::CanaryNext { from, full } => {
+                info!(from, full, "canary: on to the next step");
+                Outcome::Done
             }
-            Step::Mirror { to: Some(_) } => {
-                Outcome::Refused("shadow mirroring is not carried out by this platform yet".into())
+            Step::Split { stable, canary, weight } => {
+                info!(stable = ?stable, canary = ?canary, weight, "canary: splitting traffic");
+                changed(p.split(*stable, *canary, *weight).await)
             }
-            Step::Answers { .. } => {
-                Outcome::Refused("shadow answers are not collected by this platform yet".into())
+            Step::Mirror { to } => {
+                info!(to = ?to, "shadow: mirroring predictions");
+                changed(p.mirror(*to).await)
             }
-            Step::Compare { .. } => {
-                Outcome::Refused("canary comparison is not carried out by this platform yet".into())
+            Step::Answers { stable, canary } => {
+                let both = async {
+                    let stable = self.http.answers_of(p, *stable).await?;
+                    let canary = self.http.answers_of(p, *canary).await?;
+                    Ok(Box::new(Answers { stable, canary }))
+                };
+                Outcome::Answered(both.await)
+            }
+            Step::Compare { stable, canary } => {
+                Outcome::Compared(self.http.pair(p, *stable, *canary).await)
             }
         })
     }
@@ -560,5 +568,17 @@ impl Inbox {
                 },
             }
         }
+    }
+}
+
+/// What a change of the router's files gave, as the core reads it: a
+/// refusal (nginx refused it, or the platform cannot do it) is for good,
+/// anything else may pass.
+fn changed(result: platform::Result<()>) -> Outcome {
+    match result {
+        Ok(()) => Outcome::Done,
+        Err(PlatformError::Refused(why)) => Outcome::Refused(why),
+        Err(e @ PlatformError::Unsupported(_)) => Outcome::Refused(e.to_string()),
+        Err(e) => Outcome::Unavailable(e.to_string()),
     }
 }

@@ -143,6 +143,7 @@ async fn a_color_starts_healthy_takes_traffic_and_goes() {
     let upstream = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     write(upstream.path(), "upstream.conf", Upstream::render_none());
     write(upstream.path(), "preview.conf", &Upstream::render_preview(None));
+    write(upstream.path(), "mirror.conf", &Upstream::render_mirror(None));
     let mount =
         format!("type=bind,src={},dst=/etc/nginx/upstream,readonly", upstream.path().display());
     docker(&[

@@ -49,6 +49,17 @@ pub struct BenchDeployArgs {
     /// Skip the faults.
     #[arg(long)]
     pub no_faults: bool,
+    /// Instead of the above: the Swarm table, on a swarm of this many
+    /// nodes (this Engine and namespaced dockerds): good deploys at each
+    /// of `--swarm-replicas`, side by side.
+    #[arg(long)]
+    pub swarm_nodes: Option<u32>,
+    /// The replicas of each color in the Swarm table.
+    #[arg(long, value_delimiter = ',', default_value = "1,6")]
+    pub swarm_replicas: Vec<u32>,
+    /// Good deploys per row of the Swarm table.
+    #[arg(long, default_value_t = 3)]
+    pub swarm_deploys: usize,
 }
 
 /// The bound on any one load: every thread stops by itself after it.
@@ -68,11 +79,75 @@ pub fn run(args: &BenchDeployArgs) -> Result<()> {
     let registry = registry::ensure_running()?;
     images::prepare(&built)?;
     let fx = Fixture { tool, built };
-    let outcome = measure(&fx, args);
-    let cleared = fx.clear();
+    let outcome = match args.swarm_nodes {
+        Some(nodes) => {
+            fixture::use_platform(xtask::stack::Platform::Swarm, nodes);
+            swarm_table(&fx, args)
+        }
+        None => measure(&fx, args),
+    };
+    let mut cleared = fx.clear();
+    if args.swarm_nodes.is_some() {
+        cleared = cleared.and(xtask::stack::swarm::leave_if_ours().map(drop));
+    }
     drop(registry);
     outcome?;
     cleared
+}
+
+/// Good deploys on Swarm at each replica count, under load: the median
+/// healthy → switched and whole rollout, and the requests that failed.
+fn swarm_table(fx: &Fixture, args: &BenchDeployArgs) -> Result<()> {
+    let body = api::documented_request();
+    let mut rows = Vec::new();
+    for &replicas in &args.swarm_replicas {
+        fx.fresh(GOOD_A)?;
+        let live = live_manifest();
+        // The first deploy brings the replica count; it is not measured.
+        fs::write(&live, fixture::manifest(GOOD_B, replicas)?)?;
+        let before = rollout::newest_revision(&fx.status()?);
+        rollout::follow(GOOD_B, before, Duration::from_secs(300))?;
+        let load = Load::start(&stack::front(), &body, args.keep_alive, args.per_request, BOUND);
+        let (mut switched, mut whole) = (Vec::new(), Vec::new());
+        for i in 0..args.swarm_deploys {
+            let tag = if i % 2 == 0 { GOOD_A } else { GOOD_B };
+            let done = fx.deploy(tag)?;
+            println!("  {replicas} replicas: {}", rollout::describe(&done));
+            anyhow::ensure!(done.result == Result_::Succeeded, "{}", rollout::describe(&done));
+            switched.extend(done.healthy_to_switched_ms);
+            whole.push(done.summary.steps.iter().map(|s| s.ms).sum::<u64>());
+        }
+        let report = load.stop();
+        rows.push((replicas, median(&mut switched), median(&mut whole), report));
+    }
+    let nodes = args.swarm_nodes.unwrap_or(1);
+    println!();
+    println!(
+        "{:<24} {:>14} {:>12} {:>8} {:>7} {:>8} {:>9}",
+        "swarm", "healthy→sw ms", "rollout ms", "× first", "sent", "failed", "p99 ms"
+    );
+    let first = rows.first().map(|r| r.2.max(1)).unwrap_or(1);
+    for (replicas, switched, whole, report) in &rows {
+        let (sent, ok, ..) = report.counts(None);
+        let (_, p99, _) = report.latency(None, None);
+        println!(
+            "{:<24} {:>14} {:>12} {:>8.2} {:>7} {:>8} {:>9}",
+            format!("{replicas} replicas, {nodes} nodes"),
+            switched,
+            whole,
+            *whole as f64 / first as f64,
+            sent,
+            sent - ok,
+            ms(p99)
+        );
+    }
+    println!("(medians of {} good deploys per row; the load through the edge)", args.swarm_deploys);
+    Ok(())
+}
+
+fn median(v: &mut [u64]) -> u64 {
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
 }
 
 fn plan(args: &BenchDeployArgs) -> Vec<(String, &'static str)> {

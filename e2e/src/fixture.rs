@@ -36,15 +36,21 @@ pub struct Fixture {
 /// The platform the stack of every scenario runs on, chosen once by the
 /// suite (compose when never chosen). Process-wide rather than a field of
 /// [`Fixture`]: the deploy benchmark builds its fixture too, on compose.
-static PLATFORM: OnceLock<Platform> = OnceLock::new();
+static PLATFORM: OnceLock<(Platform, u32)> = OnceLock::new();
 
-/// Chooses the platform of the scenarios' stacks; the first word stands.
-pub fn use_platform(platform: Platform) {
-    let _ = PLATFORM.set(platform);
+/// Chooses the platform of the scenarios' stacks, and on Swarm its
+/// number of nodes; the first word stands.
+pub fn use_platform(platform: Platform, nodes: u32) {
+    let _ = PLATFORM.set((platform, nodes));
 }
 
 pub fn platform() -> Platform {
-    PLATFORM.get().copied().unwrap_or_default()
+    PLATFORM.get().map(|p| p.0).unwrap_or_default()
+}
+
+/// The nodes of the swarm the scenarios run on (1 on compose).
+pub fn nodes() -> u32 {
+    PLATFORM.get().map(|p| p.1).unwrap_or(1)
 }
 
 /// What `GET /` through nginx answered.
@@ -89,7 +95,7 @@ impl Fixture {
         let built = self.built_as(tag);
         match platform() {
             Platform::Compose => stack::launch(self.tool, &built, ROLLOUT, &Notify::default())?,
-            Platform::Swarm => swarm::launch(&built, ROLLOUT, &Notify::default())?,
+            Platform::Swarm => swarm::launch(&built, ROLLOUT, &Notify::default(), nodes())?,
         }
         self.expect_live("blue", tag, 1)
     }
@@ -193,14 +199,25 @@ impl Fixture {
             Platform::Compose => (Some("-a"), label::PROJECT),
             Platform::Swarm => (None, label::STACK),
         };
-        let out = output(docker(["ps"].into_iter().chain(all).map(str::to_owned).chain([
-            "--filter".to_owned(),
-            format!("label={owner}={PROJECT}"),
-            "--filter".to_owned(),
-            format!("label={}={}", label::ROLE, label::ROLE_APP),
-            "--format".to_owned(),
-            format.clone(),
-        ])))?;
+        let args: Vec<String> = ["ps"]
+            .into_iter()
+            .chain(all)
+            .map(str::to_owned)
+            .chain([
+                "--filter".to_owned(),
+                format!("label={owner}={PROJECT}"),
+                "--filter".to_owned(),
+                format!("label={}={}", label::ROLE, label::ROLE_APP),
+                "--format".to_owned(),
+                format.clone(),
+            ])
+            .collect();
+        // Each node's Engine knows only its own containers.
+        let mut out = output(docker(&args))?;
+        for node in 2..=nodes() {
+            out.push('\n');
+            out.push_str(&output(xtask::stack::nodes::docker_on(node, &args))?);
+        }
         let mut apps: Vec<App> = out
             .lines()
             .filter_map(|l| {
@@ -441,3 +458,6 @@ impl Traffic {
         Ok(seen.len())
     }
 }
+
+/// A named end-to-end scenario: what it found, or why it failed.
+pub type Scenario = (&'static str, fn(&Fixture) -> Result<String>);

@@ -36,11 +36,82 @@ pub const SHORT_TIMEOUT: &str = "e2e-short-timeout";
 pub const RELABELLED: &str = "e2e-relabelled";
 pub const HOSTILE_HUGE: &str = "e2e-hostile-huge";
 pub const HOSTILE_SILENT: &str = "e2e-hostile-silent";
+/// The reference model with every fare $3 higher, and consistent with
+/// itself (its golden trips say so too, its metrics are the same): only a
+/// comparison with the live color's answers tells it apart.
+pub const SHIFTED: &str = "e2e-shifted";
 /// The webhook receiver's image: local only (no color runs it).
 pub const WEBHOOK_RECEIVER: &str = "taxi-fare-e2e/webhook-receiver:latest";
 
 /// Tags and pushes the scenario images.
 pub fn prepare(built: &Built) -> Result<()> {
+    let stamp = paths::target().join("images/e2e/prepared");
+    let this = prepared_for(built);
+    if fs::read_to_string(&stamp).ok().as_deref() == Some(this.as_str()) && all_pushed(built)? {
+        println!("e2e: the images of this build are prepared and pushed already");
+        return Ok(());
+    }
+    let _ = fs::remove_file(&stamp);
+    make_all(built)?;
+    fs::write(&stamp, this).context("cannot write the e2e images' stamp")
+}
+
+/// What the images are made from: the build's service and nginx images,
+/// and this binary (whose `hostile` and webhook receiver they carry), by
+/// its modification time.
+fn prepared_for(built: &Built) -> String {
+    let exe = std::env::current_exe()
+        .and_then(fs::metadata)
+        .and_then(|m| m.modified())
+        .map(|t| format!("{t:?}"))
+        .unwrap_or_default();
+    format!("{}\n{}\n{exe}\n", built.service, built.nginx)
+}
+
+/// Whether the registry has every tag [`prepare`] pushes, the good ones
+/// still this build's (another checkout may push the same tags), and
+/// the Engine the receiver's image.
+fn all_pushed(built: &Built) -> Result<bool> {
+    let digest = |reference: &str| -> Option<String> {
+        let tag = reference.rsplit_once(':')?.1;
+        let path = format!("/v2/taxi/service/manifests/{tag}");
+        let answer = xtask::effects::http::Request::get(&path)
+            .header("Accept", "application/vnd.docker.distribution.manifest.v2+json")
+            .send(bluegreen::REGISTRY_ADDR)
+            .ok()?;
+        answer.header("Docker-Content-Digest").map(str::to_owned)
+    };
+    let ours = digest(&built.service);
+    if ours.is_none() || digest(&service_image(GOOD_A)) != ours {
+        return Ok(false);
+    }
+    let listed = xtask::effects::http::Request::get("/v2/taxi/service/tags/list")
+        .send(bluegreen::REGISTRY_ADDR);
+    let Ok(listed) = listed else { return Ok(false) };
+    let tags: Vec<String> = listed
+        .json()
+        .ok()
+        .and_then(|v| serde_json::from_value(v["tags"].clone()).ok())
+        .unwrap_or_default();
+    let wanted = [
+        GOOD_A,
+        GOOD_B,
+        NO_MODEL,
+        WRONG_PORT,
+        SHORT_TIMEOUT,
+        RELABELLED,
+        GOLDEN_MISMATCH,
+        WORSE_MODEL,
+        HOSTILE_HUGE,
+        HOSTILE_SILENT,
+        SHIFTED,
+    ];
+    Ok(wanted.iter().all(|w| tags.iter().any(|t| t == w))
+        && docker::image_id(WEBHOOK_RECEIVER)?.is_some())
+}
+
+/// Makes and pushes every image of the scenarios.
+fn make_all(built: &Built) -> Result<()> {
     for tag in [GOOD_A, GOOD_B] {
         run(docker(["tag", &built.service, &service_image(tag)]))?;
         docker::push(&service_image(tag))?;
@@ -75,6 +146,18 @@ pub fn prepare(built: &Built) -> Result<()> {
         trip["fare"] = serde_json::json!(fare + 1.0);
     }
     with_model(built, GOLDEN_MISMATCH, &serde_json::to_string_pretty(&tampered)?)?;
+
+    let mut shifted: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(artifacts::model_path())?)?;
+    let intercept = shifted["intercept"].as_f64().context("the built model has no intercept")?;
+    shifted["intercept"] = serde_json::json!(intercept + 3.0);
+    let golden =
+        shifted["golden"].as_array_mut().context("the built model carries no golden trips")?;
+    for trip in golden {
+        let fare = trip["fare"].as_f64().context("a golden trip without a fare")?;
+        trip["fare"] = serde_json::json!(fare + 3.0);
+    }
+    with_model(built, SHIFTED, &serde_json::to_string_pretty(&shifted)?)?;
 
     let dir = paths::target().join("images/e2e/worse-model-data");
     let trainer = train::build_trainer()?;

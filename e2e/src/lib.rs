@@ -10,12 +10,14 @@
 //! browser.
 
 pub mod bench_deploy;
+pub mod canary;
 pub mod fixture;
 pub mod flood;
 pub mod hostile;
 pub mod identity;
 pub mod images;
 pub mod load;
+pub mod nodes;
 pub mod notifications;
 pub mod page;
 pub mod privilege;

@@ -20,7 +20,7 @@ use crate::images::{
 };
 use crate::load::{Connection, Load};
 
-pub type Scenario = (&'static str, fn(&Fixture) -> Result<String>);
+pub use crate::fixture::Scenario;
 
 pub const ALL: &[Scenario] = &[
     ("good deploy", good_deploy),
@@ -72,6 +72,9 @@ pub const ALL: &[Scenario] = &[
         "hostile image: a color that never answers is refused within its deadline, the loop stays responsive",
         hostile::silent_color,
     ),
+    ("canary: 10% → 50% → 100% under sticky load", crate::canary::canary_steps),
+    ("shadow: matching answers promoted", crate::canary::shadow_promotes),
+    ("shadow: a model $3 off refused, users saw stable fares", crate::canary::shadow_refuses),
 ];
 
 fn rolled_back(f: &Finished, level: u8, reason_has: &str) -> Result<()> {

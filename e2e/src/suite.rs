@@ -27,7 +27,9 @@ use crate::{fixture, images, scenarios};
 pub const ON_SWARM: &[&str] = &[
     "good deploy",
     "level 1: never healthy",
+    "level 2: unreachable through nginx",
     "tag not in the registry",
+    "gate: golden trips mismatch",
     "SIGKILL while waiting for health",
     "controller rollback",
     "under load: deploys and rollbacks lose no request",
@@ -45,6 +47,11 @@ pub struct E2eArgs {
     /// (the scenarios of `ON_SWARM` only).
     #[arg(long, value_enum, default_value_t = Platform::Compose)]
     pub platform: Platform,
+    /// Swarm only: run the scenarios of several nodes (`nodes::ALL`) on
+    /// a swarm of this many, this Engine and namespaced dockerds, instead
+    /// of the one-node ones.
+    #[arg(long, default_value_t = 1)]
+    pub swarm_nodes: u32,
 }
 
 pub fn run(args: &E2eArgs) -> Result<()> {
@@ -53,18 +60,28 @@ pub fn run(args: &E2eArgs) -> Result<()> {
     let built = Built::last()?
         .context("no build recorded in artifacts/images.json: run `cargo xtask build` first")?;
     let registry = registry::ensure_running()?;
+    if args.swarm_nodes != 1 && args.platform != Platform::Swarm {
+        bail!("--swarm-nodes is for --platform swarm");
+    }
     images::prepare(&built)?;
-    fixture::use_platform(args.platform);
+    fixture::use_platform(args.platform, args.swarm_nodes);
     let fx = fixture::Fixture { tool, built };
 
-    let chosen: Vec<_> = scenarios::ALL
+    let all = if args.swarm_nodes > 1 { crate::nodes::ALL } else { scenarios::ALL };
+    let chosen: Vec<_> = all
         .iter()
-        .filter(|(name, _)| args.platform == Platform::Compose || ON_SWARM.contains(name))
+        .filter(|(name, _)| {
+            args.platform == Platform::Compose || args.swarm_nodes > 1 || ON_SWARM.contains(name)
+        })
         .filter(|(name, _)| {
             args.only.is_empty() || args.only.iter().any(|o| name.contains(o.as_str()))
         })
         .collect();
-    if args.platform == Platform::Swarm && chosen.len() < ON_SWARM.len() && args.only.is_empty() {
+    if args.platform == Platform::Swarm
+        && args.swarm_nodes == 1
+        && chosen.len() < ON_SWARM.len()
+        && args.only.is_empty()
+    {
         bail!("a scenario of ON_SWARM was renamed: {ON_SWARM:?}");
     }
     let mut rows = Vec::new();

@@ -37,6 +37,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/predict", post(api::predict_no_slash))
         .route("/model", get(api::model_artifact))
         .route("/metrics", get(api::metrics))
+        .route("/shadow/answers", get(crate::answers::list))
         .merge(docs)
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)

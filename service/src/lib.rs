@@ -5,6 +5,7 @@
 //! about trips, features and artifacts, and links no BLAS/LAPACK.
 
 pub mod admission;
+pub mod answers;
 pub mod api;
 pub mod app;
 pub mod config;

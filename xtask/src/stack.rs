@@ -14,6 +14,7 @@
 //! `up --platform swarm` runs the same parts as Swarm services instead
 //! ([`swarm`]); `down` removes whichever of the two stacks is up.
 
+pub mod nodes;
 pub mod swarm;
 
 use std::fs;
@@ -56,6 +57,11 @@ pub struct UpArgs {
     /// Where the stack runs: compose, or Docker Swarm.
     #[arg(long, value_enum, default_value_t = Platform::Compose)]
     pub platform: Platform,
+    /// Swarm only: the nodes of the swarm, this Engine included; each
+    /// one more is a dockerd in a network namespace of its own on this
+    /// machine, joined as a worker (see ARCHITECTURE.md, "Swarm nodes").
+    #[arg(long, default_value_t = 1)]
+    pub nodes: u32,
     /// Reuse the model artifact already in artifacts/ instead of training.
     #[arg(long)]
     pub no_train: bool,
@@ -90,6 +96,7 @@ impl Default for UpArgs {
     fn default() -> Self {
         UpArgs {
             platform: Platform::Compose,
+            nodes: 1,
             no_train: false,
             timeout: DEFAULT_TIMEOUT_S,
             notify: Notify { webhook: None, webhook_format: "json".into() },
@@ -128,6 +135,9 @@ pub fn up(args: &UpArgs) -> Result<()> {
     // on demand), so a fresh machine gets every package in one go.
     deps::ensure(&[deps::REGISTRY, deps::NGINX_ROOTFS].concat())?;
     docker::ensure_running()?;
+    if args.nodes != 1 && args.platform != Platform::Swarm {
+        bail!("--nodes is for --platform swarm: compose runs on one Engine");
+    }
     let tool = match args.platform {
         Platform::Compose => {
             let tool = Tool::ensure()?;
@@ -161,7 +171,7 @@ pub fn up(args: &UpArgs) -> Result<()> {
     let timeout = Duration::from_secs(args.timeout);
     match tool {
         Some(tool) => launch(tool, &built, timeout, &args.notify)?,
-        None => swarm::launch(&built, timeout, &args.notify)?,
+        None => swarm::launch(&built, timeout, &args.notify, args.nodes)?,
     }
     wait_for_prediction(timeout)?;
 
@@ -270,6 +280,7 @@ pub fn prepare_dir() -> Result<()> {
     let copies = [
         (paths::root().join("nginx/upstream.conf"), stack_dir().join("upstream/upstream.conf")),
         (paths::root().join("nginx/preview.conf"), stack_dir().join("upstream/preview.conf")),
+        (paths::root().join("nginx/mirror.conf"), stack_dir().join("upstream/mirror.conf")),
         (paths::root().join("manifests/rollout.yaml"), live_manifest()),
         // World-readable (the copy keeps the tracked file's mode):
         // Prometheus reads it as its own user.
@@ -282,6 +293,17 @@ pub fn prepare_dir() -> Result<()> {
         if !to.exists() {
             fs::copy(&from, &to).with_context(|| format!("cannot copy {}", from.display()))?;
         }
+    }
+    // An upstream.conf a controller wrote before the router proxied to
+    // `$app_route` does not define it, and nginx would refuse to start on
+    // it: the plain route is added (the live color stays what it names).
+    let upstream = stack_dir().join("upstream/upstream.conf");
+    let text = fs::read_to_string(&upstream)
+        .with_context(|| format!("cannot read {}", upstream.display()))?;
+    if !text.contains("$app_route") {
+        let route = "\nmap $host $app_route {\n    default app_live;\n}\n";
+        fs::write(&upstream, format!("{text}{route}"))
+            .with_context(|| format!("cannot update {}", upstream.display()))?;
     }
     // Prometheus runs as a user of its own image: it must be able to
     // list and read the targets whatever this user's umask.

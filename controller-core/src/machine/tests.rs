@@ -901,9 +901,9 @@ fn apply_keeps_what_each_stage_promises() {
 // The canary and the shadow.
 
 use crate::analysis::Sample as Counters;
+use crate::manifest::strategy::{CanaryStep, Comparison, Shadow, Strategy};
 use crate::record::CanaryAt;
 use crate::shadow::Answer;
-use crate::strategy::{CanaryStep, Comparison, Shadow, Strategy};
 
 const S30: Duration = Duration::from_secs(30);
 

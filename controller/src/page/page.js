@@ -3,7 +3,7 @@
 // value from /status goes in as text, never as markup.
 "use strict";
 
-const STEPS = ["prepare", "start", "health", "gates", "warm_up", "paused", "switch", "verify", "scale_down"];
+const STEPS = ["prepare", "start", "health", "gates", "warm_up", "shadow", "paused", "canary", "switch", "verify", "scale_down"];
 const SVG = "http://www.w3.org/2000/svg";
 let status = null;
 let fetchedAt = 0;
@@ -113,7 +113,7 @@ function gateRows(entry, g, finished) {
   const on = { golden: g.golden, min_r2: g.min_r2 !== null, max_rmse_increase: g.max_rmse_increase !== null, latency_budget: g.latency_budget !== null };
   const limits = { golden: null, min_r2: g.min_r2, max_rmse_increase: g.max_rmse_increase, latency_budget: g.latency_budget === null ? null : g.latency_budget / 1000 };
   const refused = (entry.gates || []).some((r) => !r.passed) && !readings.has("latency_budget");
-  const past = new Set(["warm_up", "paused", "switch", "verify", "scale_down"]);
+  const past = new Set(["warm_up", "paused", "shadow", "canary", "switch", "verify", "scale_down"]);
   const gone = finished || refused || (entry.step && past.has(entry.step));
   return GATES.filter(([gate]) => on[gate] || readings.has(gate)).map(([gate, name, measured, limit]) => {
     const r = readings.get(gate);

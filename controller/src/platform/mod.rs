@@ -150,6 +150,24 @@ pub trait Router: Send + Sync {
     }
     /// The front's base URL as the controller reaches it: what users reach.
     fn front(&self) -> &str;
+    /// A canary: `weight` percent (1 to 99) of live traffic to
+    /// `canary`'s replicas by a sticky key, the rest to `stable`'s. Safe
+    /// to repeat: it always (re)loads.
+    fn split(
+        &self,
+        stable: (Color, u32),
+        canary: (Color, u32),
+        weight: u8,
+    ) -> impl Future<Output = Result<()>> + Send {
+        let _ = (stable, canary, weight);
+        async { Err(PlatformError::Unsupported("split traffic between two colors")) }
+    }
+    /// Copies live predictions to `to`'s replicas, their answers dropped
+    /// (`None`: to nobody). Safe to repeat.
+    fn mirror(&self, to: Option<(Color, u32)>) -> impl Future<Output = Result<()>> + Send {
+        let _ = to;
+        async { Err(PlatformError::Unsupported("mirror traffic to a color")) }
+    }
 }
 
 /// A backend: both roles.

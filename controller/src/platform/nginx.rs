@@ -26,6 +26,7 @@ pub trait Instances: Send + Sync {
 
 const FILE: &str = "upstream.conf";
 const PREVIEW: &str = "preview.conf";
+const MIRROR: &str = "mirror.conf";
 
 #[derive(Clone)]
 /// upstream.conf as last read: the live color it names, or why it
@@ -50,6 +51,16 @@ pub struct Nginx<I> {
 impl<I: Instances> Nginx<I> {
     pub fn new(engine: Engine, instances: I, dir: PathBuf) -> Nginx<I> {
         Nginx { engine, instances, dir }
+    }
+
+    /// The containers this nginx runs in, as the backend names them.
+    pub fn instances(&self) -> &I {
+        &self.instances
+    }
+
+    /// The Engine the containers run on.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// When nginx last took in an upstream.conf of ours: the file is
@@ -151,6 +162,20 @@ impl<I: Instances> Nginx<I> {
     /// and reloads it as [`Nginx::switch`] does.
     pub async fn set_upstream(&self, text: &str) -> Result<()> {
         self.replace(FILE, text, Upstream::render_none()).await
+    }
+
+    /// Replaces mirror.conf with `text` (rendered by the caller:
+    /// `Upstream::render_mirror`), tests and reloads it.
+    pub async fn set_mirror(&self, text: &str) -> Result<()> {
+        let none = Upstream::render_mirror(None);
+        self.replace(MIRROR, text, &none).await
+    }
+
+    /// The color mirror.conf copies predictions to, if any (an unreadable
+    /// or missing file: none).
+    pub async fn mirrored(&self) -> Option<Color> {
+        let text = local_file::read(&self.dir.join(MIRROR)).await.ok()?;
+        Upstream::mirrored(&text)
     }
 
     /// Replaces preview.conf with `text`, tests and reloads it.

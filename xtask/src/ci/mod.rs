@@ -5,7 +5,8 @@
 //! lacks: after integration, the Swarm backend's engine test on the
 //! images just built (`swarm-engine`); before deploy, the production stack (`up`, reusing the trained
 //! model), so the deploy stage meets a running controller as the CI job
-//! does; after it, the controller's end-to-end tests. The stack is torn
+//! does; after it, the controller's end-to-end tests, on compose and then
+//! on a one-node swarm (`e2e-swarm`). The stack is torn
 //! down at the end whatever happened, and a table of each step's duration
 //! is printed, also on a failure, ending with the pass/fail count CI
 //! reads. It sits above the stages, the stack and e2e, which it runs;
@@ -53,6 +54,10 @@ pub fn steps() -> Vec<Step> {
         // The controller's scenarios (rollbacks, crashes, zero downtime);
         // each starts from a clean stack of its own.
         local("e2e", || e2e::scenarios(&[])),
+        // The scenarios that make sense on Swarm, on a one-node swarm of
+        // this engine (the three-node ones run apart: `e2e --platform
+        // swarm --swarm-nodes 3`, which would take this past 30 minutes).
+        local("e2e-swarm", || e2e::scenarios(&["--platform".into(), "swarm".into()])),
     ]
 }
 

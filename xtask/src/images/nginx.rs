@@ -79,6 +79,7 @@ pub fn build(base: &str, tag: &str, build_args: &[(&str, String)]) -> Result<Str
         "edge.conf",
         "upstream.conf",
         "preview.conf",
+        "mirror.conf",
         "upstream_blue.tmpl",
         "upstream_green.tmpl",
     ] {

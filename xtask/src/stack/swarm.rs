@@ -55,26 +55,44 @@ pub fn state() -> Result<String> {
     output(docker(["info", "--format", "{{.Swarm.LocalNodeState}}"]))
 }
 
-/// Makes this Engine a one-node swarm's manager unless it is in a swarm
-/// already (then it must be a manager: the controller creates services).
-pub fn ensure_swarm() -> Result<()> {
+/// Makes this Engine a swarm's manager unless it is in a swarm already
+/// (then it must be a manager: the controller creates services). With
+/// more than one node the manager advertises its address on the nodes'
+/// bridge ([`nodes`]), else loopback: nothing leaves this machine.
+pub fn ensure_swarm(nodes: u32) -> Result<()> {
+    let advertise = if nodes > 1 {
+        super::nodes::ensure_bridge()?;
+        super::nodes::manager_address()
+    } else {
+        "127.0.0.1".to_owned()
+    };
     match state()?.as_str() {
         "inactive" => {
             fs::create_dir_all(stack_dir())?;
             // The marker first: an init that half-succeeds is still ours.
-            fs::write(marker(), "docker swarm init --advertise-addr 127.0.0.1\n")
+            fs::write(marker(), format!("docker swarm init --advertise-addr {advertise}\n"))
                 .context("cannot write the swarm marker")?;
-            run(docker(["swarm", "init", "--advertise-addr", "127.0.0.1"]))
+            run(docker(["swarm", "init", "--advertise-addr", &advertise]))?;
         }
         "active" => {
             let manager = output(docker(["info", "--format", "{{.Swarm.ControlAvailable}}"]))?;
             if manager != "true" {
                 bail!("this Engine is a swarm worker: run `up --platform swarm` on a manager");
             }
-            Ok(())
+            let addr = output(docker(["info", "--format", "{{.Swarm.NodeAddr}}"]))?;
+            if nodes > 1 && addr != advertise {
+                bail!(
+                    "this Engine's swarm advertises {addr}, which the nodes cannot reach: \
+                     `cargo xtask down` first (it leaves a swarm `up` made)"
+                );
+            }
         }
         other => bail!("this Engine's swarm is {other}: wait for it, or leave it"),
     }
+    if nodes > 1 {
+        super::nodes::add(nodes)?;
+    }
+    Ok(())
 }
 
 /// Fails, naming the port, when a port the swarm stack publishes is taken
@@ -92,12 +110,12 @@ pub fn check_ports() -> Result<()> {
 /// The runtime directory and live manifest as compose's `launch` lays
 /// them out, the swarm, the stack deployed, then the controller's first
 /// rollout of `built`'s tag followed to its end.
-pub fn launch(built: &Built, timeout: Duration, notify: &Notify) -> Result<()> {
+pub fn launch(built: &Built, timeout: Duration, notify: &Notify, nodes: u32) -> Result<()> {
     super::prepare_dir()?;
     let user = super::controller_user()?;
     super::check_owned(user)?;
     rollout::set_tag(&live_manifest(), &built.tag)?;
-    ensure_swarm()?;
+    ensure_swarm(nodes)?;
     deploy(built, user, notify)?;
     for tier in [bluegreen::NGINX_SERVICE, bluegreen::EDGE_SERVICE] {
         wait_running(&format!("{PROJECT}_{tier}"), timeout)?;
@@ -230,10 +248,13 @@ pub fn remove_stack() -> Result<()> {
     .with_context(|| format!("removing the network {NETWORK}"))
 }
 
-/// Leaves the swarm when `up` made it (the marker), and removes the
+/// Leaves the swarm when `up` made it (the marker), after taking the
+/// extra nodes away (whoever made the swarm: only `up` makes nodes), and
+/// removes the
 /// `docker_gwbridge` network Docker leaves behind; `ingress` goes with the
 /// swarm. Returns whether it left.
 pub fn leave_if_ours() -> Result<bool> {
+    super::nodes::remove()?;
     if !marker().exists() {
         return Ok(false);
     }
@@ -259,12 +280,11 @@ pub fn leave_if_ours() -> Result<bool> {
 /// Empties the runtime directory but for the swarm marker: a fresh stack
 /// on the swarm `up` made must still leave it at the end.
 pub fn clear_dir() -> Result<()> {
-    let ours = marker().exists();
+    let ours = fs::read_to_string(marker()).ok();
     paths::remove_dir_if_present(&stack_dir())?;
-    if ours {
+    if let Some(text) = ours {
         fs::create_dir_all(stack_dir())?;
-        fs::write(marker(), "docker swarm init --advertise-addr 127.0.0.1\n")
-            .context("cannot write the swarm marker")?;
+        fs::write(marker(), text).context("cannot write the swarm marker")?;
     }
     Ok(())
 }

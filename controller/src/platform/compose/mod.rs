@@ -8,7 +8,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 
-use bluegreen::Color;
+use bluegreen::{Color, Upstream};
 use controller_core::observed::{Capabilities, Replica, Traffic};
 use tokio::sync::mpsc;
 use tracing::warn;
@@ -16,7 +16,7 @@ use tracing::warn;
 use self::docker::Engine;
 use super::docker::forward_events;
 use super::nginx::{Instances, Nginx};
-use super::{AppRange, Result, Router, Spec, Workloads};
+use super::{AppRange, PlatformError, Result, Router, Spec, Workloads};
 
 pub struct Compose {
     engine: Engine,
@@ -29,6 +29,25 @@ impl Compose {
     pub fn new(engine: Engine, upstream_dir: PathBuf, front: String) -> Compose {
         let nginx = Nginx::new(engine.clone(), OneNginx(engine.clone()), upstream_dir);
         Compose { engine, nginx, front }
+    }
+}
+
+impl Compose {
+    /// The running replicas of a color, by number, at most `count` (at
+    /// least 1): nginx refuses a whole file for one name it cannot
+    /// resolve, and Docker names only running containers, so a replica
+    /// that is down is left out rather than let it block the change.
+    async fn running(&self) -> Result<impl Fn(Color, u32) -> Vec<u32> + use<>> {
+        let containers = self.engine.app_containers().await?;
+        Ok(move |color: Color, count: u32| -> Vec<u32> {
+            let mut numbers: Vec<u32> = containers
+                .iter()
+                .filter(|c| c.color == color && c.is_running() && c.replica <= count.max(1))
+                .map(|c| c.replica)
+                .collect();
+            numbers.sort_unstable();
+            numbers
+        })
     }
 }
 
@@ -149,19 +168,7 @@ impl Router for Compose {
         replicas: u32,
         fallback: Option<(Color, u32)>,
     ) -> Result<()> {
-        // nginx refuses a whole file for one name it cannot resolve, and
-        // Docker names only running containers: a replica that is down is
-        // left out rather than let it block the switch.
-        let containers = self.engine.app_containers().await?;
-        let running = |color: Color, count: u32| -> Vec<u32> {
-            let mut numbers: Vec<u32> = containers
-                .iter()
-                .filter(|c| c.color == color && c.is_running() && c.replica <= count.max(1))
-                .map(|c| c.replica)
-                .collect();
-            numbers.sort_unstable();
-            numbers
-        };
+        let running = self.running().await?;
         let live = to.map(|c| running(c, replicas)).unwrap_or_default();
         let backup = fallback.map(|(c, n)| (c, running(c, n)));
         self.nginx.switch(to, &live, backup.as_ref().map(|(c, n)| (*c, &n[..]))).await
@@ -169,6 +176,25 @@ impl Router for Compose {
 
     async fn preview(&self, to: Option<(Color, u32)>) -> Result<()> {
         self.nginx.show_preview(to).await
+    }
+
+    async fn split(&self, stable: (Color, u32), canary: (Color, u32), weight: u8) -> Result<()> {
+        let running = self.running().await?;
+        let (s, c) = (running(stable.0, stable.1), running(canary.0, canary.1));
+        let text = Upstream::render_split((stable.0, &s), (canary.0, &c), weight)
+            .map_err(|e| PlatformError::Refused(e.to_string()))?;
+        self.nginx.set_upstream(&text).await
+    }
+
+    async fn mirror(&self, to: Option<(Color, u32)>) -> Result<()> {
+        let text = match to {
+            Some((color, n)) => {
+                let numbers = self.running().await?(color, n);
+                Upstream::render_mirror(Some((color, &numbers)))
+            }
+            None => Upstream::render_mirror(None),
+        };
+        self.nginx.set_mirror(&text).await
     }
 
     async fn heal(&self) -> Result<()> {

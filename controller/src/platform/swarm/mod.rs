@@ -35,6 +35,22 @@ use super::{AppRange, PlatformError, Result, Router, Spec, Workloads};
 /// How often `start` and `remove` look at the tasks while they wait for
 /// Swarm to start or stop them.
 const POLL: Duration = Duration::from_millis(500);
+/// How long `route` waits for a task's overlay address to accept the
+/// router's connections: Swarm calls a task running (and healthy, which
+/// its own loopback check decides) up to a few seconds (3.3 s measured)
+/// before the overlay delivers to it from the router, and a switch to an
+/// address nobody answers yet is a failed probe. Past the wait the switch
+/// goes on: a color that is healthy but unreachable through the router
+/// is the probe's to find (a level-2 rollback), not this wait's.
+const REACHABLE: Duration = Duration::from_secs(10);
+/// Between two checks of the addresses not reachable yet.
+const REACH_EVERY: Duration = Duration::from_millis(250);
+/// A script, run in a router task, that prints each address given after
+/// the port that does not accept a TCP connection within a second
+/// (bash's /dev/tcp: the router's image has no other client). The
+/// addresses come from Docker and are passed as arguments, never spliced
+/// into the script.
+const UNREACHABLE: &str = r#"port=$1; shift; for a; do timeout 1 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$a" "$port" 2>/dev/null || echo "$a"; done"#;
 
 /// Where the Swarm backend's parts are.
 #[derive(Debug, Clone)]
@@ -126,6 +142,44 @@ impl Swarm {
             found.truncate(count.max(1) as usize);
         }
         Ok(found)
+    }
+
+    /// Waits, within [`REACHABLE`], until every one of `tasks`' addresses
+    /// accepts a connection from a router task (the first one, on this
+    /// node: every router task shares the overlay with it); past the
+    /// wait, says which do not and returns. An error only when the check
+    /// itself cannot be run.
+    async fn reachable(&self, tasks: &[(u32, String)]) -> Result<()> {
+        let port = bluegreen::APP_PORT.to_string();
+        let deadline = tokio::time::Instant::now() + REACHABLE;
+        let mut left: Vec<&str> = tasks.iter().map(|(_, a)| a.as_str()).collect();
+        while !left.is_empty() {
+            let router = self.nginx.instances().containers().await?;
+            let Some(router) = router.first() else { break };
+            let mut cmd = vec!["bash", "-c", UNREACHABLE, "reachable", port.as_str()];
+            cmd.extend(left.iter().copied());
+            let (code, out) = self.nginx.engine().exec(router, &cmd).await?;
+            if code != 0 {
+                return Err(PlatformError::Unavailable {
+                    backend: "nginx",
+                    message: format!("cannot check the tasks' addresses from {router}: {out}"),
+                });
+            }
+            let unreachable: Vec<&str> = out.split_whitespace().collect();
+            left.retain(|a| unreachable.contains(a));
+            if !left.is_empty() && tokio::time::Instant::now() + REACH_EVERY > deadline {
+                warn!(
+                    addresses = %left.join(", "),
+                    port = %port,
+                    "the router cannot reach these tasks yet; routing to them all the same"
+                );
+                break;
+            }
+            if !left.is_empty() {
+                tokio::time::sleep(REACH_EVERY).await;
+            }
+        }
+        Ok(())
     }
 
     /// Waits until Swarm has started every replica of `image` (each task
@@ -343,32 +397,53 @@ impl Workloads for Swarm {
         }
     }
 
+    /// Each running task's own address and port. A task just started on
+    /// another node is listed in the manager's view of the network a
+    /// moment after Swarm calls it running: waited for, within
+    /// [`REACHABLE`], since leaving it out would read as a replica gone.
     async fn endpoints(&self, color: Color) -> Result<Vec<String>> {
-        let seen = self.tasks_of(color).await?;
-        let mut remote = None;
-        let mut urls = Vec::new();
-        for s in &seen {
-            if !matches!(state_of(&s.task), Some(TaskState::RUNNING | TaskState::STARTING)) {
-                continue;
-            }
-            // The port the container itself listens on, as compose's
-            // endpoints: what the router proxies to is the probe's
-            // business. A task elsewhere: the app's port.
-            let (address, port) = match &s.container {
-                Some(c) => (c.address.clone(), c.port),
-                None => {
-                    if remote.is_none() {
-                        remote = Some(self.services.task_addresses(&self.layout.network).await?);
-                    }
-                    let id = s.task.id.clone().unwrap_or_default();
-                    (remote.as_ref().and_then(|r| r.get(&id).cloned()), None)
+        let deadline = tokio::time::Instant::now() + REACHABLE;
+        loop {
+            let seen = self.tasks_of(color).await?;
+            let mut remote = None;
+            let mut urls = Vec::new();
+            let mut unknown = None;
+            for s in &seen {
+                if !matches!(state_of(&s.task), Some(TaskState::RUNNING | TaskState::STARTING)) {
+                    continue;
                 }
-            };
-            if let Some(address) = address {
-                urls.push(format!("http://{address}:{}", port.unwrap_or(bluegreen::APP_PORT)));
+                // The port the container itself listens on, as compose's
+                // endpoints: what the router proxies to is the probe's
+                // business. A task elsewhere: the app's port.
+                let (address, port) = match &s.container {
+                    Some(c) => (c.address.clone(), c.port),
+                    None => {
+                        if remote.is_none() {
+                            remote =
+                                Some(self.services.task_addresses(&self.layout.network).await?);
+                        }
+                        let id = s.task.id.clone().unwrap_or_default();
+                        (remote.as_ref().and_then(|r| r.get(&id).cloned()), None)
+                    }
+                };
+                match address {
+                    Some(address) => urls
+                        .push(format!("http://{address}:{}", port.unwrap_or(bluegreen::APP_PORT))),
+                    None => unknown = s.task.id.clone(),
+                }
             }
+            let Some(task) = unknown else { return Ok(urls) };
+            if tokio::time::Instant::now() + REACH_EVERY > deadline {
+                return Err(PlatformError::Unavailable {
+                    backend: "swarm",
+                    message: format!(
+                        "the overlay address of task {task} of {color} is not known after {}s",
+                        REACHABLE.as_secs()
+                    ),
+                });
+            }
+            tokio::time::sleep(REACH_EVERY).await;
         }
-        Ok(urls)
     }
 
     async fn resolve(&self, image: &str) -> Result<String> {
@@ -449,6 +524,7 @@ impl Router for Swarm {
         let text = match to {
             Some(color) => {
                 let live = self.serving(color, Some(replicas)).await?;
+                self.reachable(&live).await?;
                 let backup = match fallback {
                     Some((c, n)) => Some((c, self.serving(c, Some(n)).await?)),
                     None => None,
@@ -494,5 +570,26 @@ impl Router for Swarm {
 
     fn front(&self) -> &str {
         &self.front
+    }
+
+    /// A canary's file, naming both colors' serving tasks by address (as
+    /// `route` does), the new color's checked reachable first.
+    async fn split(&self, stable: (Color, u32), canary: (Color, u32), weight: u8) -> Result<()> {
+        let old = self.serving(stable.0, Some(stable.1)).await?;
+        let new = self.serving(canary.0, Some(canary.1)).await?;
+        self.reachable(&new).await?;
+        let text = Upstream::render_split_addresses((stable.0, &old), (canary.0, &new), weight)
+            .map_err(|e| PlatformError::Refused(e.to_string()))?;
+        self.nginx.set_upstream(&text).await
+    }
+
+    /// Only the empty mirror: a mirror.conf names its servers by container
+    /// name, which a Swarm task has not (a shadow is refused here, at
+    /// level 1, before any traffic moves).
+    async fn mirror(&self, to: Option<(Color, u32)>) -> Result<()> {
+        match to {
+            Some(_) => Err(PlatformError::Unsupported("mirror traffic to a Swarm color yet")),
+            None => self.nginx.set_mirror(&Upstream::render_mirror(None)).await,
+        }
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::manifest::{ManifestError, line_of, millis, millis_opt, percent};
+use super::{ManifestError, line_of, millis, millis_opt, percent};
 
 /// The most steps a canary may have.
 pub const MAX_STEPS: usize = 32;
@@ -829,7 +829,7 @@ spec:
 
     #[test]
     fn the_tracked_manifests_commented_examples_parse() {
-        let tracked = include_str!("../../manifests/rollout.yaml");
+        let tracked = include_str!("../../../manifests/rollout.yaml");
         let mut blocks: Vec<String> = Vec::new();
         let mut inside = false;
         for line in tracked.lines() {
