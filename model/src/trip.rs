@@ -138,7 +138,7 @@ impl Trip {
     /// `fract`, a libm call), for callers that only need to know — the
     /// service's scanner, which leaves a refused row to the parser that
     /// words the errors. Tested against [`Field::check`].
-    #[inline]
+    #[inline(always)]
     pub fn checked(values: [f64; 5]) -> Option<Trip> {
         let mut in_bounds = true;
         for (field, value) in Field::ALL.into_iter().zip(values) {

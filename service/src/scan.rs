@@ -221,36 +221,78 @@ fn plain_number(bytes: &[u8]) -> Option<(f64, usize)> {
     }
 }
 
+/// 10^0 to 10^7, then the same negated: [`plain_number_in`] divides by
+/// (or, 10^0, multiplies by) the one of the number's sign.
+const SIGNED_POW10: [[f64; 8]; 2] =
+    [[1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7], [-1e0, -1e1, -1e2, -1e3, -1e4, -1e5, -1e6, -1e7]];
+
+/// Which of the sixteen bytes are ASCII digits, one bit each (bit `i` for
+/// byte `i`): SSE2, part of every x86_64, classifies them in four
+/// instructions.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn digit_mask(bytes: &[u8; 16]) -> u32 {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_set1_epi8,
+        _mm_sub_epi8,
+    };
+    // SAFETY: SSE2 is in the x86_64 baseline (every x86_64 CPU has it and
+    // the target enables it), so these intrinsics' one requirement holds;
+    // `_mm_loadu_si128` reads 16 bytes with no alignment requirement, and
+    // `bytes` is exactly 16 readable bytes.
+    unsafe {
+        let v = _mm_loadu_si128(bytes.as_ptr().cast());
+        // A byte is a digit when it minus `'0'` (wrapping) is at most 9.
+        let values = _mm_sub_epi8(v, _mm_set1_epi8(b'0' as i8));
+        let digit = _mm_cmpeq_epi8(_mm_min_epu8(values, _mm_set1_epi8(9)), values);
+        _mm_movemask_epi8(digit) as u32
+    }
+}
+
+/// [`digit_mask`] byte by byte, for targets without SSE2.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn digit_mask(bytes: &[u8; 16]) -> u32 {
+    let mut mask = 0;
+    for (i, b) in bytes.iter().enumerate() {
+        mask |= u32::from(b.is_ascii_digit()) << i;
+    }
+    mask
+}
+
 /// [`plain_number`] in a window that holds every byte it may read (a sign,
 /// seven digits, a point and the word of the fraction): one length check
-/// for them all.
+/// for them all. The digits of all sixteen bytes after the sign are told
+/// at once ([`digit_mask`]), so the integer's and the fraction's lengths
+/// are two bit counts.
 #[inline(always)]
 fn plain_number_in(window: &[u8; 17]) -> Option<(f64, usize)> {
-    let bytes: &[u8] = window;
-    let negative = bytes[0] == b'-';
+    let negative = window[0] == b'-';
     let start = usize::from(negative);
-    let integer = word(bytes, start)?;
-    let n = leading_digits(integer);
+    let digits = window.get(start..)?.first_chunk::<16>()?;
+    // The non-digits, and a stop past the sixteenth byte.
+    let non_digits = !digit_mask(digits) | (1 << 16);
+    let n = non_digits.trailing_zeros() as usize;
     // A digit, and no leading zero before another digit.
-    if n == 0 || n > 7 || (n > 1 && integer as u8 == b'0') {
+    if n == 0 || n > 7 || (n > 1 && digits[0] == b'0') {
         return None;
     }
-    let after = (integer >> (8 * n)) as u8;
-    // The magnitude is never negative (nor NaN): setting its sign bit is
-    // negating it, with no branch.
-    let sign = |magnitude: f64| f64::from_bits(magnitude.to_bits() | (u64::from(negative) << 63));
+    let integer = u64::from_le_bytes(*digits.first_chunk::<8>()?);
+    let after = digits[n];
     if after != b'.' {
         if after | 0x20 == b'e' {
             return None;
         }
-        return Some((sign(digits_value(integer, n) as f64), start + n));
+        // Below 10^7, so exact as an `i64` and an `f64`; times ±1, exact.
+        let value = digits_value(integer, n) as i64 as f64 * SIGNED_POW10[start][0];
+        return Some((value, start + n));
     }
-    let fraction_at = start + n + 1;
-    let fraction = word(bytes, fraction_at)?;
-    let f = leading_digits(fraction);
-    if f == 0 || f > 7 || ((fraction >> (8 * f)) as u8) | 0x20 == b'e' {
+    let f = (non_digits >> (n + 1)).trailing_zeros() as usize;
+    // n + 1 + f ≤ 15: the byte after the fraction is in the window.
+    if f == 0 || f > 7 || digits[n + 1 + f] | 0x20 == b'e' {
         return None;
     }
+    let fraction = u64::from_le_bytes(*digits.get(n + 1..)?.first_chunk::<8>()?);
     let significand = if n + f <= 8 {
         // Every digit fits one word (a coordinate's usually do): the
         // integer's, then the fraction's in place of the point, one sum.
@@ -260,8 +302,10 @@ fn plain_number_in(window: &[u8; 17]) -> Option<(f64, usize)> {
         digits_value(integer, n) * POW10_U64[f] + digits_value(fraction, f)
     };
     // Below 10^14, so exact as an `i64` (whose conversion is one
-    // instruction, an unsigned one's several) and as an `f64`.
-    Some((sign(significand as i64 as f64 / POW10[f]), fraction_at + f))
+    // instruction, an unsigned one's several) and as an `f64`; divided by
+    // ±10^f, the sign in the divisor (rounding is symmetric: the same bits
+    // as the division by 10^f negated).
+    Some((significand as i64 as f64 / SIGNED_POW10[start][f], start + n + 1 + f))
 }
 
 /// The keys of a row in the order the row before had them (`fields`, a
@@ -280,14 +324,61 @@ impl Template {
     }
 }
 
+/// Why [`plain_rows`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Stop {
+    /// At a row that is not plain (nothing of it consumed).
+    NotPlain,
+    /// After a row and the `]` that closes the array.
+    Close,
+    /// After a row followed by neither `,` nor `]` (whitespace, say).
+    Row,
+    /// After `limit` rows, the last one's `,` consumed.
+    Limit,
+}
+
+/// The plain rows ([`plain_row`]) from `at`, at most `limit`, each directly
+/// followed by `,` or `]`, pushed onto `trips`: how many, where it stopped
+/// and why. A loop of its own, so that the batch's state is not carried
+/// through every row.
+#[inline(never)]
+fn plain_rows(
+    bytes: &[u8],
+    mut at: usize,
+    template: &Template,
+    trips: &mut Vec<Trip>,
+    limit: usize,
+) -> (usize, usize, Stop) {
+    let mut read = 0;
+    while read < limit {
+        let Some((trip, end)) = plain_row(bytes, at, template) else {
+            return (read, at, Stop::NotPlain);
+        };
+        trips.push(trip);
+        read += 1;
+        at = end;
+        match bytes.get(at) {
+            Some(b',') => at += 1,
+            Some(b']') => return (read, at + 1, Stop::Close),
+            _ => return (read, at, Stop::Row),
+        }
+    }
+    (read, at, Stop::Limit)
+}
+
+/// The most bytes [`plain_field`] reads: a key with its quotes and colon
+/// (at most 20), a number's window (17) and the byte after it.
+const FIELD_WINDOW: usize = 40;
+
 /// The row at `at` when it is exactly what nearly every row is: `{`, then
 /// the keys of `template` in its order, each as `"name":` and a plain
 /// number ([`plain_number`]) and `,` (the last `}`), no whitespace; the
 /// trip and where the row ends. `None` for anything else, including a
 /// value a rule refuses: then [`Scanner::row`] reads the row, the general
-/// way. On locals only and calling nothing, so the position stays in a
-/// register: no key to tell apart and no duplicate to look for, since the
-/// template holds each field once.
+/// way. No key to tell apart and no duplicate to look for, since the
+/// template holds each field once. A function of its own, on locals only,
+/// so that its few values stay in registers (inlined into the batch loop,
+/// constants and positions were spilled and reloaded for every number).
 #[inline(always)]
 fn plain_row(bytes: &[u8], at: usize, template: &Template) -> Option<(Trip, usize)> {
     if *bytes.get(at)? != b'{' {
@@ -309,9 +400,33 @@ fn plain_row(bytes: &[u8], at: usize, template: &Template) -> Option<(Trip, usiz
 }
 
 /// `"name":` of `key`, a plain number and `end` at `at`: the number and
-/// where `end` ends.
+/// where `end` ends. Every byte it reads is in one window of
+/// [`FIELD_WINDOW`] bytes, checked once; a field nearer the body's end
+/// takes [`plain_field_at_end`].
 #[inline(always)]
 fn plain_field(bytes: &[u8], at: usize, key: &QuotedKey, end: u8) -> Option<(f64, usize)> {
+    let Some(window) = bytes.get(at..).and_then(<[u8]>::first_chunk::<FIELD_WINDOW>) else {
+        return plain_field_at_end(bytes, at, key, end);
+    };
+    let word = |i: usize| {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&window[8 * i..8 * i + 8]);
+        u64::from_le_bytes(word)
+    };
+    if word(0) != key.words[0] || word(1) != key.words[1] || word(2) & key.mask != key.words[2] {
+        return None;
+    }
+    let number = window.get(key.len..)?.first_chunk::<17>()?;
+    let (value, len) = plain_number_in(number)?;
+    let after = key.len + len;
+    (*window.get(after)? == end).then_some((value, at + after + 1))
+}
+
+/// [`plain_field`] within [`FIELD_WINDOW`] bytes of the body's end (a
+/// body's last row or two).
+#[cold]
+#[inline(never)]
+fn plain_field_at_end(bytes: &[u8], at: usize, key: &QuotedKey, end: u8) -> Option<(f64, usize)> {
     let chunk = bytes.get(at..)?.first_chunk::<24>()?;
     let word = |i: usize| {
         let mut word = [0u8; 8];
@@ -385,25 +500,35 @@ impl Scanner<'_> {
                 }
                 until_check = check_every;
             }
-            until_check -= 1;
             if learned {
                 template = Some(Template::of(order));
                 learned = false;
             }
-            let plain = template.as_ref().and_then(|t| plain_row(self.bytes, self.at, t));
-            let trip = match plain {
-                Some((trip, end)) => {
-                    self.at = end;
-                    trip
+            if let Some(template) = &template {
+                // As many plain rows as the row limit and the next check
+                // allow (at least one: both were checked above).
+                let limit = until_check.min(max_rows - trips.len());
+                let (read, at, stop) = plain_rows(self.bytes, self.at, template, &mut trips, limit);
+                self.at = at;
+                // Fewer than `limit` read unless `Limit`: the checks above
+                // still pass for the row the general way takes below.
+                until_check -= read;
+                match stop {
+                    Stop::Close => break,
+                    Stop::Limit => continue,
+                    Stop::NotPlain => {}
+                    Stop::Row => match self.next()? {
+                        b',' => continue,
+                        b']' => break,
+                        _ => return None,
+                    },
                 }
-                None => {
-                    // The first row, another key order, whitespace or
-                    // anything else: the row the general way, whose order
-                    // the next rows try.
-                    learned = true;
-                    self.row(&mut order)?
-                }
-            };
+            }
+            until_check -= 1;
+            // The first row, another key order, whitespace or anything
+            // else: the row the general way, whose order the next rows try.
+            learned = true;
+            let trip = self.row(&mut order)?;
             trips.push(trip);
             // The byte after a row, whitespace aside.
             let after = match self.bytes.get(self.at) {

@@ -79,8 +79,17 @@ pub(super) fn table(model: &Path, bodies: &[(&str, &str)], work: &Path) -> Resul
     Ok(out)
 }
 
-/// Runs the driver under callgrind and returns each stage's inclusive
-/// instructions per request (stages callgrind did not see are left out).
+/// Runs the driver under callgrind once per stage and returns each stage's
+/// inclusive instructions per request (stages callgrind did not see are
+/// left out).
+///
+/// Each run collects only inside its stage's function
+/// (`--toggle-collect`), so the program's total is the stage's inclusive
+/// count, exactly, whatever the build's debug info. (Read from one run's
+/// `callgrind_annotate --inclusive=yes` listing instead, a function whose
+/// inlined code comes from several source files is listed once per file,
+/// each line with the calls of the whole function: added up, a stage was
+/// counted more than once in a build with debug info.)
 fn callgrind(
     driver: &Path,
     model: &Path,
@@ -88,60 +97,75 @@ fn callgrind(
     mode: &str,
     work: &Path,
 ) -> Result<Vec<(usize, u64)>> {
-    let data = work.join(format!("callgrind-{mode}.out"));
-    let mut c = cmd("valgrind", ["--tool=callgrind", "--quiet"]);
-    c.arg(format!("--callgrind-out-file={}", data.display()))
-        .arg(driver)
-        .arg(model)
-        .arg(body)
-        .arg(ITERATIONS.to_string())
-        .arg(mode);
-    output(c)?;
-    let mut annotate = cmd("callgrind_annotate", ["--inclusive=yes", "--threshold=100"]);
-    annotate.arg(&data);
-    let text = output(annotate)?;
-    Ok(stage_counts(&text, ITERATIONS))
-}
-
-/// Each stage's inclusive count over `iterations` requests, per request,
-/// from callgrind_annotate's lines (`1,234,567 (12.3%)  ???:name [file]`).
-fn stage_counts(text: &str, iterations: usize) -> Vec<(usize, u64)> {
     let mut counts = Vec::new();
     for (i, (symbol, _)) in STAGES.iter().enumerate() {
-        let found = text.lines().filter_map(|line| {
-            let (number, rest) = line.trim().split_once(' ')?;
-            let name = rest.split_once(':')?.1;
-            let name = name.split(" [").next()?.trim();
-            let matches = name == *symbol || name.ends_with(&format!("::{symbol}"));
-            let n: u64 = number.replace(',', "").parse().ok()?;
-            matches.then_some(n)
-        });
-        // The same function may be listed once per object file: add them.
-        let total: u64 = found.sum();
-        if total > 0 {
-            counts.push((i, total / iterations as u64));
+        let data = work.join(format!("callgrind-{mode}-{i}.out"));
+        let mut c = cmd("valgrind", ["--tool=callgrind", "--quiet"]);
+        // `stage_…` are `batch_profile`'s functions; the others are named
+        // in full.
+        let pattern =
+            if symbol.contains("::") { (*symbol).to_owned() } else { format!("*::{symbol}") };
+        c.arg(format!("--toggle-collect={pattern}"))
+            .arg(format!("--callgrind-out-file={}", data.display()))
+            .arg(driver)
+            .arg(model)
+            .arg(body)
+            .arg(ITERATIONS.to_string())
+            .arg(mode);
+        output(c)?;
+        let text = output(cmd("callgrind_annotate", [&data]))?;
+        if let Some(n) = program_total(&text, ITERATIONS) {
+            counts.push((i, n));
         }
     }
-    counts
+    Ok(counts)
+}
+
+/// The `PROGRAM TOTALS` of a callgrind_annotate listing, per request over
+/// `iterations` requests; `None` for none or zero (the function never ran,
+/// or is not in this build under its name).
+fn program_total(text: &str, iterations: usize) -> Option<u64> {
+    let line = text.lines().find(|line| line.contains("PROGRAM TOTALS"))?;
+    let number = line.split_whitespace().next()?;
+    let total: u64 = number.replace(',', "").parse().ok()?;
+    (total > 0).then(|| total / iterations.max(1) as u64)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A listing of a run collected inside `stage_predict`, in the form a
+    /// build with debug info gives (the function once per source file its
+    /// inlined code came from, adding up to more than the run): the
+    /// program's total is the stage's inclusive count.
     #[test]
-    fn reads_callgrind_annotate_lines() {
+    fn takes_the_program_total_not_the_lines_per_file() {
         let text = "\
+--------------------------------------------------------------------------------
+Profile data file 'callgrind-fast-2.out' (creator: callgrind-3.19.0)
+--------------------------------------------------------------------------------
+Events recorded:  Ir
 --------------------------------------------------------------------------------
 Ir
 --------------------------------------------------------------------------------
-400,000 (100.0%)  PROGRAM TOTALS
-  200,000 (50.0%)  ???:batch_profile::stage_decode [/x/batch_profile]
-  100,000 (25.0%)  ???:batch_profile::stage_predict [/x/batch_profile]
-   60,000 (15.0%)  ???:model::features::features [/x/batch_profile]
-   20,000 ( 5.0%)  ???:batch_profile::stage_encode [/x/batch_profile]
+20,315,651 (100.0%)  PROGRAM TOTALS
+
+--------------------------------------------------------------------------------
+Ir                   file:function
+--------------------------------------------------------------------------------
+20,315,651 (100.0%)  service/examples/batch_profile.rs:batch_profile::stage_predict [/x/batch_profile]
+20,108,651 (98.98%)  /rustc/library/core/src/iter/traits/iterator.rs:batch_profile::stage_predict [/x/batch_profile]
+17,920,108 (88.21%)  model/src/features.rs:model::features::features [/x/batch_profile]
 ";
-        let counts = stage_counts(text, 100);
-        assert_eq!(counts, vec![(0, 2000), (1, 600), (2, 1000), (4, 200)]);
+        assert_eq!(program_total(text, 200), Some(101_578));
+    }
+
+    #[test]
+    fn a_stage_that_never_ran_is_left_out() {
+        let text = "Ir\n0  PROGRAM TOTALS\n";
+        assert_eq!(program_total(text, 200), None);
+        assert_eq!(program_total("no listing", 200), None);
+        assert_eq!(program_total("1,000 (100.0%)  PROGRAM TOTALS", 0), Some(1_000));
     }
 }
