@@ -137,26 +137,18 @@ fn make_all(built: &Built) -> Result<()> {
         docker::build(&context, &[&service_image(tag)], &[])?;
         docker::push(&service_image(tag))?;
     }
-    let mut tampered: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(artifacts::model_path())?)?;
-    let golden =
-        tampered["golden"].as_array_mut().context("the built model carries no golden trips")?;
-    for trip in golden {
-        let fare = trip["fare"].as_f64().context("a golden trip without a fare")?;
-        trip["fare"] = serde_json::json!(fare + 1.0);
-    }
+    // Fares its golden trips promise a dollar off what the image computes.
+    let tampered = with_golden_moved(model_with(|_| Ok(()))?, 1.0)?;
     with_model(built, GOLDEN_MISMATCH, &serde_json::to_string_pretty(&tampered)?)?;
-
-    let mut shifted: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(artifacts::model_path())?)?;
-    let intercept = shifted["intercept"].as_f64().context("the built model has no intercept")?;
-    shifted["intercept"] = serde_json::json!(intercept + 3.0);
-    let golden =
-        shifted["golden"].as_array_mut().context("the built model carries no golden trips")?;
-    for trip in golden {
-        let fare = trip["fare"].as_f64().context("a golden trip without a fare")?;
-        trip["fare"] = serde_json::json!(fare + 3.0);
-    }
+    // Every fare $3 higher, and the golden trips saying so too.
+    let shifted = with_golden_moved(
+        model_with(|m| {
+            let intercept = m["intercept"].as_f64().context("the built model has no intercept")?;
+            m["intercept"] = serde_json::json!(intercept + 3.0);
+            Ok(())
+        })?,
+        3.0,
+    )?;
     with_model(built, SHIFTED, &serde_json::to_string_pretty(&shifted)?)?;
 
     let dir = paths::target().join("images/e2e/worse-model-data");
@@ -170,6 +162,27 @@ fn make_all(built: &Built) -> Result<()> {
     with_model(built, WORSE_MODEL, &fs::read_to_string(&worse)?)?;
     hostile(built)?;
     webhook_receiver()
+}
+
+/// The built model artifact as JSON, changed by `change`.
+fn model_with(
+    change: impl FnOnce(&mut serde_json::Value) -> Result<()>,
+) -> Result<serde_json::Value> {
+    let mut model: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(artifacts::model_path())?)?;
+    change(&mut model)?;
+    Ok(model)
+}
+
+/// `model` with every golden trip's fare moved by `by` dollars.
+fn with_golden_moved(mut model: serde_json::Value, by: f64) -> Result<serde_json::Value> {
+    let golden =
+        model["golden"].as_array_mut().context("the built model carries no golden trips")?;
+    for trip in golden {
+        let fare = trip["fare"].as_f64().context("a golden trip without a fare")?;
+        trip["fare"] = serde_json::json!(fare + by);
+    }
+    Ok(model)
 }
 
 /// The webhook receiver (src/bin/webhook-receiver.rs) alone in a
