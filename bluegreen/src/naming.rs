@@ -7,6 +7,10 @@ use crate::Color;
 pub const PROJECT: &str = "taxi-fare";
 /// The stack's private network, as compose names it (`<project>_private`).
 pub const NETWORK: &str = "taxi-fare_private";
+/// The Swarm stack's overlay network (`<stack>_overlay`): a name of its
+/// own, so a compose network the Engine has not let go of yet cannot
+/// stand in its way.
+pub const SWARM_NETWORK: &str = "taxi-fare_overlay";
 /// The port every app container listens on, and nginx proxies to.
 pub const APP_PORT: u16 = 32000;
 /// The nginx compose service that routes to the live color (reloaded at

@@ -155,7 +155,7 @@ struct RunArgs {
     #[arg(long, env = "CONTROLLER_SWARM_STACK", default_value = bluegreen::PROJECT)]
     swarm_stack: String,
     /// Swarm: the overlay network the colors and the router share.
-    #[arg(long, env = "CONTROLLER_SWARM_NETWORK", default_value = bluegreen::NETWORK)]
+    #[arg(long, env = "CONTROLLER_SWARM_NETWORK", default_value = bluegreen::SWARM_NETWORK)]
     swarm_network: String,
     /// The desired-state manifest to watch (its directory is watched).
     #[arg(long, env = "CONTROLLER_MANIFEST", default_value = "manifests/rollout.yaml")]

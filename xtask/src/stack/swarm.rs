@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use bluegreen::{CONTROLLER_PORT, NETWORK, PROJECT, label};
+use bluegreen::{CONTROLLER_PORT, PROJECT, SWARM_NETWORK as NETWORK, label};
 
 use super::{ControllerUser, Notify, PREVIEW_PORT, front_port};
 use crate::effects::docker::{self, docker};
