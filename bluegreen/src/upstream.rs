@@ -92,12 +92,7 @@ impl Upstream {
             Color::Blue => BLUE_TEMPLATE,
             Color::Green => GREEN_TEMPLATE,
         };
-        let first = [1];
-        let live = if live.is_empty() { &first[..] } else { live };
-        let mut servers: Vec<String> = live
-            .iter()
-            .map(|n| format!("    server {}:{APP_PORT};", container_name(color, *n)))
-            .collect();
+        let mut servers = by_name(color, live);
         if let Some((old, numbers)) = backup.filter(|(old, n)| *old != color && !n.is_empty()) {
             servers.extend(
                 numbers
@@ -126,11 +121,7 @@ impl Upstream {
             let name = container_name(color, replica);
             format!("    server {}{flag}; # {name}", with_port(address))
         };
-        let mut servers: Vec<String> = if live.is_empty() {
-            vec![line(color, 1, NO_ADDRESS, "")]
-        } else {
-            live.iter().map(|(n, a)| line(color, *n, a, "")).collect()
-        };
+        let mut servers = by_address(color, live);
         if let Some((old, all)) = backup.filter(|(old, all)| *old != color && !all.is_empty()) {
             servers.extend(all.iter().map(|(n, a)| line(old, *n, a, " backup")));
         }
@@ -183,21 +174,12 @@ impl Upstream {
         canary: (Color, &[u32]),
         weight: u8,
     ) -> Result<String, UpstreamError> {
-        let named = |color: Color, numbers: &[u32]| {
-            let first = [1];
-            let numbers = if numbers.is_empty() { &first[..] } else { numbers };
-            let lines: Vec<String> = numbers
-                .iter()
-                .map(|n| format!("    server {}:{APP_PORT};", container_name(color, *n)))
-                .collect();
-            lines.join("\n")
-        };
         split_file(
             stable.0,
             canary.0,
             weight,
-            &named(stable.0, stable.1),
-            &named(canary.0, canary.1),
+            &by_name(stable.0, stable.1).join("\n"),
+            &by_name(canary.0, canary.1).join("\n"),
         )
     }
 
@@ -208,23 +190,12 @@ impl Upstream {
         canary: (Color, &[(u32, String)]),
         weight: u8,
     ) -> Result<String, UpstreamError> {
-        let by_address = |color: Color, all: &[(u32, String)]| {
-            let nowhere = [(1, NO_ADDRESS.to_owned())];
-            let all = if all.is_empty() { &nowhere[..] } else { all };
-            let lines: Vec<String> = all
-                .iter()
-                .map(|(n, a)| {
-                    format!("    server {}; # {}", with_port(a), container_name(color, *n))
-                })
-                .collect();
-            lines.join("\n")
-        };
         split_file(
             stable.0,
             canary.0,
             weight,
-            &by_address(stable.0, stable.1),
-            &by_address(canary.0, canary.1),
+            &by_address(stable.0, stable.1).join("\n"),
+            &by_address(canary.0, canary.1).join("\n"),
         )
     }
 
@@ -393,6 +364,27 @@ fn split_file(
         .replace("{{stable}}", stable_servers)
         .replace("{{canary}}", &canary_servers)
         .replace("{{weight}}", &weight.to_string()))
+}
+
+/// The `server` lines of `color`'s replicas by container name; none: the
+/// first is named, so the file still says which color it sends to.
+fn by_name(color: Color, numbers: &[u32]) -> Vec<String> {
+    let first = [1];
+    let numbers = if numbers.is_empty() { &first[..] } else { numbers };
+    numbers
+        .iter()
+        .map(|n| format!("    server {}:{APP_PORT};", container_name(color, *n)))
+        .collect()
+}
+
+/// The same by address, the replica's name in a comment; none: the
+/// discard address ([`NO_ADDRESS`]).
+fn by_address(color: Color, all: &[(u32, String)]) -> Vec<String> {
+    let nowhere = [(1, NO_ADDRESS.to_owned())];
+    let all = if all.is_empty() { &nowhere[..] } else { all };
+    all.iter()
+        .map(|(n, a)| format!("    server {}; # {}", with_port(a), container_name(color, *n)))
+        .collect()
 }
 
 /// `10.0.1.7` → `10.0.1.7:32000`; an address that names its port keeps it.
